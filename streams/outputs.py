@@ -1,0 +1,30 @@
+"""What a transition asks to publish: a record for a topic role, with key and headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from .codec import encode
+
+
+@dataclass(frozen=True)
+class Output:
+    """One record to publish. ``value`` None is a tombstone (compacted topics)."""
+
+    role: str
+    key: str | bytes | None
+    value: BaseModel | None
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def key_bytes(self) -> bytes | None:
+        if self.key is None or isinstance(self.key, bytes):
+            return self.key
+        return self.key.encode()
+
+    def value_bytes(self) -> bytes | None:
+        return None if self.value is None else encode(self.value)
+
+    def header_list(self) -> list[tuple[str, bytes]]:
+        return [(name, value.encode()) for name, value in self.headers]

@@ -1,0 +1,452 @@
+"""The wire contract: every public record as a strict pydantic v2 model.
+
+Field names are exact (contract section 2, seed 000 data model). Validation is strict:
+unknown fields, wrong JSON types, NaN/infinity and oversized values are rejected, so a
+producer finds out at once (the record goes to ``persona.dlq`` with the reason).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+#: A whole record (key + value) may not exceed this many bytes.
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY_CHARS = 128
+MAX_METADATA_VALUE_CHARS = 4096
+
+PERSONA_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+_PERSONA_NAME_RE = re.compile(PERSONA_NAME_PATTERN)
+
+PersonaName = Annotated[str, StringConstraints(pattern=PERSONA_NAME_PATTERN)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Text = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+EpochMs = Annotated[int, Field(ge=0, le=253402300799999)]  # up to 9999-12-31
+
+
+def is_persona_name(value: str) -> bool:
+    return bool(_PERSONA_NAME_RE.match(value))
+
+
+def _check_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_METADATA_ENTRIES:
+        raise ValueError(f"at most {MAX_METADATA_ENTRIES} entries allowed, got {len(value)}")
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY_CHARS:
+            raise ValueError(
+                f"key {key[:40]!r}... is {len(key)} chars, at most {MAX_METADATA_KEY_CHARS} allowed"
+            )
+        if len(item) > MAX_METADATA_VALUE_CHARS:
+            raise ValueError(
+                f"value of {key!r} is {len(item)} chars, at most {MAX_METADATA_VALUE_CHARS} allowed"
+            )
+    return value
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_check_metadata)]
+
+
+class Record(BaseModel):
+    """Base of every contract record: strict, closed, finite numbers only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+# --------------------------------------------------------------------------- bindings
+
+
+class BudgetPolicy(Record):
+    """Seed ``PersonaBudgetPolicy``; ``null`` means no limit."""
+
+    daily_usd: NonNegativeFloat | None = None
+    hourly_usd: NonNegativeFloat | None = None
+    run_usd: NonNegativeFloat | None = None
+    max_tokens: NonNegativeInt | None = None
+
+
+class RetryPolicy(Record):
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    backoff_ms: NonNegativeInt = 1000
+    factor: Annotated[float, Field(ge=1.0, le=100.0)] = 2.0
+    max_backoff_ms: NonNegativeInt = 300000
+
+
+class RunLimits(Record):
+    max_steps: NonNegativeInt | None = None
+    max_tokens: NonNegativeInt | None = None
+    max_cost_usd: NonNegativeFloat | None = None
+    max_duration_ms: NonNegativeInt | None = None
+    warn_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+
+
+def validate_cron(expression: str) -> str:
+    """A 5-field standard cron expression (minute hour day month weekday), UTC."""
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise ValueError(
+            f"{expression!r} is not a valid 5-field cron expression (minute hour day month weekday)"
+        )
+    return expression
+
+
+CronExpression = Annotated[str, AfterValidator(validate_cron)]
+
+
+class PersonaBinding(Record):
+    """Configuration of one persona; published on the compacted ``persona.bindings``."""
+
+    name: PersonaName
+    template_ref: Label | None = None
+    entry_workflow: Label
+    schedules: Annotated[list[CronExpression], Field(max_length=64)] = []
+    triggers: Annotated[list[Label], Field(max_length=256)] = []
+    budget: BudgetPolicy = BudgetPolicy()
+    execution: Literal["inline", "external"] = "inline"
+    lease_ttl_ms: Annotated[int, Field(ge=1, le=7 * 86_400_000)] = 300000
+    retry: RetryPolicy = RetryPolicy()
+    run_limits: RunLimits = RunLimits()
+    estimated_run_usd: NonNegativeFloat | None = None
+    compensation_workflow: Label | None = None
+    schedule_catchup: Literal["skip", "latest"] = "latest"
+    redact_metadata_keys: Annotated[list[Label], Field(max_length=256)] = []
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class RunCost(Record):
+    """Seed ``PersonaRunCost``: what one run cost and saved."""
+
+    cost_usd: NonNegativeFloat
+    tokens: NonNegativeInt
+    avoided_cost_usd: float = 0.0
+    deterministic_steps: int = 0
+    llm_steps: int = 0
+    frontier_escalations: int = 0
+    metadata: Any = None
+
+
+class TriggerRequest(Record):
+    """A trigger envelope from a producer (webhook bridge, cron, handoff)."""
+
+    request_id: Id
+    persona: PersonaName
+    provider: Label
+    kind: Label
+    metadata: Metadata = {}
+    raw: Any = None
+    cost: RunCost | None = None
+    priority: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] = 0
+    received_at_ms: EpochMs | None = None
+
+
+ControlAction = Literal["pause", "resume", "disable", "enable", "drain", "record_spend"]
+
+
+class ControlCommand(Record):
+    """An ops command for one persona."""
+
+    command_id: Id
+    persona: PersonaName
+    action: ControlAction
+    actor: Label
+    reason: Text | None = None
+    cost: RunCost | None = None
+    at_ms: EpochMs | None = None
+
+    @model_validator(mode="after")
+    def _cost_only_for_spend(self) -> "ControlCommand":
+        if self.action == "record_spend" and self.cost is None:
+            raise ValueError("action 'record_spend' needs a 'cost' object")
+        if self.action != "record_spend" and self.cost is not None:
+            raise ValueError(f"'cost' is only valid with action 'record_spend', not {self.action!r}")
+        return self
+
+
+RunEventKind = Literal[
+    "started",
+    "heartbeat",
+    "step_started",
+    "step_completed",
+    "step_failed",
+    "usage",
+    "checkpoint",
+    "artifact",
+    "handoff",
+    "completed",
+    "failed",
+]
+
+
+class RunEvent(Record):
+    """A lifecycle report from an executor about one run."""
+
+    event_id: Id
+    run_id: Id
+    lease_id: Id
+    kind: RunEventKind
+    step_id: Label | None = None
+    name: Label | None = None
+    tokens: NonNegativeInt | None = None
+    cost_usd: NonNegativeFloat | None = None
+    output: Any = None
+    error: Text | None = None
+    retryable: bool | None = None
+    target_persona: PersonaName | None = None
+    task: Text | None = None
+    payload: Any = None
+    cost: RunCost | None = None
+    at_ms: EpochMs | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> "RunEvent":
+        if self.kind.startswith("step_") and self.step_id is None:
+            raise ValueError(f"kind {self.kind!r} needs 'step_id'")
+        if self.kind == "handoff" and (self.target_persona is None or self.task is None):
+            raise ValueError("kind 'handoff' needs 'target_persona' and 'task'")
+        if self.kind == "failed" and self.error is None:
+            raise ValueError("kind 'failed' needs 'error'")
+        return self
+
+
+RunControlAction = Literal[
+    "pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a"
+]
+
+
+class RunControl(Record):
+    """An inbox message for a running execution (seed 001)."""
+
+    command_id: Id
+    run_id: Id
+    action: RunControlAction
+    actor: Label
+    reason: Text | None = None
+    content: Any = None
+    at_ms: EpochMs | None = None
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class TriggerEnvelope(Record):
+    """Seed ``PersonaTriggerEnvelope``: the normalized trigger."""
+
+    provider: str
+    kind: str
+    subject_key: str
+    source_event_id: str | None = None
+    received_at_ms: int
+    metadata: dict[str, str] = {}
+    raw: Any = None
+
+
+class PersonaLease(Record):
+    id: str
+    holder: str
+    work_key: str
+    acquired_at_ms: int
+    expires_at_ms: int
+
+
+ReceiptStatus = Literal[
+    "completed",
+    "queued",
+    "dead_lettered",
+    "budget_exhausted",
+    "duplicate",
+    "lease_busy",
+    "dispatched",
+    "failed",
+    "rejected",
+]
+
+
+class Receipt(Record):
+    """Seed ``PersonaRunReceipt`` plus correlation ids: one per decision about a request."""
+
+    status: ReceiptStatus
+    persona: str
+    run_id: str | None = None
+    work_key: str | None = None
+    lease: PersonaLease | None = None
+    queued: bool = False
+    error: str | None = None
+    budget_receipt_id: str | None = None
+    request_id: str
+    receipt_id: str
+    at_ms: int
+
+
+class RunDispatch(Record):
+    """An instruction to executors about one run."""
+
+    run_id: str
+    persona: str
+    lease_id: str
+    attempt: int
+    entry_workflow: str
+    envelope: TriggerEnvelope
+    deadline_ms: int
+    limits: RunLimits
+    parent_run_id: str | None = None
+    action: str = "start"
+    command_id: str | None = None
+    reason: str | None = None
+    content: Any = None
+
+
+class OutboxEvent(Record):
+    """One state transition, for audit consumers. ``seq`` is gap-free per ``stream``."""
+
+    event_id: str
+    stream: str
+    seq: int
+    kind: str
+    persona: str
+    run_id: str | None = None
+    occurred_at_ms: int
+    payload: dict[str, Any]
+    cause: dict[str, Any]
+
+
+class PersonaBudgetStatus(Record):
+    daily_usd: float | None = None
+    hourly_usd: float | None = None
+    run_usd: float | None = None
+    max_tokens: int | None = None
+    spent_today_usd: float = 0.0
+    spent_this_hour_usd: float = 0.0
+    spent_last_run_usd: float = 0.0
+    tokens_today: int = 0
+    remaining_today_usd: float | None = None
+    remaining_hour_usd: float | None = None
+    exhausted: bool = False
+    reason: str | None = None
+    last_receipt_id: str | None = None
+
+
+class PersonaAssignmentStatus(Record):
+    work_key: str
+    lease_id: str
+    holder: str
+    acquired_at: str
+    expires_at: str
+
+
+class PersonaQueuedWork(Record):
+    work_key: str
+    provider: str
+    kind: str
+    queued_at: str
+    reason: str
+    source_event_id: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class PersonaHandoffInboxItem(Record):
+    work_key: str
+    handoff_id: str | None = None
+    handoff_kind: str | None = None
+    source_persona: str | None = None
+    task: str | None = None
+    queued_at: str
+    reason: str
+
+
+ValueEventKind = Literal[
+    "run_started",
+    "run_completed",
+    "accepted_outcome",
+    "frontier_escalation",
+    "deterministic_execution",
+    "promotion_savings",
+    "approval_wait",
+]
+
+
+class PersonaValueReceipt(Record):
+    kind: ValueEventKind
+    run_id: str | None = None
+    occurred_at: str
+    paid_cost_usd: float
+    avoided_cost_usd: float
+    deterministic_steps: int
+    llm_steps: int
+    metadata: Any = None
+
+
+LifecycleState = Literal[
+    "inactive", "starting", "idle", "running", "paused", "draining", "failed", "disabled"
+]
+
+
+class PersonaStatus(Record):
+    """Seed ``PersonaStatus``, exact field names, computed at the last transition's event time."""
+
+    name: str
+    template_ref: str | None = None
+    state: LifecycleState
+    entry_workflow: str
+    role: str
+    current_assignment: PersonaAssignmentStatus | None = None
+    last_run: str | None = None
+    next_scheduled_run: str | None = None
+    active_lease: PersonaLease | None = None
+    budget: PersonaBudgetStatus
+    last_error: str | None = None
+    queued_events: int
+    queued_work: list[PersonaQueuedWork] = []
+    handoff_inbox: list[PersonaHandoffInboxItem] = []
+    value_receipts: list[PersonaValueReceipt] = []
+    disabled_events: int
+    paused_event_policy: str = "queue_then_drain_on_resume"
+
+
+class DeadLetter(Record):
+    """A record the pipeline could not accept, with a reason a person can act on."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    value_b64: str
+    error: str
+    at_ms: int
+    value_truncated: bool = False
+
+    @field_validator("error")
+    @classmethod
+    def _error_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a dead letter needs an error message")
+        return value
+
+
+#: Records producers in other languages write or read; exported as JSON Schema.
+PUBLIC_RECORDS: tuple[type[Record], ...] = (
+    PersonaBinding,
+    TriggerRequest,
+    ControlCommand,
+    RunEvent,
+    RunControl,
+    RunDispatch,
+    Receipt,
+    OutboxEvent,
+    PersonaStatus,
+    DeadLetter,
+)

@@ -78,7 +78,7 @@ def json_table(pipeline: Pipeline, name: str, help: str) -> faust.Table:
     return pipeline.app.Table(
         name,
         partitions=pipeline.settings.partitions,
-        schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json", value_serializer="json"),
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help=help,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -68,6 +69,60 @@ def schema(out_dir: Path) -> None:
 
     for path in write_schemas(out_dir):
         click.echo(str(path))
+
+
+TAIL_ROLES = {"receipts": "receipts", "outbox": "outbox", "dlq": "dlq", "status": "status", "inbox": "persona_inbox"}
+
+
+def client_for(settings: Settings):
+    from .client import Client
+    from .embedded import resolve_broker
+
+    try:
+        return Client(settings, resolve_broker(settings).bootstrap)
+    except BrokerNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("what", type=click.Choice(sorted(TAIL_ROLES)))
+@click.option("--json", "as_json", is_flag=True, help="Print raw JSON values, one per line.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest record instead of now.")
+@click.option("--persona", default=None, help="Only records keyed by this persona.")
+def tail(what: str, as_json: bool, from_beginning: bool, persona: str | None) -> None:
+    """Follow receipts, outbox, dlq, status or inbox, one readable line per record."""
+    import asyncio
+    import json
+
+    from . import render
+
+    role = TAIL_ROLES[what]
+
+    async def follow() -> None:
+        client = client_for(settings_or_exit())
+        await client.start()
+        try:
+            tail_ = await client.tail(role, from_beginning=from_beginning)
+            while True:
+                for record in await tail_.poll(1.0):
+                    if persona is not None and record.key != persona:
+                        continue
+                    click.echo(json.dumps(record.value) if as_json else render.line(role, record))
+        finally:
+            await client.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+
+
+@main.command()
+def demo() -> None:
+    """Start a broker and a worker, run a short scenario, print what came back, stop."""
+    import asyncio
+
+    from .demo import run_demo
+
+    asyncio.run(run_demo(settings_or_exit()))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ the CLI find it when ``KAFKA_BOOTSTRAP_SERVERS`` is not set.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -79,6 +80,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _answers_kafka_blocking(bootstrap: str) -> bool:
+    """Run the async probe to completion, also when called from inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_answers_kafka(bootstrap))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _answers_kafka(bootstrap)).result()
+
+
 async def _answers_kafka(bootstrap: str) -> bool:
     from aiokafka import AIOKafkaClient
 
@@ -125,7 +136,7 @@ class EmbeddedBroker:
                 raise BrokerNotFound(
                     f"Tansu exited with code {self.process.returncode}; see {self.data_dir / 'broker.log'}"
                 )
-            if _port_open(self.port) and asyncio.run(_answers_kafka(self.bootstrap)):
+            if _port_open(self.port) and _answers_kafka_blocking(self.bootstrap):
                 break
             if time.monotonic() > deadline:
                 self.stop()

@@ -1,0 +1,42 @@
+# personaflow — two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST := $(BIN)/python -m pytest
+
+.PHONY: run test chaos bench install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamps re-install only when the project metadata changes (idempotent, fast reruns).
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test
+
+## Start an embedded broker and a worker, run the demo scenario, print receipts/DLQ/status, stop.
+run: install
+	$(BIN)/personaflow demo
+
+## Unit tests, broker-level tests and the short crash test (one broker, one worker per session).
+test: install-test
+	$(PYTEST) -q -m "not chaos and not bench"
+
+## Long crash/restart suite.
+chaos: install-test
+	$(PYTEST) -q -m chaos
+
+## Benchmarks; results are written to bench-results/.
+bench: install-test
+	$(PYTEST) -q -m bench -s
+
+clean:
+	rm -rf $(VENV) .personaflow .pytest_cache *.egg-info

@@ -1,0 +1,145 @@
+"""Producing to and tailing contract topics, for the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import BaseModel
+
+from .codec import encode
+from .kafka import end_offsets, new_consumer, new_producer
+from .settings import Settings
+from .topics import TopicNames
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One consumed record; ``value`` is the decoded JSON (None for tombstones/non-JSON)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: Any
+    raw: bytes | None
+    timestamp_ms: int
+    headers: dict[str, str]
+
+
+def _decode(raw: bytes | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def to_seen(record: Any) -> Seen:
+    return Seen(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=None if record.key is None else record.key.decode("utf-8", errors="replace"),
+        value=_decode(record.value),
+        raw=record.value,
+        timestamp_ms=record.timestamp,
+        headers={name: value.decode("utf-8", errors="replace") for name, value in (record.headers or ())},
+    )
+
+
+class Tail:
+    """Follows one topic (all partitions) from a fixed starting point."""
+
+    def __init__(self, client: "Client", role: str, *, from_beginning: bool) -> None:
+        self.client = client
+        self.topic = client.names.name(role)
+        self.from_beginning = from_beginning
+        self.consumer: AIOKafkaConsumer | None = None
+        self.seen: list[Seen] = []
+
+    async def start(self) -> "Tail":
+        consumer = new_consumer(self.client.settings, self.client.bootstrap)
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+        if not partitions:
+            await consumer.stop()
+            raise LookupError(f"topic {self.topic!r} does not exist (is a worker running?)")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if self.from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            for tp, offset in (await end_offsets(consumer, tps)).items():
+                consumer.seek(tp, offset)
+        self.consumer = consumer
+        return self
+
+    async def poll(self, timeout_s: float = 0.2) -> list[Seen]:
+        assert self.consumer is not None, "start() the tail first"
+        batch = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=10_000)
+        fresh = [to_seen(record) for records in batch.values() for record in records]
+        self.seen.extend(fresh)
+        return fresh
+
+    async def until(self, done: Callable[[list[Seen]], bool], timeout_s: float, what: str = "condition") -> list[Seen]:
+        """Poll until ``done(all records seen so far)`` holds; raise TimeoutError otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not done(self.seen):
+            if loop.time() > deadline:
+                raise TimeoutError(f"{what} not met on {self.topic} within {timeout_s}s ({len(self.seen)} records seen)")
+            await self.poll(min(0.2, max(0.01, deadline - loop.time())))
+        return self.seen
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+
+class Client:
+    """A producer plus tails for one broker and topic prefix."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.names = TopicNames(settings.topic_prefix)
+        self.producer = new_producer(settings, bootstrap)
+        self._tails: list[Tail] = []
+
+    async def start(self) -> "Client":
+        await self.producer.start()
+        return self
+
+    async def stop(self) -> None:
+        for tail in self._tails:
+            await tail.stop()
+        await self.producer.stop()
+
+    async def send(self, role: str, key: str | bytes | None, value: BaseModel | bytes | dict | None,
+                   headers: Iterable[tuple[str, str]] = ()) -> Any:
+        if isinstance(value, BaseModel):
+            payload: bytes | None = encode(value)
+        elif isinstance(value, dict):
+            payload = json.dumps(value).encode()
+        else:
+            payload = value
+        key_bytes = key.encode() if isinstance(key, str) else key
+        return await self.producer.send_and_wait(
+            self.names.name(role), payload, key=key_bytes,
+            headers=[(name, text.encode()) for name, text in headers] or None,
+        )
+
+    async def tail(self, role: str, *, from_beginning: bool = False) -> Tail:
+        tail = Tail(self, role, from_beginning=from_beginning)
+        await tail.start()
+        self._tails.append(tail)
+        return tail

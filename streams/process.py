@@ -1,0 +1,111 @@
+"""Running ``personaflow worker`` as a child process (demo, tests, chaos runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from .client import Client
+from .settings import Settings
+
+
+def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment that reproduces ``settings`` in a child process."""
+    env = {
+        key: value
+        for key, value in (os.environ if base is None else base).items()
+        if not key.startswith(("PERSONAFLOW_", "KAFKA_"))
+    }
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is not None:
+            env[field.validation_alias.choices[0]] = str(value)  # type: ignore[union-attr]
+    return env
+
+
+class WorkerProcess:
+    """One worker child process with its own log file; restartable and killable."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = Path(log_dir)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"worker-{self.starts}.log"
+
+    def spawn(self) -> None:
+        self.starts += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.settings.web_url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, timeout_s: float = 10.0) -> bytes:
+        with urllib.request.urlopen(f"{self.settings.web_url}{path}", timeout=timeout_s) as response:
+            return response.read()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, *, kill: bool = False, timeout_s: float = 30.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    async def wait_ready(self, client: Client, timeout_s: float = 120.0) -> None:
+        """Ready = the web port answers and a probe record makes it through ingress.
+
+        The probe is a trigger for the reserved persona ``_probe`` (never bound, so the
+        pipeline answers it with a ``rejected`` receipt and nothing else happens).
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if not self.alive():
+                raise RuntimeError(f"worker exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker web port did not answer:\n{self.log_tail()}")
+            await asyncio.sleep(0.2)
+        inbox = await client.tail("persona_inbox")
+        probe = f"probe-{uuid.uuid4().hex[:10]}"
+        await client.send("triggers", "_probe", {"request_id": probe, "persona": "_probe", "provider": "probe", "kind": "ready"})
+        try:
+            await inbox.until(
+                lambda seen: any(r.key == "_probe" and (r.value or {}).get("request", {}).get("request_id") == probe for r in seen),
+                max(1.0, deadline - time.monotonic()), "worker readiness probe")
+        except TimeoutError:
+            raise TimeoutError(f"worker did not forward the readiness probe:\n{self.log_tail()}") from None
+        finally:
+            await inbox.stop()

@@ -1,0 +1,79 @@
+"""One readable line per record, for ``personaflow tail`` and the demo."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .client import Seen
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _fields(value: dict[str, Any], names: list[str]) -> str:
+    parts = []
+    for name in names:
+        item = value.get(name)
+        if item not in (None, "", [], {}):
+            parts.append(f"{name}={item if not isinstance(item, (dict, list)) else json.dumps(item)}")
+    return " ".join(parts)
+
+
+def receipt(value: dict[str, Any]) -> str:
+    lease = (value.get("lease") or {}).get("id")
+    extra = _fields(value, ["work_key", "run_id", "error", "budget_receipt_id"])
+    queued = " queued" if value.get("queued") else ""
+    return (f"{_time(value.get('at_ms'))} receipt {value.get('persona')} {value.get('status')}{queued}"
+            f" request={value.get('request_id')} {extra}{' lease=' + lease if lease else ''}").rstrip()
+
+
+def outbox(value: dict[str, Any]) -> str:
+    payload = value.get("payload") or {}
+    detail = _fields(payload, ["work_key", "reason", "cost_usd", "paid_cost_usd", "avoided_cost_usd", "error"])
+    return (f"{_time(value.get('occurred_at_ms'))} outbox {value.get('stream')}#{value.get('seq')}"
+            f" {value.get('kind')} {detail}").rstrip()
+
+
+def dead_letter(value: dict[str, Any]) -> str:
+    return (f"{_time(value.get('at_ms'))} dlq {value.get('source_topic')}[{value.get('partition')}]@{value.get('offset')}"
+            f" key={value.get('key')!r}: {value.get('error')}")
+
+
+def status(value: dict[str, Any] | None, key: str | None = None) -> str:
+    if value is None:
+        return f"status {key}: unbound"
+    budget = value.get("budget") or {}
+    lease = (value.get("active_lease") or {}).get("work_key")
+    return (f"status {value.get('name')}: state={value.get('state')} queued={value.get('queued_events')}"
+            f" spent_today_usd={budget.get('spent_today_usd')} exhausted={budget.get('exhausted')}"
+            f" last_run={value.get('last_run')} next_run={value.get('next_scheduled_run')}"
+            + (f" lease={lease}" if lease else "")
+            + (f" last_error={value.get('last_error')!r}" if value.get("last_error") else ""))
+
+
+def inbox(value: dict[str, Any]) -> str:
+    kind = value.get("type")
+    body = value.get("request") or value.get("command") or {}
+    what = body.get("action") or f"{body.get('provider', '')}/{body.get('kind', '')}"
+    return f"{_time(value.get('at_ms'))} inbox {kind} {what} persona={body.get('persona') or value.get('persona')}"
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "receipts": receipt,
+    "outbox": outbox,
+    "dlq": dead_letter,
+    "persona_inbox": inbox,
+}
+
+
+def line(role: str, record: Seen) -> str:
+    if role == "status":
+        return status(record.value, record.key)
+    if record.value is None:
+        return f"{role} key={record.key!r}: (not JSON)"
+    return RENDERERS[role](record.value)

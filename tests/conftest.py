@@ -1,0 +1,62 @@
+"""Session fixtures: one broker and one worker process shared by all broker-level tests.
+
+Tests give their personas unique names (``persona_name``) so they never see each
+other's records, and wait on conditions (``SyncTail.until``), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from streams.embedded import BrokerAddress
+from streams.settings import Settings
+
+from .support.cluster import SyncWorker, session_broker, session_settings
+from .support.sync import SyncClient
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("personaflow")
+
+
+@pytest.fixture(scope="session")
+def broker(data_dir: Path) -> Iterator[BrokerAddress]:
+    with session_broker(data_dir) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, broker: BrokerAddress) -> Settings:
+    return session_settings(data_dir, broker)
+
+
+@pytest.fixture(scope="session")
+def kafka(settings: Settings, broker: BrokerAddress) -> Iterator[SyncClient]:
+    import asyncio
+
+    from streams.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings, broker.bootstrap))
+    client = SyncClient(settings, broker.bootstrap)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, kafka: SyncClient, data_dir: Path) -> Iterator[SyncWorker]:
+    process = SyncWorker(settings, kafka, data_dir / "logs")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def persona_name(request: pytest.FixtureRequest) -> str:
+    """A persona name no other test uses."""
+    base = request.node.name.replace("[", "-").replace("]", "")[:80]
+    return f"{base}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,76 @@
+"""A real broker and real worker processes for broker-level tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from streams.embedded import BrokerAddress, EmbeddedBroker, free_port
+from streams.process import WorkerProcess
+from streams.settings import Settings
+
+from .sync import SyncClient
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def session_broker(data_dir: Path) -> Iterator[BrokerAddress]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set; else Kafka in a container if Docker answers; else Tansu."""
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if servers:
+        yield BrokerAddress(servers, embedded=False)
+    elif docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield BrokerAddress(kafka.get_bootstrap_server(), embedded=False)
+    else:
+        with EmbeddedBroker(data_dir) as broker:
+            assert broker.address is not None
+            yield broker.address
+
+
+def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int = 4) -> Settings:
+    """Settings for one test session: its own app id and topic prefix on a shared broker."""
+    session = uuid.uuid4().hex[:8]
+    values = {
+        "PERSONAFLOW_DATA_DIR": str(data_dir),
+        "PERSONAFLOW_TOPIC_PREFIX": "" if broker.embedded else f"t{session}.",
+        "PERSONAFLOW_APP_ID": f"pf-{session}",
+        "PERSONAFLOW_PARTITIONS": str(partitions),
+        "PERSONAFLOW_WEB_PORT": str(free_port()),
+        "PERSONAFLOW_LEASE_REAPER_INTERVAL_S": "0.5",
+        "PERSONAFLOW_SCHEDULE_INTERVAL_S": "0.5",
+        "PERSONAFLOW_LOG_LEVEL": "info",
+    }
+    if not broker.embedded:
+        values["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+class SyncWorker(WorkerProcess):
+    """A worker process whose readiness wait runs on the tests' synchronous client."""
+
+    def __init__(self, settings: Settings, client: SyncClient, log_dir: Path) -> None:
+        super().__init__(settings, log_dir)
+        self.client = client
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        self.spawn()
+        self.client.run(self.wait_ready(self.client.client, timeout_s))
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()

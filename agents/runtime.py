@@ -48,23 +48,29 @@ def event_context(event: EventT) -> Iterator[None]:
 
 
 async def publish(pipeline: Pipeline, outputs: Iterable[Output]) -> int:
-    """Send every output and wait for all acknowledgements; return how many were sent."""
+    """Send every output and wait for all acknowledgements, phase by phase; return the count."""
     producer = pipeline.app.producer
-    pending: list[Awaitable[object]] = []
+    by_phase: dict[int, list[Output]] = {}
     for output in outputs:
-        pending.append(
-            await producer.send(
-                pipeline.names.name(output.role),
-                output.key_bytes(),
-                output.value_bytes(),
-                partition=None,
-                timestamp=None,
-                headers=output.header_list(),
+        by_phase.setdefault(output.phase, []).append(output)
+    sent = 0
+    for phase in sorted(by_phase):
+        pending: list[Awaitable[object]] = []
+        for output in by_phase[phase]:
+            pending.append(
+                await producer.send(
+                    pipeline.names.name(output.role),
+                    output.key_bytes(),
+                    output.value_bytes(),
+                    partition=None,
+                    timestamp=None,
+                    headers=output.header_list(),
+                )
             )
-        )
-    if pending:
-        await asyncio.gather(*pending)
-    return len(pending)
+        if pending:
+            await asyncio.gather(*pending)
+        sent += len(pending)
+    return sent
 
 
 async def batches(stream: faust.StreamT, max_: int = BATCH_MAX, within: float = BATCH_WITHIN) -> AsyncIterator[Sequence[EventT]]:
@@ -79,6 +85,7 @@ def json_table(pipeline: Pipeline, name: str, help: str) -> faust.Table:
         name,
         partitions=pipeline.settings.partitions,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        extra_topic_configs={"max.message.bytes": str(8 * 1024 * 1024)},
         help=help,
     )
 

@@ -115,6 +115,177 @@ def tail(what: str, as_json: bool, from_beginning: bool, persona: str | None) ->
         asyncio.run(follow())
 
 
+def run_with_client(work):
+    """Run ``work(client)`` on a started client; OpsError becomes a clean CLI error."""
+    import asyncio
+
+    from .ops import OpsError
+
+    async def go():
+        client = client_for(settings_or_exit())
+        await client.start()
+        try:
+            return await work(client)
+        finally:
+            await client.stop()
+
+    try:
+        return asyncio.run(go())
+    except OpsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def echo_json_or(value, as_json: bool, render_line) -> None:
+    import json
+
+    click.echo(json.dumps(value, indent=2) if as_json else render_line(value))
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-wait", is_flag=True, help="Do not wait for a worker to apply the bindings.")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def bind(file: Path, no_wait: bool, timeout: float) -> None:
+    """Publish the PersonaBinding(s) in FILE (YAML or JSON; one, a list, or several documents)."""
+    from . import ops, render
+
+    try:
+        bindings = ops.load_bindings(file)
+    except ops.OpsError as exc:
+        raise click.ClickException(str(exc)) from None
+    seen = run_with_client(lambda client: ops.bind(client, bindings, None if no_wait else timeout))
+    for binding in bindings:
+        click.echo(f"bound {binding.name} (entry {binding.entry_workflow}, execution {binding.execution})")
+    for record in seen[-len(bindings):] if seen else []:
+        click.echo("  " + render.status(record.value, record.key))
+
+
+@main.command()
+@click.argument("name")
+def unbind(name: str) -> None:
+    """Remove a persona's binding (a tombstone on persona.bindings)."""
+    from . import ops
+
+    run_with_client(lambda client: ops.unbind(client, name))
+    click.echo(f"unbound {name}")
+
+
+@main.command()
+@click.argument("persona")
+@click.argument("provider")
+@click.argument("kind")
+@click.argument("metadata", nargs=-1)
+@click.option("--request-id", default=None, help="Idempotency key (default: a new one).")
+@click.option("--cost-usd", type=float, default=None, help="Run inline with this cost.")
+@click.option("--tokens", type=int, default=0, show_default=True)
+@click.option("--avoided-cost-usd", type=float, default=0.0)
+@click.option("--deterministic-steps", type=int, default=0)
+@click.option("--llm-steps", type=int, default=0)
+@click.option("--frontier-escalations", type=int, default=0)
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--raw", default=None, help="Raw provider payload (JSON).")
+@click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
+@click.option("--no-wait", is_flag=True, help="Publish and exit without waiting for the receipt.")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def trigger(persona: str, provider: str, kind: str, metadata: tuple[str, ...], request_id: str | None,
+            cost_usd: float | None, tokens: int, avoided_cost_usd: float, deterministic_steps: int, llm_steps: int,
+            frontier_escalations: int, priority: int, raw: str | None, as_json: bool, no_wait: bool,
+            timeout: float) -> None:
+    """Send a trigger for PERSONA (metadata as key=value ...) and print its receipt."""
+    import json
+
+    from . import ops, render
+
+    costed = cost_usd is not None or tokens or avoided_cost_usd or deterministic_steps or llm_steps or frontier_escalations
+    cost = None if not costed else {
+        "cost_usd": cost_usd or 0.0, "tokens": tokens, "avoided_cost_usd": avoided_cost_usd,
+        "deterministic_steps": deterministic_steps, "llm_steps": llm_steps,
+        "frontier_escalations": frontier_escalations}
+    try:
+        request = ops.build_trigger(persona, provider, kind, ops.parse_metadata(metadata), request_id=request_id,
+                                    cost=cost, priority=priority, raw=None if raw is None else json.loads(raw))
+    except (ops.OpsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    receipt = run_with_client(lambda client: ops.trigger(client, request, None if no_wait else timeout))
+    if receipt is None:
+        click.echo(f"sent {request.request_id}")
+    else:
+        echo_json_or(receipt, as_json, render.receipt)
+
+
+@main.command()
+@click.argument("persona")
+@click.argument("action", type=click.Choice(["pause", "resume", "disable", "enable", "drain", "record_spend"]))
+@click.option("--reason", default=None)
+@click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="current user")
+@click.option("--cost-usd", type=float, default=None, help="For record_spend.")
+@click.option("--tokens", type=int, default=0)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def control(persona: str, action: str, reason: str | None, actor: str, cost_usd: float | None, tokens: int,
+            as_json: bool, timeout: float) -> None:
+    """Send a control command to PERSONA and print what it caused."""
+    import json
+    import uuid
+
+    from pydantic import ValidationError
+
+    from . import ops, render
+    from .codec import describe_validation_error
+    from .records import ControlCommand
+
+    body = {"command_id": f"cli-{uuid.uuid4()}", "persona": persona, "action": action, "actor": actor,
+            "reason": reason, "cost": None if cost_usd is None else {"cost_usd": cost_usd, "tokens": tokens}}
+    try:
+        command = ControlCommand.model_validate_json(json.dumps(body))
+    except ValidationError as exc:
+        raise click.ClickException(describe_validation_error(exc, "control command")) from None
+    answer = run_with_client(lambda client: ops.control(client, command, timeout))
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    elif "receipt" in answer:
+        click.echo(render.receipt(answer["receipt"]))
+    else:
+        click.echo(render.outbox(answer["event"]))
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(name: str | None, as_json: bool) -> None:
+    """Print one persona's status (or all), from a worker or the persona.status topic."""
+    import json
+
+    from . import ops, render
+
+    settings = settings_or_exit()
+    result = run_with_client(lambda client: ops.status(client, name, settings.web_url))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif name is not None:
+        click.echo(render.status(result, name))
+    else:
+        for key, value in result.items():
+            click.echo(render.status(value, key))
+
+
+@main.command()
+def verify() -> None:
+    """Replay the inboxes through the transitions and compare with receipts and outbox."""
+    from . import ops
+
+    comparisons = run_with_client(ops.verify)
+    failed = False
+    for result in comparisons:
+        click.echo(f"{result.topic}: {result.expected} expected by id, {result.published} published records,"
+                   f" {result.matching} identical, {len(result.problems)} problems")
+        for problem in result.problems[:20]:
+            click.echo(f"  {problem}")
+        failed |= not result.ok
+    if failed:
+        raise click.ClickException("published records differ from the replay")
+
+
 @main.command()
 def demo() -> None:
     """Start a broker and a worker, run a short scenario, print what came back, stop."""

@@ -143,3 +143,21 @@ class Client:
         await tail.start()
         self._tails.append(tail)
         return tail
+
+
+async def read_all(client: Client, role: str, timeout_s: float = 60.0) -> list[Seen]:
+    """Every record of a topic, from the start to its end as of now."""
+    tail = await client.tail(role, from_beginning=True)
+    assert tail.consumer is not None
+    ends = await end_offsets(tail.consumer, list(tail.consumer.assignment()))
+    reached = {tp.partition: 0 for tp in ends}
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while any(reached[tp.partition] < end for tp, end in ends.items()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"could not read {tail.topic} to its end within {timeout_s}s")
+            for record in await tail.poll(0.5):
+                reached[record.partition] = record.offset + 1
+    finally:
+        await tail.stop()
+    return tail.seen

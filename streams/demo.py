@@ -13,11 +13,12 @@ from typing import AsyncIterator, Callable
 
 import click
 
-from . import render
+from . import ops, render
 from .client import Client
 from .embedded import EmbeddedBroker, free_port
 from .kafka import ensure_topics
 from .process import WorkerProcess
+from .records import ControlCommand, PersonaBinding, TriggerRequest
 from .settings import Settings
 
 PERSONA = "merge_captain"
@@ -56,36 +57,56 @@ async def demo_cluster(settings: Settings, workdir: Path, say: Callable[[str], N
         say("stopped worker and broker")
 
 
-async def scenario(client: Client, say: Callable[[str], None]) -> None:
-    inbox = await client.tail("persona_inbox", from_beginning=True)
+DEMO_BINDING = {
+    "name": PERSONA, "template_ref": "software_factory@v0", "entry_workflow": "workflows/merge.harn#run",
+    "schedules": ["*/30 * * * *"], "triggers": ["github.pr_opened"],
+    "budget": {"daily_usd": 0.05, "run_usd": 0.02, "max_tokens": 1000},
+}
+
+
+async def scenario(client: Client, say: Callable[[str], None], web_url: str) -> None:
+    """Bind a persona, trigger it, pause, trigger (queued), resume (drained), send junk."""
+    receipts = await client.tail("receipts", from_beginning=True)
     dlq = await client.tail("dlq", from_beginning=True)
+    outbox = await client.tail("outbox", from_beginning=True)
     run = uuid.uuid4().hex[:6]
 
-    def trigger(number: str) -> dict:
-        return {"request_id": f"demo-{run}-pr-{number}", "persona": PERSONA, "provider": "github",
-                "kind": "pull_request", "metadata": {"repository": "burin-labs/harn", "number": number},
-                "cost": {"cost_usd": 0.01, "tokens": 10}}
+    def pr(number: str) -> TriggerRequest:
+        return TriggerRequest.model_validate({
+            "request_id": f"demo-{run}-pr-{number}", "persona": PERSONA, "provider": "github", "kind": "pull_request",
+            "metadata": {"repository": "burin-labs/harn", "number": number}, "cost": {"cost_usd": 0.01, "tokens": 10}})
 
-    def control(action: str) -> dict:
-        return {"command_id": f"demo-{run}-{action}", "persona": PERSONA, "action": action, "actor": "demo"}
+    def command(action: str) -> ControlCommand:
+        return ControlCommand(command_id=f"demo-{run}-{action}", persona=PERSONA, action=action, actor="demo")
 
-    await client.send("triggers", PERSONA, trigger("462"))
-    await client.send("control", PERSONA, control("pause"))
-    await client.send("triggers", PERSONA, trigger("463"))
-    await client.send("control", PERSONA, control("resume"))
+    await ops.bind(client, [PersonaBinding.model_validate(DEMO_BINDING)])
+    say(f"bound {PERSONA}")
+    await ops.trigger(client, pr("462"))
+    await ops.control(client, command("pause"))
+    await ops.trigger(client, pr("463"))
+    await ops.control(client, command("resume"))
+    await receipts.until(lambda seen: sum(1 for r in seen if (r.value or {}).get("request_id") == f"demo-{run}-pr-463") >= 2,
+                         60, "the queued trigger drained on resume")
     await client.send("triggers", PERSONA, b"{not json")
-    await inbox.until(lambda seen: sum(1 for r in seen if r.key == PERSONA) >= 4, 60, "4 inbox records")
     await dlq.until(lambda seen: any(r.key == PERSONA for r in seen), 60, "a dead letter")
-    say("-- persona inbox (validated input, keyed by persona)")
-    for record in inbox.seen:
-        if record.key == PERSONA:
-            say("  " + render.line("persona_inbox", record))
+    await outbox.until(lambda seen: any((r.value or {}).get("kind") == "persona.control.resumed" for r in seen), 30, "outbox")
+
+    say("-- persona.receipts")
+    for record in receipts.seen:
+        say("  " + render.line("receipts", record))
     say("-- persona.dlq")
     for record in dlq.seen:
         say("  " + render.line("dlq", record))
+    say(f"-- persona.outbox ({len(outbox.seen)} events; control and run lifecycle shown)")
+    for record in outbox.seen:
+        kind = (record.value or {}).get("kind", "")
+        if kind.startswith(("persona.control.", "persona.trigger.queued", "persona.run.completed")):
+            say("  " + render.line("outbox", record))
+    say("-- status")
+    say("  " + render.status(await ops.status(client, PERSONA, web_url)))
 
 
 async def run_demo(settings: Settings, say: Callable[[str], None] = click.echo) -> None:
     with tempfile.TemporaryDirectory(prefix="personaflow-demo-") as tmp:
-        async with demo_cluster(settings, Path(tmp), say) as (_, client, _worker):
-            await scenario(client, say)
+        async with demo_cluster(settings, Path(tmp), say) as (demo_settings, client, _worker):
+            await scenario(client, say, demo_settings.web_url)

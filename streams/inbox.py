@@ -77,11 +77,10 @@ class LeaseTick(InboxRecord):
 
 
 class ScheduleTick(InboxRecord):
-    """The schedule ticker saw a cron occurrence of ``schedule`` due at ``at_ms``."""
+    """The schedule ticker saw a cron occurrence due by ``at_ms`` (the tick decides which)."""
 
     type: Literal["schedule_tick"] = "schedule_tick"
     persona: str
-    schedule: str
 
 
 PersonaInput = Annotated[

@@ -48,11 +48,17 @@ def client_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
     return config
 
 
+#: Outputs embed the trigger envelope (up to the 1 MiB input limit) plus their own
+#: fields, so topics accept records up to 4 MiB.
+MAX_MESSAGE_BYTES = str(MAX_RECORD_BYTES * 4)
+
+
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Name -> topic config for every contract topic."""
     names = TopicNames(settings.topic_prefix)
     return {
-        names.name(spec.role): ({"cleanup.policy": "compact"} if spec.compacted else {})
+        names.name(spec.role): {"max.message.bytes": MAX_MESSAGE_BYTES,
+                                **({"cleanup.policy": "compact"} if spec.compacted else {})}
         for spec in SPECS
     }
 

@@ -11,12 +11,17 @@ from .codec import encode
 
 @dataclass(frozen=True)
 class Output:
-    """One record to publish. ``value`` None is a tombstone (compacted topics)."""
+    """One record to publish. ``value`` None is a tombstone (compacted topics).
+
+    Outputs of a lower ``phase`` are acknowledged before any of a higher phase is sent:
+    a run's registration in the run inbox must land before executors can see its dispatch.
+    """
 
     role: str
     key: str | bytes | None
     value: BaseModel | None
     headers: tuple[tuple[str, str], ...] = field(default=())
+    phase: int = 0
 
     def key_bytes(self) -> bytes | None:
         if self.key is None or isinstance(self.key, bytes):

@@ -1,0 +1,128 @@
+"""The persona agent: consumes ``persona.inbox`` (keyed by persona) in batches.
+
+Per batch: decode each record, apply :func:`tables.persona.apply` through one
+transaction per persona over the committed view, publish every output and the new
+status of each changed persona, wait for the acknowledgements, then store the state
+with the head as the commit record (see :mod:`tables.versioned` for why this is safe).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import faust
+from faust.types import EventT
+
+from streams.admission import dead_letter
+from streams.app import Pipeline
+from streams.codec import DecodeError, decode_union
+from streams.inbox import PERSONA_INPUT, persona_of
+from streams.outputs import Output
+from tables import persona as transition
+from tables.state import DEPENDENT_TABLES, PERSONAS, PersonaState
+from tables.status import project
+from tables.store import Transaction
+from tables.versioned import CommittedView, stage
+
+from .ingress import raw_record
+from .runtime import batches, event_context, json_table, publish
+
+TABLE_HELP = {
+    PERSONAS: "persona head: binding, lifecycle, clock, counters, queue index, applied inbox offset",
+    "leases": "the active work lease of each persona",
+    "budgets": "spend in the current UTC day and hour windows of each persona",
+    "queues": "queued work items, one per (persona, work key)",
+    "completed": "completed work keys per persona (permanent dedupe)",
+    "requests": "decisions and last receipt per (persona, request or command id)",
+    "values": "the last 100 value receipts of each persona (ring)",
+}
+
+
+def status_output(txn: Transaction, persona: str) -> Output | None:
+    """The persona's new status (a tombstone once unbound)."""
+    state = PersonaState(txn, persona)
+    head = state.head()
+    if head is None:
+        return None
+    if not head.bound:
+        return Output("status", persona, None, (("persona", persona),))
+    return Output("status", persona, project(state, head), (("persona", persona),))
+
+
+class PersonaStore:
+    """The persona tables and the commit protocol over them."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.tables: dict[str, faust.Table] = {
+            name: json_table(pipeline, name, TABLE_HELP[name]) for name in (PERSONAS, *DEPENDENT_TABLES)
+        }
+
+    def view(self, persona: str) -> CommittedView:
+        head = self.tables[PERSONAS].get(persona)
+        return CommittedView(self.tables, PERSONAS, -1 if head is None else head["applied"])
+
+    def transaction(self, persona: str) -> Transaction:
+        return Transaction(self.view(persona))
+
+    async def commit(self, txns: dict[str, Transaction], events: dict[str, EventT]) -> None:
+        changed = {persona: txn for persona, txn in txns.items() if txn.changed}
+        deletions: list[tuple[str, str, EventT]] = []
+        for persona, txn in changed.items():
+            head = txn.get(PERSONAS, persona)
+            assert head is not None, "every state change writes the head"
+            view = txn.reader
+            assert isinstance(view, CommittedView)
+            with event_context(events[persona]):
+                for table, key, value in txn.changes():
+                    if table != PERSONAS and stage(self.tables, view, table, key, value, head["applied"]):
+                        deletions.append((table, key, events[persona]))
+        producer = self.pipeline.app.producer
+        if any(True for txn in changed.values() for table, _, _ in txn.changes() if table != PERSONAS):
+            await producer.flush()  # entries durable before the heads that commit them
+        for persona, txn in changed.items():
+            with event_context(events[persona]):
+                self.tables[PERSONAS][persona] = txn.get(PERSONAS, persona)
+        if deletions:
+            await producer.flush()  # heads durable before rows they deleted disappear
+            for table, key, event in deletions:
+                with event_context(event):
+                    stored = self.tables[table].get(key)
+                    if stored is not None and stored["v"] is None:
+                        del self.tables[table][key]
+
+
+def register(pipeline: Pipeline) -> PersonaStore:
+    store = PersonaStore(pipeline)
+
+    async def handle(events: Sequence[EventT]) -> None:
+        txns: dict[str, Transaction] = {}
+        last: dict[str, EventT] = {}
+        outputs: list[Output] = []
+        for event in events:
+            message = event.message
+            try:
+                record = decode_union(PERSONA_INPUT, "persona inbox record", message.value)
+            except DecodeError as exc:
+                outputs.append(Output("dlq", message.key, dead_letter(raw_record(event), str(exc))))
+                continue
+            persona = persona_of(record)
+            txn = txns.get(persona)
+            if txn is None:
+                txn = txns[persona] = store.transaction(persona)
+            outputs.extend(transition.apply(txn, record, message.offset))
+            last[persona] = event
+        for persona, txn in txns.items():
+            if txn.changed:
+                status = status_output(txn, persona)
+                if status is not None:
+                    outputs.append(status)
+        await publish(pipeline, outputs)
+        await store.commit(txns, last)
+
+    async def persona_agent(stream: faust.StreamT) -> None:
+        async for events in batches(stream):
+            await handle(events)
+
+    pipeline.app.agent(pipeline.topic("persona_inbox"), name="persona")(persona_agent)
+    return store

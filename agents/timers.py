@@ -1,0 +1,58 @@
+"""Wall-clock timers. They decide nothing: they only put tick records, stamped with
+the time they were taken, into the persona inbox; the transitions decide what is due."""
+
+from __future__ import annotations
+
+import time
+
+from streams.app import Pipeline
+from streams.inbox import LeaseTick, ScheduleTick
+from streams.outputs import Output
+from tables.schedule import earliest_due
+from tables.state import LEASES, PERSONAS
+
+from .persona import PersonaStore
+from .runtime import publish
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def register(pipeline: Pipeline, store: PersonaStore) -> None:
+    app = pipeline.app
+    settings = pipeline.settings
+    ticked_leases: dict[str, str] = {}
+    ticked_cursors: dict[str, int] = {}
+
+    @app.timer(interval=settings.lease_reaper_interval_s, name="lease-reaper")
+    async def lease_reaper() -> None:
+        """Tick personas whose lease looks expired (once per lease)."""
+        now = wall_ms()
+        ticks = []
+        for persona, stored in list(store.tables[LEASES].items()):
+            record = (stored or {}).get("v")
+            if not record:
+                continue
+            lease = record["lease"]
+            if lease["expires_at_ms"] <= now and ticked_leases.get(persona) != lease["id"]:
+                ticks.append(Output("persona_inbox", persona, LeaseTick(at_ms=now, persona=persona)))
+                ticked_leases[persona] = lease["id"]
+        await publish(pipeline, ticks)
+
+    @app.timer(interval=settings.schedule_interval_s, name="schedule-ticker")
+    async def schedule_ticker() -> None:
+        """Tick personas with a cron occurrence due since their schedule cursor."""
+        now = wall_ms()
+        ticks = []
+        for persona, head in list(store.tables[PERSONAS].items()):
+            if not head or not head.get("bound") or not head["binding"].get("schedules"):
+                continue
+            cursor = head.get("schedule_cursor_ms")
+            if cursor is None or ticked_cursors.get(persona) == cursor:
+                continue
+            due_at = earliest_due(head["binding"]["schedules"], cursor)
+            if due_at is not None and due_at <= now:
+                ticks.append(Output("persona_inbox", persona, ScheduleTick(at_ms=now, persona=persona)))
+                ticked_cursors[persona] = cursor
+        await publish(pipeline, ticks)

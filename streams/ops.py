@@ -1,0 +1,196 @@
+"""What the producer/ops commands do, as async functions over a :class:`Client`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .client import Client, Seen, read_all
+from .codec import describe_validation_error
+from .records import ControlCommand, PersonaBinding, RunCost, TriggerRequest
+
+
+class OpsError(RuntimeError):
+    """A command cannot do what was asked; the message says why."""
+
+
+# ----------------------------------------------------------------------- bindings
+
+
+def load_bindings(path: Path) -> list[PersonaBinding]:
+    """One or more bindings from a YAML or JSON file (a mapping, a list, or YAML documents)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise OpsError(f"{path}: {exc.strerror}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise OpsError(f"{path}: not valid YAML/JSON: {exc}") from None
+    items: list[Any] = []
+    for document in documents:
+        items.extend(document if isinstance(document, list) else [document])
+    if not items:
+        raise OpsError(f"{path}: no bindings found")
+    bindings, problems = [], []
+    for index, item in enumerate(items, 1):
+        name = item.get("name") if isinstance(item, dict) else None
+        label = f"binding #{index}" + (f" ({name!r})" if name else "")
+        try:
+            bindings.append(PersonaBinding.model_validate_json(json.dumps(item)))
+        except ValidationError as exc:
+            problems.append(f"{path}: {describe_validation_error(exc, label)}")
+    names = [b.name for b in bindings]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"{path}: persona(s) bound more than once: {', '.join(duplicates)}")
+    if problems:
+        raise OpsError("\n".join(problems))
+    return bindings
+
+
+def status_matches(value: Any, binding: PersonaBinding) -> bool:
+    return (isinstance(value, dict) and value.get("entry_workflow") == binding.entry_workflow
+            and value.get("template_ref") == binding.template_ref
+            and all(value["budget"].get(k) == v for k, v in binding.budget.model_dump().items()))
+
+
+async def bind(client: Client, bindings: list[PersonaBinding], timeout_s: float | None = 30.0) -> list[Seen]:
+    """Publish bindings; with a timeout, wait until each persona's status reflects its binding."""
+    status = await client.tail("status") if timeout_s else None
+    for binding in bindings:
+        await client.send("bindings", binding.name, binding)
+    if status is None:
+        return []
+    wanted = {b.name: b for b in bindings}
+
+    def applied(seen: list[Seen]) -> bool:
+        return all(any(r.key == name and status_matches(r.value, b) for r in seen) for name, b in wanted.items())
+
+    try:
+        await status.until(applied, timeout_s or 0, "status of every bound persona")
+    except TimeoutError:
+        raise OpsError("bindings published, but no worker applied them within "
+                       f"{timeout_s}s (is a worker running?)") from None
+    return [r for r in status.seen if r.key in wanted]
+
+
+async def unbind(client: Client, name: str) -> None:
+    await client.send("bindings", name, None)
+
+
+# ----------------------------------------------------------------------- requests
+
+
+def parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    metadata = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OpsError(f"metadata must be key=value, got {pair!r}")
+        metadata[key] = value
+    return metadata
+
+
+async def trigger(client: Client, request: TriggerRequest, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
+    """Publish a trigger and return its first receipt (None without waiting)."""
+    receipts = await client.tail("receipts") if timeout_s else None
+    await client.send("triggers", request.persona, request)
+    if receipts is None:
+        return None
+    try:
+        seen = await receipts.until(
+            lambda records: any(r.key == request.persona and (r.value or {}).get("request_id") == request.request_id
+                                for r in records), timeout_s or 0, f"receipt for {request.request_id}")
+    except TimeoutError:
+        raise OpsError(f"no receipt for request {request.request_id} within {timeout_s}s (is a worker running?)") from None
+    return next(r.value for r in seen if (r.value or {}).get("request_id") == request.request_id)
+
+
+def build_trigger(persona: str, provider: str, kind: str, metadata: dict[str, str], *, request_id: str | None,
+                  cost: dict[str, Any] | None, priority: int, raw: Any) -> TriggerRequest:
+    body = {"request_id": request_id or f"cli-{uuid.uuid4()}", "persona": persona, "provider": provider,
+            "kind": kind, "metadata": metadata, "priority": priority, "raw": raw,
+            "cost": None if cost is None else RunCost.model_validate(cost).model_dump()}
+    try:
+        return TriggerRequest.model_validate_json(json.dumps(body))
+    except ValidationError as exc:
+        raise OpsError(describe_validation_error(exc, "trigger")) from None
+
+
+async def control(client: Client, command: ControlCommand, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
+    """Publish a command; return the outbox event it caused or the receipt it got."""
+    outbox = await client.tail("outbox") if timeout_s else None
+    receipts = await client.tail("receipts") if timeout_s else None
+    await client.send("control", command.persona, command)
+    if outbox is None or receipts is None:
+        return None
+
+    def answered() -> dict[str, Any] | None:
+        for record in receipts.seen:
+            if (record.value or {}).get("request_id") == command.command_id and record.key == command.persona:
+                return {"receipt": record.value}
+        for record in outbox.seen:
+            if ((record.value or {}).get("cause") or {}).get("command_id") == command.command_id:
+                return {"event": record.value}
+        return None
+
+    deadline = asyncio.get_running_loop().time() + (timeout_s or 0)
+    while (answer := answered()) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise OpsError(f"command {command.command_id} was not applied within {timeout_s}s (is a worker running?)")
+        await outbox.poll(0.1)
+        await receipts.poll(0.05)
+    return answer
+
+
+# ------------------------------------------------------------------------ reading
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+async def status(client: Client, name: str | None, web_url: str) -> Any:
+    """Status from a worker's web port; from the compacted status topic if none answers."""
+    path = f"/personas/{name}" if name else "/personas"
+    try:
+        return http_get(web_url.rstrip("/") + path)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404 and name:
+            raise OpsError(f"unknown persona {name!r}") from None
+    except (OSError, ValueError):
+        pass
+    latest: dict[str, Any] = {}
+    for record in await read_all(client, "status"):
+        if record.key is not None:
+            latest[record.key] = record.value
+    current = {key: value for key, value in latest.items() if value is not None}
+    if name is None:
+        return dict(sorted(current.items()))
+    if name not in current:
+        raise OpsError(f"unknown persona {name!r}")
+    return current[name]
+
+
+async def verify(client: Client) -> list[Any]:
+    """Replay both inboxes and compare with the published receipts and outbox."""
+    from tables.replay import verify as replay_verify
+
+    def positions(records: list[Seen]) -> list[tuple[int, int, bytes | None]]:
+        return [(r.partition, r.offset, r.raw) for r in records]
+
+    persona_inbox = positions(await read_all(client, "persona_inbox"))
+    run_inbox = positions(await read_all(client, "run_inbox"))
+    receipts = [r.value for r in await read_all(client, "receipts")]
+    outbox = [r.value for r in await read_all(client, "outbox")]
+    return replay_verify(persona_inbox, run_inbox, receipts, outbox)

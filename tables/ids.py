@@ -1,0 +1,45 @@
+"""Deterministic ids. Every id derives from the input that caused it, never from
+``uuid4()`` or the wall clock, so a replayed transition reproduces the same ids."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+#: Namespace of personaflow's name-based (v5) UUIDs.
+NAMESPACE = uuid.UUID("6f1c2a8e-5d0b-4c57-9a43-2f3b8e1d7c90")
+
+
+def _uuid(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
+
+
+def run_id(persona: str, request_id: str, decision: int) -> str:
+    """The run started by decision ``decision`` about request ``request_id`` (a UUID, as the seed)."""
+    return _uuid("run", persona, request_id, str(decision))
+
+
+def lease_id(persona: str, request_id: str, decision: int) -> str:
+    return "persona_lease_" + _uuid("lease", persona, request_id, str(decision))
+
+
+def budget_receipt_id(persona: str, seq: int) -> str:
+    """Id of the budget record/exhaustion written as outbox event ``seq`` of the persona."""
+    return "persona_budget_" + _uuid("budget", persona, str(seq))
+
+
+def receipt_id(persona: str, request_id: str, decision: int) -> str:
+    digest = hashlib.sha256("\x1f".join(("receipt", persona, request_id, str(decision))).encode()).hexdigest()
+    return "rcpt_" + digest[:32]
+
+
+def event_id(stream: str, seq: int) -> str:
+    """Outbox event id: the stream and its gap-free sequence number."""
+    return f"{stream}/{seq}"
+
+
+def bounded(identifier: str, limit: int = 256) -> str:
+    """``identifier`` if it fits the contract's id length, else a stable digest of it."""
+    if len(identifier) <= limit:
+        return identifier
+    return "sha256:" + hashlib.sha256(identifier.encode()).hexdigest()

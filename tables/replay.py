@@ -1,0 +1,103 @@
+"""Replay the inboxes through the transitions and compare with what was published.
+
+Contract guarantee 3: folding ``persona.inbox`` and ``persona.run.inbox`` through the
+transition functions reproduces ``persona.receipts`` and ``persona.outbox`` exactly. The
+live pipeline may have published some records twice (after a crash) but always with the
+same id and the same content, so the comparison is by id: every expected id present
+with identical content, no id with two different contents, no id nobody expects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from pydantic import TypeAdapter
+
+from streams.codec import DecodeError, decode_union
+from streams.inbox import PERSONA_INPUT, RUN_INPUT
+from streams.outputs import Output
+
+from . import persona, runs
+from .store import MemoryStore
+
+InboxRecord = tuple[int, int, bytes | None]  # partition, offset, value
+
+
+def fold(records: Iterable[InboxRecord], adapter: TypeAdapter[Any], name: str,
+         apply: Callable[..., list[Output]]) -> list[Output]:
+    """Apply every decodable record, per partition in offset order, from empty state."""
+    store = MemoryStore()
+    outputs: list[Output] = []
+    for _partition, offset, value in sorted(records, key=lambda r: (r[0], r[1])):
+        if value is None:
+            continue
+        try:
+            record = decode_union(adapter, name, value)
+        except DecodeError:
+            continue  # the live agent dead-letters these too
+        txn = store.transaction()
+        outputs.extend(apply(txn, record, offset))
+        store.apply(txn)
+    return outputs
+
+
+def expected_outputs(persona_inbox: Iterable[InboxRecord], run_inbox: Iterable[InboxRecord]) -> list[Output]:
+    return (fold(persona_inbox, PERSONA_INPUT, "persona inbox record", persona.apply)
+            + fold(run_inbox, RUN_INPUT, "run inbox record", runs.apply))
+
+
+@dataclass
+class Comparison:
+    topic: str
+    id_field: str
+    expected: int = 0
+    published: int = 0
+    matching: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def compare(topic: str, id_field: str, expected: Iterable[dict[str, Any]], published: Iterable[dict[str, Any] | None]) -> Comparison:
+    result = Comparison(topic, id_field)
+    wanted: dict[str, dict[str, Any]] = {}
+    for value in expected:
+        identifier = value[id_field]
+        if identifier in wanted and wanted[identifier] != value:
+            result.problems.append(f"{identifier}: the replay itself produced two different records")
+        wanted[identifier] = value
+    seen: dict[str, dict[str, Any]] = {}
+    for value in published:
+        if not value or id_field not in value:
+            continue
+        result.published += 1
+        identifier = value[id_field]
+        if identifier in seen and seen[identifier] != value:
+            result.problems.append(f"{identifier}: published twice with different content")
+        seen.setdefault(identifier, value)
+    result.expected = len(wanted)
+    for identifier, value in wanted.items():
+        if identifier not in seen:
+            result.problems.append(f"{identifier}: expected but never published")
+        elif seen[identifier] != value:
+            result.problems.append(f"{identifier}: published content differs from the replay")
+        else:
+            result.matching += 1
+    for identifier in seen.keys() - wanted.keys():
+        result.problems.append(f"{identifier}: published but not produced by the replay")
+    return result
+
+
+def verify(persona_inbox: Iterable[InboxRecord], run_inbox: Iterable[InboxRecord],
+           receipts: Iterable[dict[str, Any] | None], outbox: Iterable[dict[str, Any] | None]) -> list[Comparison]:
+    outputs = expected_outputs(persona_inbox, run_inbox)
+
+    def values(role: str) -> list[dict[str, Any]]:
+        return [json.loads(o.value_bytes() or b"null") for o in outputs if o.role == role]
+
+    return [compare("persona.receipts", "receipt_id", values("receipts"), receipts),
+            compare("persona.outbox", "event_id", values("outbox"), outbox)]

@@ -1,0 +1,244 @@
+"""The run transition: one executing run's lifecycle, fenced by its lease.
+
+Runs are dispatched by the persona transition (``RunRegistered`` arrives in the run
+inbox before the executor sees the dispatch). Executors report ``RunEvent``s; a report
+whose ``lease_id`` is not the run's lease, about an unknown run, or after the run ended,
+is dead-lettered with the reason. ``completed``/``failed``/``cancel`` end the run and
+notify the persona (``RunFinished``), which releases the lease and records the spend.
+A ``handoff`` report becomes a trigger for the target persona.
+
+State: one row per run in ``runs``, written once per transition (atomic by itself).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from streams.inbox import (
+    RunCommanded,
+    RunFinished,
+    RunInput,
+    RunLeaseLost,
+    RunRegistered,
+    RunReported,
+    TriggerReceived,
+    run_of,
+)
+from streams.outputs import Output
+from streams.records import DeadLetter, OutboxEvent, RunCost, RunDispatch, RunLimits, TriggerEnvelope, TriggerRequest
+
+from . import ids
+from .state import State
+from .store import Transaction
+
+RUNS = "runs"
+TERMINAL = ("completed", "failed", "cancelled", "expired")
+#: Report/command ids remembered per run to drop redeliveries.
+RECENT_IDS = 64
+
+RunStatus = Literal["dispatched", "running", "paused", "completed", "failed", "cancelled", "expired"]
+
+
+class RunRecord(State):
+    run_id: str
+    persona: str
+    lease_id: str
+    request_id: str
+    attempt: int
+    entry_workflow: str
+    envelope: TriggerEnvelope
+    deadline_ms: int
+    limits: RunLimits
+    status: RunStatus = "dispatched"
+    seq: int = 0
+    applied: int = -1
+    clock_ms: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    recent: list[str] = Field(default_factory=list)
+
+
+class RunStep:
+    def __init__(self, run: RunRecord, now: int, cause: dict[str, Any]) -> None:
+        self.run = run
+        self.now = now
+        self.cause = cause
+        self.outputs: list[Output] = []
+
+    def emit(self, kind: str, payload: dict[str, Any]) -> None:
+        run = self.run
+        run.seq += 1
+        stream = f"run:{run.run_id}"
+        event = OutboxEvent(event_id=ids.event_id(stream, run.seq), stream=stream, seq=run.seq, kind=kind,
+                            persona=run.persona, run_id=run.run_id, occurred_at_ms=self.now, payload=payload,
+                            cause=self.cause)
+        self.outputs.append(Output("outbox", run.persona, event,
+                                   (("persona", run.persona), ("kind", kind), ("event_id", event.event_id))))
+
+    def send(self, role: str, key: str, value: BaseModel) -> None:
+        self.outputs.append(Output(role, key, value, (("run_id", self.run.run_id),)))
+
+    def dispatch(self, action: str, command_id: str | None = None, reason: str | None = None, content: Any = None) -> None:
+        run = self.run
+        self.send("dispatch", run.run_id, RunDispatch(
+            run_id=run.run_id, persona=run.persona, lease_id=run.lease_id, attempt=run.attempt,
+            entry_workflow=run.entry_workflow, envelope=run.envelope, deadline_ms=run.deadline_ms,
+            limits=run.limits, action=action, command_id=command_id, reason=reason, content=content))
+
+    def finish(self, outcome: Literal["completed", "failed", "cancelled"], cost: RunCost | None,
+               error: str | None, event_id: str) -> None:
+        run = self.run
+        self.send("persona_inbox", run.persona, RunFinished(
+            at_ms=self.now, persona=run.persona, run_id=run.run_id, lease_id=run.lease_id,
+            outcome=outcome, cost=cost, error=error, event_id=event_id))
+
+    def remember(self, identifier: str) -> None:
+        self.run.recent = (self.run.recent + [identifier])[-RECENT_IDS:]
+
+
+def _rejection(record: RunInput, key: str, error: str) -> Output:
+    source = record.source
+    return Output("dlq", key, DeadLetter(
+        source_topic=source.topic if source else "persona.run.inbox",
+        partition=source.partition if source else -1, offset=source.offset if source else -1, key=key,
+        value_b64=base64.b64encode(record.model_dump_json().encode()).decode(), error=error, at_ms=record.at_ms))
+
+
+def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
+    cause: dict[str, Any] = {"type": record.type}
+    if isinstance(record, RunReported):
+        cause["event_id"] = record.event.event_id
+    elif isinstance(record, RunCommanded):
+        cause["command_id"] = record.command.command_id
+    if record.source is not None:
+        cause.update(record.source.as_cause())
+    if position is not None:
+        cause["inbox_offset"] = position
+    return cause
+
+
+def apply(txn: Transaction, record: RunInput, position: int | None = None) -> list[Output]:
+    run_id = run_of(record)
+    raw = txn.get(RUNS, run_id)
+    run = None if raw is None else RunRecord.model_validate(raw)
+    if run is not None and position is not None and position <= run.applied:
+        return []
+    if isinstance(record, RunRegistered):
+        if run is not None:
+            return []  # registered before (a replayed dispatch)
+        run = RunRecord(run_id=record.run_id, persona=record.persona, lease_id=record.lease_id,
+                        request_id=record.request_id, attempt=record.attempt, entry_workflow=record.entry_workflow,
+                        envelope=record.envelope, deadline_ms=record.deadline_ms, limits=record.limits,
+                        clock_ms=record.at_ms)
+        step = RunStep(run, record.at_ms, _cause(record, position))
+        step.emit("run.dispatched", {"lease_id": run.lease_id, "attempt": run.attempt, "work_key": run.envelope.subject_key,
+                                     "entry_workflow": run.entry_workflow, "deadline_ms": run.deadline_ms})
+    elif run is None:
+        return [_rejection(record, run_id, f"unknown run {run_id!r}: no run with this id was dispatched")]
+    else:
+        identifier = _identifier(record)
+        if identifier is not None and identifier in run.recent:
+            return []  # a redelivered report or command
+        problem = _fenced(run, record)
+        if problem is not None:
+            return [_rejection(record, run_id, problem)]
+        step = RunStep(run, max(run.clock_ms, record.at_ms), _cause(record, position))
+        if isinstance(record, RunReported):
+            _on_report(step, record)
+        elif isinstance(record, RunCommanded):
+            _on_command(step, record)
+        elif isinstance(record, RunLeaseLost):
+            _on_lease_lost(step, record)
+        if identifier is not None:
+            step.remember(identifier)
+        run.clock_ms = step.now
+    if position is not None:
+        run.applied = position
+    txn.put(RUNS, run_id, run.model_dump(mode="json"))
+    return step.outputs
+
+
+def _identifier(record: RunInput) -> str | None:
+    if isinstance(record, RunReported):
+        return "event:" + record.event.event_id
+    if isinstance(record, RunCommanded):
+        return "command:" + record.command.command_id
+    return None
+
+
+def _fenced(run: RunRecord, record: RunInput) -> str | None:
+    if isinstance(record, RunLeaseLost):
+        return None if record.lease_id == run.lease_id else f"lease {record.lease_id} is not run {run.run_id}'s lease"
+    if isinstance(record, RunReported) and record.event.lease_id != run.lease_id:
+        return (f"stale lease: run {run.run_id} holds lease {run.lease_id}, the report carries"
+                f" {record.event.lease_id}; fenced reports are ignored")
+    if run.status in TERMINAL:
+        what = f"report {record.event.kind!r}" if isinstance(record, RunReported) else f"command {record.command.action!r}"  # type: ignore[union-attr]
+        return f"run {run.run_id} already {run.status}; {what} ignored"
+    return None
+
+
+def _on_report(step: RunStep, record: RunReported) -> None:
+    event = record.event
+    run = step.run
+    kind = event.kind
+    if kind == "started":
+        run.status = "running"
+        step.emit("run.started", {"lease_id": run.lease_id, "attempt": run.attempt, "started_at_ms": step.now})
+    elif kind == "heartbeat":
+        step.emit("run.heartbeat", {"at_ms": step.now})
+    elif kind in ("step_started", "step_completed", "step_failed"):
+        step.emit(f"run.{kind}", _present(event, "step_id", "name", "output", "error", "retryable", "tokens", "cost_usd"))
+    elif kind == "usage":
+        run.tokens += event.tokens or 0
+        run.cost_usd += event.cost_usd or 0.0
+        step.emit("run.usage", {"tokens": event.tokens or 0, "cost_usd": event.cost_usd or 0.0,
+                                "total_tokens": run.tokens, "total_cost_usd": run.cost_usd})
+    elif kind in ("checkpoint", "artifact"):
+        step.emit(f"run.{kind}", _present(event, "name", "payload", "output"))
+    elif kind == "handoff":
+        assert event.target_persona is not None and event.task is not None
+        step.emit("run.handoff", {"target_persona": event.target_persona, "task": event.task,
+                                  "handoff_id": event.event_id, "handoff_kind": event.name})
+        request = TriggerRequest(
+            request_id=ids.bounded(f"handoff:{run.run_id}:{event.event_id}"), persona=event.target_persona, provider="handoff",
+            kind=event.name or "handoff",
+            metadata={"handoff_id": event.event_id, "handoff_kind": event.name or "handoff", "source_persona": run.persona,
+                      "task": event.task[:4096], "parent_run_id": run.run_id, "dedupe_key": event.event_id},
+            raw=event.payload)
+        step.send("persona_inbox", event.target_persona, TriggerReceived(at_ms=step.now, source=record.source, request=request))
+    else:  # completed / failed
+        cost = event.cost or (RunCost(cost_usd=run.cost_usd, tokens=run.tokens) if run.tokens or run.cost_usd else None)
+        run.status = "completed" if kind == "completed" else "failed"
+        step.emit(f"run.{kind}", {"cost": None if cost is None else cost.model_dump(mode="json"),
+                                  **_present(event, "output", "error", "retryable")})
+        step.finish("completed" if kind == "completed" else "failed", cost, event.error, event.event_id)
+
+
+def _on_command(step: RunStep, record: RunCommanded) -> None:
+    command = record.command
+    run = step.run
+    step.emit(f"run.control.{command.action}", {"actor": command.actor, "reason": command.reason,
+                                                "command_id": command.command_id})
+    step.dispatch(command.action, command.command_id, command.reason, command.content)
+    if command.action == "pause":
+        run.status = "paused"
+    elif command.action == "resume":
+        run.status = "running"
+    elif command.action == "cancel":
+        run.status = "cancelled"
+        error = f"cancelled by {command.actor}" + (f": {command.reason}" if command.reason else "")
+        step.finish("cancelled", None, error, "command:" + command.command_id)
+
+
+def _on_lease_lost(step: RunStep, record: RunLeaseLost) -> None:
+    step.run.status = "expired"
+    step.emit("run.lease_lost", {"lease_id": record.lease_id, "reason": record.reason})
+    step.dispatch("cancel", reason=f"lease {record.reason}")
+
+
+def _present(event: Any, *names: str) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in names if getattr(event, name) is not None}

@@ -1,0 +1,81 @@
+"""The status projection (seed 000.15), computed at the event time of the last transition."""
+
+from __future__ import annotations
+
+from streams.records import (
+    PersonaAssignmentStatus,
+    PersonaHandoffInboxItem,
+    PersonaQueuedWork,
+    PersonaStatus,
+)
+
+from . import budget
+from .queue import Queue
+from .schedule import next_scheduled_run
+from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
+from .timefmt import format_ms
+
+PAUSED_EVENT_POLICY = "queue_then_drain_on_resume"
+#: ``queued_work`` (and so ``handoff_inbox``) lists at most this many items, in drain
+#: order; ``queued_events`` is always the exact count. Keeps a status record bounded.
+STATUS_LIST_LIMIT = 100
+
+
+def lifecycle_state(head: PersonaHead, lease_active: bool) -> str:
+    """paused/disabled/draining win; otherwise an active lease means running."""
+    if head.mode in ("paused", "disabled", "draining"):
+        return head.mode
+    return "running" if lease_active else head.mode
+
+
+def queued_work(item: QueueItem) -> PersonaQueuedWork:
+    envelope = item.envelope
+    return PersonaQueuedWork(
+        work_key=item.work_key, provider=envelope.provider, kind=envelope.kind,
+        queued_at=format_ms(item.queued_at_ms), reason=item.reason or "queued",
+        source_event_id=envelope.source_event_id, metadata=envelope.metadata,
+    )
+
+
+def handoff_item(work: PersonaQueuedWork) -> PersonaHandoffInboxItem | None:
+    if work.provider != "handoff" and "handoff_id" not in work.metadata:
+        return None
+    meta = work.metadata
+    return PersonaHandoffInboxItem(
+        work_key=work.work_key, handoff_id=meta.get("handoff_id"),
+        handoff_kind=meta.get("handoff_kind", meta.get("kind")), source_persona=meta.get("source_persona"),
+        task=meta.get("task"), queued_at=work.queued_at, reason=work.reason,
+    )
+
+
+def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -> PersonaStatus:
+    """Status of a bound persona at ``now_ms`` (default: its clock)."""
+    assert head.binding is not None, "an unbound persona has no status"
+    binding = head.binding
+    now = head.clock_ms if now_ms is None else now_ms
+    record = state.lease()
+    lease = record.lease if record is not None and record.lease.expires_at_ms > now else None
+    work = [queued_work(item) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)]
+    first = max(0, head.values - VALUE_RING)
+    values = [v for v in (state.value(i % VALUE_RING) for i in range(first, head.values)) if v is not None]
+    return PersonaStatus(
+        name=binding.name,
+        template_ref=binding.template_ref,
+        state=lifecycle_state(head, lease is not None),  # type: ignore[arg-type]
+        entry_workflow=binding.entry_workflow,
+        role=binding.name,
+        current_assignment=None if lease is None else PersonaAssignmentStatus(
+            work_key=lease.work_key, lease_id=lease.id, holder=lease.holder,
+            acquired_at=format_ms(lease.acquired_at_ms), expires_at=format_ms(lease.expires_at_ms)),
+        last_run=None if head.last_run_ms is None else format_ms(head.last_run_ms),
+        next_scheduled_run=next_scheduled_run(binding, head.last_run_ms, now),
+        active_lease=lease,
+        budget=budget.status(binding.budget, state.budget(), now),
+        last_error=head.last_error,
+        queued_events=head.queue.count,
+        queued_work=work,
+        handoff_inbox=[item for item in map(handoff_item, work) if item is not None],
+        value_receipts=values,
+        disabled_events=head.disabled_events,
+        paused_event_policy=PAUSED_EVENT_POLICY,
+    )

@@ -1,0 +1,58 @@
+"""Atomic multi-table commits without broker transactions.
+
+A transition writes several tables (queue rows, lease, budget, ...) and the persona's
+head. Each table has its own changelog topic, and a crash can leave any subset of those
+writes durable. So the head is the commit record:
+
+1. dependent rows are stored as entries ``{"o": offset, "v": new, "p": previous}``,
+   where ``offset`` is the inbox offset the head will record as applied and
+   ``previous`` is the committed value the transition started from;
+2. once every entry is durable (producer flushed), the head is written with
+   ``applied = offset``;
+3. once the head is durable, rows deleted by the transition are removed physically.
+
+Readers see an entry's ``v`` only if the head has applied its offset, else its ``p``.
+A crash between 1 and 2 therefore shows exactly the state before the batch, which is
+what the redelivered inbox records are replayed against (identical outputs, identical
+writes). A crash after 2 shows the new state and the replayed records are skipped as
+already applied. Deleting only after 3 means a lost head can never expose a deletion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, MutableMapping
+
+Entry = dict[str, Any]
+
+
+def entry(value: dict[str, Any] | None, previous: dict[str, Any] | None, offset: int) -> Entry:
+    return {"o": offset, "v": value, "p": previous}
+
+
+def visible(stored: Entry | None, applied: int) -> dict[str, Any] | None:
+    """The committed value of a stored entry, given the head's applied offset."""
+    if stored is None:
+        return None
+    return stored["p"] if stored["o"] > applied else stored["v"]
+
+
+class CommittedView:
+    """A :class:`tables.store.Reader` over versioned tables, for one persona's head."""
+
+    def __init__(self, tables: Mapping[str, Mapping[str, Any]], head_table: str, applied: int) -> None:
+        self.tables = tables
+        self.head_table = head_table
+        self.applied = applied
+
+    def get(self, table: str, key: str) -> dict[str, Any] | None:
+        stored = self.tables[table].get(key)
+        if table == self.head_table:
+            return stored
+        return visible(stored, self.applied)
+
+
+def stage(tables: MutableMapping[str, MutableMapping[str, Any]], view: CommittedView, table: str, key: str,
+          value: dict[str, Any] | None, offset: int) -> bool:
+    """Store one dependent write as an entry (step 1); True if the row is a deletion."""
+    tables[table][key] = entry(value, view.get(table, key), offset)
+    return value is None

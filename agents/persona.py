@@ -22,7 +22,7 @@ from tables import persona as transition
 from tables.state import DEPENDENT_TABLES, PERSONAS, PersonaState
 from tables.status import project
 from tables.store import Transaction
-from tables.versioned import CommittedView, stage
+from tables.versioned import CommittedView, plan_commit
 
 from .ingress import raw_record
 from .runtime import batches, event_context, json_table, publish
@@ -66,27 +66,21 @@ class PersonaStore:
         return Transaction(self.view(persona))
 
     async def commit(self, txns: dict[str, Transaction], events: dict[str, EventT]) -> None:
-        changed = {persona: txn for persona, txn in txns.items() if txn.changed}
-        deletions: list[tuple[str, str, EventT]] = []
-        for persona, txn in changed.items():
-            head = txn.get(PERSONAS, persona)
-            assert head is not None, "every state change writes the head"
-            view = txn.reader
-            assert isinstance(view, CommittedView)
-            with event_context(events[persona]):
-                for table, key, value in txn.changes():
-                    if table != PERSONAS and stage(self.tables, view, table, key, value, head["applied"]):
-                        deletions.append((table, key, events[persona]))
+        """Store a batch's state in the order :mod:`tables.versioned` requires."""
+        plan = plan_commit(txns, PERSONAS)
         producer = self.pipeline.app.producer
-        if any(True for txn in changed.values() for table, _, _ in txn.changes() if table != PERSONAS):
-            await producer.flush()  # entries durable before the heads that commit them
-        for persona, txn in changed.items():
+        for table, key, stored, persona in plan.entries:
             with event_context(events[persona]):
-                self.tables[PERSONAS][persona] = txn.get(PERSONAS, persona)
-        if deletions:
-            await producer.flush()  # heads durable before rows they deleted disappear
-            for table, key, event in deletions:
-                with event_context(event):
+                self.tables[table][key] = stored
+        if plan.entries:
+            await producer.flush()  # entries durable before the heads that commit them
+        for persona, head in plan.heads:
+            with event_context(events[persona]):
+                self.tables[PERSONAS][persona] = head
+        if plan.deletions:
+            await producer.flush()  # heads durable before the rows they deleted disappear
+            for table, key, persona in plan.deletions:
+                with event_context(events[persona]):
                     stored = self.tables[table].get(key)
                     if stored is not None and stored["v"] is None:
                         del self.tables[table][key]

@@ -20,7 +20,10 @@ already applied. Deleting only after 3 means a lost head can never expose a dele
 
 from __future__ import annotations
 
-from typing import Any, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .store import Transaction
 
 Entry = dict[str, Any]
 
@@ -51,8 +54,34 @@ class CommittedView:
         return visible(stored, self.applied)
 
 
-def stage(tables: MutableMapping[str, MutableMapping[str, Any]], view: CommittedView, table: str, key: str,
-          value: dict[str, Any] | None, offset: int) -> bool:
-    """Store one dependent write as an entry (step 1); True if the row is a deletion."""
-    tables[table][key] = entry(value, view.get(table, key), offset)
-    return value is None
+@dataclass
+class CommitPlan:
+    """The writes of one batch, in the three steps that must happen in order.
+
+    Each write names the persona it belongs to, so the agent can attribute it to that
+    persona's partition.
+    """
+
+    entries: list[tuple[str, str, Entry, str]] = field(default_factory=list)  # table, key, entry, persona
+    heads: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # persona, head
+    deletions: list[tuple[str, str, str]] = field(default_factory=list)  # table, key, persona
+
+
+def plan_commit(transactions: Mapping[str, Transaction], head_table: str) -> CommitPlan:
+    """Turn per-persona transactions (over :class:`CommittedView`) into a commit plan."""
+    plan = CommitPlan()
+    for persona, txn in transactions.items():
+        if not txn.changed:
+            continue
+        head = txn.get(head_table, persona)
+        assert head is not None, "every state change writes the head"
+        view = txn.reader
+        assert isinstance(view, CommittedView)
+        for table, key, value in txn.changes():
+            if table == head_table:
+                continue
+            plan.entries.append((table, key, entry(value, view.get(table, key), head["applied"]), persona))
+            if value is None:
+                plan.deletions.append((table, key, persona))
+        plan.heads.append((persona, head))
+    return plan

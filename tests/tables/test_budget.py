@@ -1,0 +1,68 @@
+"""Budget enforcement, recording and status (catalog 000.10)."""
+
+from __future__ import annotations
+
+from streams.records import BudgetPolicy
+from tables import budget
+from tables.state import BudgetRecord
+from tables.timefmt import parse_rfc3339_ms
+
+NOON = parse_rfc3339_ms("2026-04-24T12:30:00Z")
+POLICY = BudgetPolicy(daily_usd=0.02, run_usd=0.02, max_tokens=100)
+
+
+def spend(*costs: tuple[float, int], at: int = NOON) -> BudgetRecord:
+    record = BudgetRecord()
+    for i, (usd, tokens) in enumerate(costs):
+        record = budget.recorded(record, usd, tokens, f"b{i}", at)
+    return record
+
+
+def test_limits_are_checked_run_then_daily_then_hourly_then_tokens():
+    policy = BudgetPolicy(daily_usd=0.01, hourly_usd=0.01, run_usd=0.01, max_tokens=1)
+    assert budget.enforce(policy, BudgetRecord(), 0.02, 5, NOON) == "run_usd"
+    assert budget.enforce(policy.model_copy(update={"run_usd": None}), BudgetRecord(), 0.02, 5, NOON) == "daily_usd"
+    assert budget.enforce(policy.model_copy(update={"run_usd": None, "daily_usd": None}), BudgetRecord(), 0.02, 5, NOON) == "hourly_usd"
+    assert budget.enforce(BudgetPolicy(max_tokens=1), BudgetRecord(), 0.02, 5, NOON) == "max_tokens"
+    assert budget.enforce(BudgetPolicy(), BudgetRecord(), 99.0, 10**9, NOON) is None
+
+
+def test_comparisons_are_strict_so_spending_exactly_up_to_a_limit_is_allowed():
+    record = spend((0.01, 10))
+    assert budget.enforce(POLICY, record, 0.01, 90, NOON) is None
+    assert budget.enforce(POLICY, spend((0.01, 10), (0.01, 10)), 0.001, 0, NOON) == "daily_usd"
+    assert budget.enforce(POLICY, spend((0.02, 100)), 0.0, 0, NOON) is None  # zero-cost work is never blocked
+
+
+def test_worked_example_status_after_one_and_two_runs():
+    one = budget.status(POLICY, spend((0.01, 10)), NOON)
+    assert (one.spent_today_usd, one.remaining_today_usd, one.exhausted, one.tokens_today) == (0.01, 0.01, False, 10)
+    two = budget.status(POLICY, spend((0.01, 10), (0.01, 10)), NOON)
+    assert (two.spent_today_usd, two.reason, two.exhausted, two.remaining_today_usd) == (0.02, "daily_usd", True, 0.0)
+    assert two.last_receipt_id == "b1" and two.spent_last_run_usd == 0.01
+
+
+def test_utc_windows_roll_at_the_hour_and_day():
+    late = parse_rfc3339_ms("2026-04-24T23:59:00Z")
+    record = budget.recorded(BudgetRecord(), 0.015, 7, "r", late)
+    next_day = budget.status(POLICY, record, late + 120_000)
+    assert (next_day.spent_today_usd, next_day.tokens_today, next_day.spent_this_hour_usd) == (0.0, 0, 0.0)
+    assert next_day.spent_last_run_usd == 0.015  # ignores windows, as the seed
+    same_day_next_hour = budget.status(BudgetPolicy(hourly_usd=0.01), budget.recorded(BudgetRecord(), 0.01, 0, "r", NOON), NOON + 3_600_000)
+    assert same_day_next_hour.spent_today_usd == 0.01 and same_day_next_hour.spent_this_hour_usd == 0.0
+
+
+def test_exhaustion_is_sticky_in_status_until_its_window_ends():
+    record = budget.exhausted(BudgetRecord(), "run_usd", "x1", NOON)
+    assert budget.status(POLICY, record, NOON).reason == "run_usd"
+    assert budget.status(POLICY, record, NOON + 3_600_000).exhausted  # same UTC day
+    assert not budget.status(POLICY, record, NOON + 86_400_000).exhausted  # next day: cleared
+    hourly = budget.exhausted(BudgetRecord(), "hourly_usd", "x2", NOON)
+    assert budget.status(BudgetPolicy(hourly_usd=1.0), hourly, NOON + 60_000).reason == "hourly_usd"
+    assert budget.status(BudgetPolicy(hourly_usd=1.0), hourly, NOON + 3_600_000).reason is None
+
+
+def test_computed_reason_uses_greater_or_equal_and_tokens_need_a_positive_limit():
+    assert budget.status(BudgetPolicy(max_tokens=10), spend((0.0, 10)), NOON).reason == "max_tokens"
+    assert budget.status(BudgetPolicy(max_tokens=0), spend((0.0, 0)), NOON).reason is None
+    assert budget.status(BudgetPolicy(daily_usd=0.0), BudgetRecord(), NOON).reason == "daily_usd"

@@ -18,7 +18,7 @@ from streams.admission import Forward, RawRecord, admit
 from streams.app import Pipeline
 from streams.outputs import Output
 
-from .runtime import batches, event_context, json_table, message_time_ms, publish
+from .runtime import TableWriter, batches, json_table, message_time_ms, publish
 
 INGRESS_ROLES = ("bindings", "triggers", "control", "run_events", "run_control")
 
@@ -53,6 +53,8 @@ def register(pipeline: Pipeline) -> faust.Table:
 
 
 def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> None:
+    writer = TableWriter(pipeline)
+
     async def handle(events: Sequence[EventT]) -> None:
         outputs: list[Output] = []
         marks: dict[str, tuple[EventT, dict[str, Any]]] = {}
@@ -72,9 +74,7 @@ def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> None:
             entry["offset"] = raw.offset
             marks[key] = (event, entry)
         await publish(pipeline, outputs)
-        for key, (event, entry) in marks.items():
-            with event_context(event):
-                stats[key] = entry
+        await writer.write((stats, key, entry, event) for key, (event, entry) in marks.items())
 
     async def ingress(stream: faust.StreamT) -> None:
         async for events in batches(stream):

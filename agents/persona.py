@@ -25,7 +25,7 @@ from tables.store import Transaction
 from tables.versioned import CommittedView, plan_commit
 
 from .ingress import raw_record
-from .runtime import batches, event_context, json_table, publish
+from .runtime import TableWriter, batches, json_table, publish
 
 TABLE_HELP = {
     PERSONAS: "persona head: binding, lifecycle, clock, counters, queue index, applied inbox offset",
@@ -54,6 +54,7 @@ class PersonaStore:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self.writer = TableWriter(pipeline)
         self.tables: dict[str, faust.Table] = {
             name: json_table(pipeline, name, TABLE_HELP[name]) for name in (PERSONAS, *DEPENDENT_TABLES)
         }
@@ -66,24 +67,15 @@ class PersonaStore:
         return Transaction(self.view(persona))
 
     async def commit(self, txns: dict[str, Transaction], events: dict[str, EventT]) -> None:
-        """Store a batch's state in the order :mod:`tables.versioned` requires."""
+        """Store a batch's state in the order :mod:`tables.versioned` requires; each step
+        is acknowledged by the broker before the next one starts."""
         plan = plan_commit(txns, PERSONAS)
-        producer = self.pipeline.app.producer
-        for table, key, stored, persona in plan.entries:
-            with event_context(events[persona]):
-                self.tables[table][key] = stored
-        if plan.entries:
-            await producer.flush()  # entries durable before the heads that commit them
-        for persona, head in plan.heads:
-            with event_context(events[persona]):
-                self.tables[PERSONAS][persona] = head
-        if plan.deletions:
-            await producer.flush()  # heads durable before the rows they deleted disappear
-            for table, key, persona in plan.deletions:
-                with event_context(events[persona]):
-                    stored = self.tables[table].get(key)
-                    if stored is not None and stored["v"] is None:
-                        del self.tables[table][key]
+        await self.writer.write((self.tables[table], key, stored, events[persona])
+                                for table, key, stored, persona in plan.entries)
+        await self.writer.write((self.tables[PERSONAS], persona, head, events[persona]) for persona, head in plan.heads)
+        await self.writer.write((self.tables[table], key, None, events[persona])
+                                for table, key, persona in plan.deletions
+                                if (self.tables[table].get(key) or {}).get("v", 0) is None)
 
 
 def register(pipeline: Pipeline) -> PersonaStore:

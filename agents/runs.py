@@ -20,7 +20,7 @@ from tables import runs as transition
 from tables.store import Transaction
 
 from .ingress import raw_record
-from .runtime import batches, event_context, json_table, publish
+from .runtime import TableWriter, batches, json_table, publish
 
 
 class TableReader:
@@ -34,6 +34,7 @@ class TableReader:
 def register(pipeline: Pipeline) -> faust.Table:
     runs = json_table(pipeline, transition.RUNS, "one row per dispatched run: status, lease, counters")
     reader = TableReader(runs)
+    writer = TableWriter(pipeline)
 
     async def handle(events: Sequence[EventT]) -> None:
         txn = Transaction(reader)
@@ -49,9 +50,7 @@ def register(pipeline: Pipeline) -> faust.Table:
             outputs.extend(transition.apply(txn, record, message.offset))
             last[run_of(record)] = event
         await publish(pipeline, outputs)
-        for _, key, value in txn.changes():
-            with event_context(last[key]):
-                runs[key] = value
+        await writer.write((runs, key, value, last[key]) for _, key, value in txn.changes())
 
     async def run_agent(stream: faust.StreamT) -> None:
         async for events in batches(stream):

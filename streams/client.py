@@ -125,7 +125,7 @@ class Client:
         await self.producer.stop()
 
     async def send(self, role: str, key: str | bytes | None, value: BaseModel | bytes | dict | None,
-                   headers: Iterable[tuple[str, str]] = ()) -> Any:
+                   headers: Iterable[tuple[str, str]] = (), timestamp_ms: int | None = None) -> Any:
         if isinstance(value, BaseModel):
             payload: bytes | None = encode(value)
         elif isinstance(value, dict):
@@ -135,7 +135,7 @@ class Client:
         key_bytes = key.encode() if isinstance(key, str) else key
         return await self.producer.send_and_wait(
             self.names.name(role), payload, key=key_bytes,
-            headers=[(name, text.encode()) for name, text in headers] or None,
+            headers=[(name, text.encode()) for name, text in headers] or None, timestamp_ms=timestamp_ms,
         )
 
     async def tail(self, role: str, *, from_beginning: bool = False) -> Tail:

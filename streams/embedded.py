@@ -74,7 +74,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Ask Linux to SIGTERM the broker when the process that started it dies."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -127,7 +127,7 @@ class EmbeddedBroker:
             [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.tie_to_parent and sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if self.tie_to_parent and sys.platform == "linux" else None,
         )
         log.close()
         deadline = time.monotonic() + timeout_s

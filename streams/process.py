@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from .client import Client
+from .embedded import die_with_parent
 from .settings import Settings
 
 
@@ -50,7 +51,7 @@ class WorkerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
                 env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
 
     def alive(self) -> bool:

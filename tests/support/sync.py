@@ -54,8 +54,9 @@ class SyncClient:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
-    def send(self, role: str, key: str | bytes | None, value: Any, headers: Iterable[tuple[str, str]] = ()) -> Any:
-        return self.run(self.client.send(role, key, value, headers))
+    def send(self, role: str, key: str | bytes | None, value: Any, headers: Iterable[tuple[str, str]] = (),
+             timestamp_ms: int | None = None) -> Any:
+        return self.run(self.client.send(role, key, value, headers, timestamp_ms))
 
     def send_many(self, records: Iterable[tuple[str, str | bytes | None, Any]]) -> None:
         async def send_all() -> None:

@@ -1,0 +1,166 @@
+"""SIGKILL a worker while triggers are in flight; restart it; nothing is lost or doubled.
+
+The short form (500 triggers, 20 personas, one kill) runs in ``make test``; ``make chaos``
+runs the long form (more load, several kills).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from streams.client import read_all
+from streams.kafka import new_producer
+from tables.replay import verify
+from tables.timefmt import DAY_MS
+
+from ..support.personas import PersonaProbe
+
+FINAL = {"completed", "duplicate", "budget_exhausted", "dead_lettered", "rejected", "failed"}
+
+
+def make_scenario(prefix: str, personas: int, triggers: int, seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    names = [f"{prefix}-p{i:02d}" for i in range(personas)]
+    at = (int(time.time() * 1000) // DAY_MS + 1) * DAY_MS + 9 * 3_600_000  # tomorrow 09:00Z: one budget day
+    requests = []
+    for n in range(triggers):
+        persona = rng.choice(names)
+        number = rng.randrange(40)  # repeated work keys: duplicates
+        request = {"request_id": f"{persona}-r{n}", "persona": persona, "provider": "github", "kind": "pull_request",
+                   "metadata": {"repository": "acme/app", "number": str(number)},
+                   "cost": {"cost_usd": rng.choice([0.001, 0.002, 0.005, 0.01]), "tokens": rng.randrange(1, 50)},
+                   "priority": rng.randrange(3), "received_at_ms": at + n}
+        requests.append(request)
+        if rng.random() < 0.05:  # a producer retry: the same request again
+            requests.append(dict(request))
+    return names, requests
+
+
+async def flood(kafka, requests: list[dict[str, Any]], controls: list[dict[str, Any]]) -> None:
+    import json
+
+    client = kafka.client
+    producer = new_producer(client.settings, client.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        pending = [await producer.send(client.names.triggers, json.dumps(r).encode(), key=r["persona"].encode())
+                   for r in requests]
+        pending += [await producer.send(client.names.control, json.dumps(c).encode(), key=c["persona"].encode())
+                    for c in controls]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def run_crash_scenario(worker, kafka, persona_name: str, personas: int, triggers: int, kills: int, seed: int) -> None:
+    names, requests = make_scenario(persona_name[:60], personas, triggers, seed)
+    probe = PersonaProbe(kafka, names[0], timeout_s=180)
+    try:
+        for i, name in enumerate(names):  # a few low daily budgets so exhaustion happens too
+            kafka.send("bindings", name, {"name": name, "entry_workflow": "wf",
+                                          "budget": {"daily_usd": 0.05 if i % 7 == 0 else 100.0}},
+                       timestamp_ms=requests[0]["received_at_ms"] - 1)
+        probe.statuses.until(lambda seen: {r.key for r in seen} >= set(names), 120, "every persona bound")
+        paused = names[1:4]
+        for name in paused:
+            probe.control_for(name, "pause", requests[0]["received_at_ms"])
+        resumes = [{"command_id": f"{name}-resume", "persona": name, "action": "resume", "actor": "chaos",
+                    "at_ms": requests[-1]["received_at_ms"] + 1} for name in paused]
+
+        kafka.run(flood(kafka, requests, resumes))
+        wanted = {r["request_id"] for r in requests}
+        for round_ in range(kills):
+            target = len(wanted) * (round_ + 1) // (kills + 2)
+            probe.receipts.until(lambda seen: len({(r.value or {}).get("request_id") for r in seen} & wanted) >= target,
+                                 180, f"{target} requests decided before kill {round_ + 1}")
+            decided = len({(r.value or {}).get("request_id") for r in probe.receipts.seen} & wanted)
+            worker.restart(kill=True)
+            assert decided < len(wanted), "the kill must happen while triggers are still in flight"
+
+        def finished(seen: list) -> bool:
+            last: dict[str, dict] = {}
+            for record in seen:
+                value = record.value or {}
+                if value.get("request_id") in wanted:
+                    last[value["request_id"]] = value
+            return len(last) == len(wanted) and all(v["status"] in FINAL and not v["queued"] for v in last.values())
+
+        try:
+            probe.receipts.until(finished, 120, "a final receipt for every request")
+        except TimeoutError:
+            last: dict[str, dict] = {}
+            for record in probe.receipts.seen:
+                value = record.value or {}
+                if value.get("request_id") in wanted:
+                    last[value["request_id"]] = value
+            missing = sorted(wanted - set(last))
+            unfinished = [v for v in last.values() if not (v["status"] in FINAL and not v["queued"])]
+            print("MISSING", len(missing), missing[:10])
+            print("UNFINISHED", len(unfinished), [(v["request_id"], v["status"], v["queued"]) for v in unfinished[:10]])
+            print("LOG", worker.log_tail(80))
+            raise
+        check_invariants(kafka, probe, names, requests)
+    finally:
+        probe.close()
+
+
+def check_invariants(kafka, probe: PersonaProbe, names: list[str], requests: list[dict[str, Any]]) -> None:
+    client = kafka.client
+    receipts = [r.value for r in kafka.run(read_all(client, "receipts")) if r.value]
+    outbox = [r.value for r in kafka.run(read_all(client, "outbox")) if r.value]
+    mine = set(names)
+
+    # No request has two different receipts for the same decision (one receipt_id per decision).
+    by_receipt: dict[str, list] = defaultdict(list)
+    for receipt in receipts:
+        if receipt["persona"] in mine:
+            by_receipt[receipt["receipt_id"]].append(receipt)
+    assert all(all(r == group[0] for r in group) for group in by_receipt.values())
+
+    # No event id with two different payloads; every stream's seq gap-free from 1.
+    by_event: dict[str, list] = defaultdict(list)
+    seqs: dict[str, set[int]] = defaultdict(set)
+    for event in outbox:
+        if event["persona"] in mine:
+            by_event[event["event_id"]].append(event)
+            seqs[event["stream"]].add(event["seq"])
+    assert all(all(e == group[0] for e in group) for group in by_event.values())
+    assert all(seq == set(range(1, max(seq) + 1)) for seq in seqs.values())
+
+    # Each persona's spend equals the cost of its completed runs.
+    cost_of = {r["request_id"]: r["cost"]["cost_usd"] for r in requests}
+    completed: dict[str, set[str]] = defaultdict(set)
+    for receipt in receipts:
+        if receipt["persona"] in mine and receipt["status"] == "completed":
+            completed[receipt["persona"]].add(receipt["request_id"])
+    statuses = {r.key: r.value for r in kafka.run(read_all(client, "status")) if r.key in mine}
+    for name in names:
+        expected = sum(cost_of[request_id] for request_id in completed[name])
+        assert statuses[name]["budget"]["spent_today_usd"] == pytest.approx(expected, abs=1e-9), name
+        assert statuses[name]["queued_events"] == 0
+
+    # And the whole pipeline replays to exactly what was published.
+    def positions(role: str) -> list:
+        return [(r.partition, r.offset, r.raw) for r in kafka.run(read_all(client, role))]
+
+    for result in verify(positions("persona_inbox"), positions("run_inbox"), receipts, outbox):
+        assert result.ok, result.problems[:10]
+
+
+@pytest.mark.broker
+def test_sigkill_with_500_triggers_in_flight_loses_and_doubles_nothing(worker, kafka, persona_name):
+    run_crash_scenario(worker, kafka, persona_name, personas=20, triggers=500, kills=1, seed=7)
+
+
+@pytest.mark.chaos
+def test_repeated_sigkills_under_load_lose_and_double_nothing(worker, kafka, persona_name):
+    rounds = int(os.environ.get("CHAOS_KILLS", "4"))
+    run_crash_scenario(worker, kafka, persona_name, personas=40, triggers=int(os.environ.get("CHAOS_TRIGGERS", "3000")),
+                       kills=rounds, seed=int(os.environ.get("CHAOS_SEED", "11")))

@@ -1,0 +1,139 @@
+"""Benchmarks (``make bench``): throughput and memory, written to ``bench-results/``.
+
+Nothing here asserts a speed. Each benchmark measures 1,000 triggers for one persona
+after 1,000 and after 50,000 earlier completed runs, first for the pure transition and
+then end to end through the broker and a worker, and records the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.inbox import BindingChanged, TriggerReceived
+from streams.kafka import new_producer
+from streams.records import PersonaBinding, TriggerRequest
+from tables import persona as transition
+from tables.store import MemoryStore
+
+pytestmark = pytest.mark.bench
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
+MEASURED = int(os.environ.get("BENCH_TRIGGERS", "1000"))
+HISTORIES = [int(n) for n in os.environ.get("BENCH_HISTORIES", "1000,50000").split(",")]
+
+
+def record_result(name: str, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "results.json"
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    existing[name] = {**result, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                  "platform": platform.platform()}}
+    path.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+    print(f"\n{name}: {json.dumps(result, indent=2)}")
+
+
+def request(persona: str, n: int, at_ms: int) -> dict[str, Any]:
+    return {"request_id": f"{persona}-{n}", "persona": persona, "provider": "webhook", "kind": "push",
+            "metadata": {"dedupe_key": f"{persona}-{n}"}, "cost": {"cost_usd": 0.0001, "tokens": 1},
+            "received_at_ms": at_ms}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def test_bench_pure_transition_throughput_is_flat_in_history():
+    """The transition alone (memory store), 1,000 triggers after each history size."""
+    store = MemoryStore()
+    at = 1_800_000_000_000
+    binding = PersonaBinding(name="bench", entry_workflow="wf")
+    txn = store.transaction()
+    transition.apply(txn, BindingChanged(at_ms=at, persona="bench", binding=binding), 0)
+    store.apply(txn)
+    offset, done, phases = 1, 0, []
+
+    def feed(n: int) -> None:
+        nonlocal offset
+        txn = store.transaction()
+        req = TriggerRequest.model_validate(request("bench", n, at + n))
+        transition.apply(txn, TriggerReceived(at_ms=at + n, request=req), offset)
+        store.apply(txn)
+        offset += 1
+
+    for history in HISTORIES:
+        while done < history:
+            feed(done)
+            done += 1
+        start = time.perf_counter()
+        for n in range(done, done + MEASURED):
+            feed(n)
+        elapsed = time.perf_counter() - start
+        done += MEASURED
+        rows = sum(len(t) for t in store.tables.values())
+        phases.append({"history": history, "triggers": MEASURED, "seconds": round(elapsed, 3),
+                       "per_second": round(MEASURED / elapsed, 1), "table_rows": rows})
+    ratio = phases[-1]["per_second"] / phases[0]["per_second"]
+    record_result("pure_transition", {"phases": phases, "throughput_ratio_long_vs_short_history": round(ratio, 3)})
+
+
+def test_bench_pipeline_throughput_is_flat_in_history(worker, kafka, persona_name):
+    """End to end: triggers on the broker -> ingress -> persona agent -> receipts."""
+    persona = "bench-" + persona_name[-6:]
+    at = 1_800_000_000_000
+    receipts = kafka.tail("receipts")
+    kafka.send("bindings", persona, {"name": persona, "entry_workflow": "wf"}, timestamp_ms=at - 1)
+    client = kafka.client
+
+    async def produce(first: int, count: int) -> None:
+        producer = new_producer(client.settings, client.bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            pending = [await producer.send(client.names.triggers, json.dumps(request(persona, n, at + n)).encode(),
+                                           key=persona.encode()) for n in range(first, first + count)]
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    counted = {"n": 0, "upto": 0}
+
+    def receipts_reached(total: int) -> bool:
+        seen = receipts.seen
+        for record in seen[counted["upto"]:]:
+            if record.key == persona:
+                counted["n"] += 1
+        counted["upto"] = len(seen)
+        return counted["n"] >= total
+
+    done, phases = 0, []
+    for history in HISTORIES:
+        if history > done:
+            kafka.run(produce(done, history - done))
+            receipts.until(lambda _: receipts_reached(history), 3600, f"{history} history receipts")
+            done = history
+            receipts.seen.clear()
+            counted["upto"] = 0
+        start = time.perf_counter()
+        kafka.run(produce(done, MEASURED))
+        receipts.until(lambda _: receipts_reached(done + MEASURED), 3600, "measured receipts")
+        elapsed = time.perf_counter() - start
+        receipts.seen.clear()
+        counted["upto"] = 0
+        done += MEASURED
+        phases.append({"history": history, "triggers": MEASURED, "seconds": round(elapsed, 3),
+                       "per_second": round(MEASURED / elapsed, 1),
+                       "worker_rss_mb": round(rss_mb(worker.process.pid), 1)})
+    ratio = phases[-1]["per_second"] / phases[0]["per_second"]
+    record_result("pipeline_end_to_end", {"phases": phases, "throughput_ratio_long_vs_short_history": round(ratio, 3),
+                                          "broker": "embedded Tansu" if worker.settings.bootstrap_servers is None else "kafka"})

@@ -14,11 +14,12 @@ from typing import Any, Sequence
 import faust
 from faust.types import EventT
 
-from streams.admission import Forward, RawRecord, admit
+from streams.admission import Forward, admit
 from streams.app import Pipeline
 from streams.outputs import Output
 
-from .runtime import TableWriter, batches, json_table, message_time_ms, publish
+from .continuity import Continuity, raw_item
+from .runtime import TableWriter, batches, json_table, publish
 
 INGRESS_ROLES = ("bindings", "triggers", "control", "run_events", "run_control")
 
@@ -33,18 +34,6 @@ def stats_table(pipeline: Pipeline) -> faust.Table:
     )
 
 
-def raw_record(event: EventT) -> RawRecord:
-    message = event.message
-    return RawRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp_ms=message_time_ms(event),
-    )
-
-
 def register(pipeline: Pipeline) -> faust.Table:
     stats = stats_table(pipeline)
     for role in INGRESS_ROLES:
@@ -55,11 +44,18 @@ def register(pipeline: Pipeline) -> faust.Table:
 def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> None:
     writer = TableWriter(pipeline)
 
+    def stored(partition: int) -> int | None:
+        row = stats.get(f"{role}/{partition}")
+        return None if row is None else row["offset"]
+
+    continuity = Continuity(pipeline, role, stored)
+
     async def handle(events: Sequence[EventT]) -> None:
         outputs: list[Output] = []
         marks: dict[str, tuple[EventT, dict[str, Any]]] = {}
-        for event in events:
-            raw = raw_record(event)
+        for item in await continuity.complete(events):
+            raw = raw_item(item)
+            event = item.event
             key = f"{role}/{raw.partition}"
             entry = marks[key][1] if key in marks else dict(stats.get(key) or new_stats())
             if raw.offset <= entry["offset"]:

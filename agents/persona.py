@@ -24,7 +24,7 @@ from tables.status import project
 from tables.store import Transaction
 from tables.versioned import CommittedView, plan_commit
 
-from .ingress import raw_record
+from .continuity import Continuity, Positions, raw_item
 from .runtime import TableWriter, batches, json_table, publish
 
 TABLE_HELP = {
@@ -78,26 +78,28 @@ class PersonaStore:
                                 if (self.tables[table].get(key) or {}).get("v", 0) is None)
 
 
-def register(pipeline: Pipeline) -> PersonaStore:
+def register(pipeline: Pipeline, positions_rows: faust.Table) -> PersonaStore:
     store = PersonaStore(pipeline)
+    positions = Positions(pipeline.names.persona_inbox, positions_rows)
+    continuity = Continuity(pipeline, "persona_inbox", positions.stored)
 
     async def handle(events: Sequence[EventT]) -> None:
+        items = await continuity.complete(events)
         txns: dict[str, Transaction] = {}
         last: dict[str, EventT] = {}
         outputs: list[Output] = []
-        for event in events:
-            message = event.message
+        for item in items:
             try:
-                record = decode_union(PERSONA_INPUT, "persona inbox record", message.value)
+                record = decode_union(PERSONA_INPUT, "persona inbox record", item.value or b"")
             except DecodeError as exc:
-                outputs.append(Output("dlq", message.key, dead_letter(raw_record(event), str(exc))))
+                outputs.append(Output("dlq", item.key, dead_letter(raw_item(item), str(exc))))
                 continue
             persona = persona_of(record)
             txn = txns.get(persona)
             if txn is None:
                 txn = txns[persona] = store.transaction(persona)
-            outputs.extend(transition.apply(txn, record, message.offset))
-            last[persona] = event
+            outputs.extend(transition.apply(txn, record, item.offset))
+            last[persona] = item.event
         for persona, txn in txns.items():
             if txn.changed:
                 status = status_output(txn, persona)
@@ -105,6 +107,7 @@ def register(pipeline: Pipeline) -> PersonaStore:
                     outputs.append(status)
         await publish(pipeline, outputs)
         await store.commit(txns, last)
+        await store.writer.write(positions.advanced(items))  # only once the state is durable
 
     async def persona_agent(stream: faust.StreamT) -> None:
         async for events in batches(stream):

@@ -19,7 +19,7 @@ from streams.outputs import Output
 from tables import runs as transition
 from tables.store import Transaction
 
-from .ingress import raw_record
+from .continuity import Continuity, Positions, raw_item
 from .runtime import TableWriter, batches, json_table, publish
 
 
@@ -31,26 +31,29 @@ class TableReader:
         return self.table.get(key)
 
 
-def register(pipeline: Pipeline) -> faust.Table:
+def register(pipeline: Pipeline, positions_rows: faust.Table) -> faust.Table:
     runs = json_table(pipeline, transition.RUNS, "one row per dispatched run: status, lease, counters")
     reader = TableReader(runs)
     writer = TableWriter(pipeline)
+    positions = Positions(pipeline.names.run_inbox, positions_rows)
+    continuity = Continuity(pipeline, "run_inbox", positions.stored)
 
     async def handle(events: Sequence[EventT]) -> None:
+        items = await continuity.complete(events)
         txn = Transaction(reader)
         last: dict[str, EventT] = {}
         outputs: list[Output] = []
-        for event in events:
-            message = event.message
+        for item in items:
             try:
-                record = decode_union(RUN_INPUT, "run inbox record", message.value)
+                record = decode_union(RUN_INPUT, "run inbox record", item.value or b"")
             except DecodeError as exc:
-                outputs.append(Output("dlq", message.key, dead_letter(raw_record(event), str(exc))))
+                outputs.append(Output("dlq", item.key, dead_letter(raw_item(item), str(exc))))
                 continue
-            outputs.extend(transition.apply(txn, record, message.offset))
-            last[run_of(record)] = event
+            outputs.extend(transition.apply(txn, record, item.offset))
+            last[run_of(record)] = item.event
         await publish(pipeline, outputs)
         await writer.write((runs, key, value, last[key]) for _, key, value in txn.changes())
+        await writer.write(positions.advanced(items))
 
     async def run_agent(stream: faust.StreamT) -> None:
         async for events in batches(stream):

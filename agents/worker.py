@@ -12,7 +12,7 @@ from streams.embedded import BrokerAddress, resolve_broker
 from streams.kafka import ensure_topics
 from streams.settings import Settings
 
-from . import ingress, persona, runs, timers, web
+from . import continuity, ingress, persona, runs, timers, web
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 def build(settings: Settings, broker: BrokerAddress) -> Pipeline:
     pipeline = create_app(settings, broker)
     stats = ingress.register(pipeline)
-    store = persona.register(pipeline)
-    runs.register(pipeline)
+    positions = continuity.positions_table(pipeline)
+    store = persona.register(pipeline, positions)
+    runs.register(pipeline, positions)
     timers.register(pipeline, store)
     web.register(pipeline, ingress_stats=stats, store=store)
     return pipeline

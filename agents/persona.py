@@ -19,13 +19,13 @@ from streams.codec import DecodeError, decode_union
 from streams.inbox import PERSONA_INPUT, persona_of
 from streams.outputs import Output
 from tables import persona as transition
-from tables.state import DEPENDENT_TABLES, PERSONAS, PersonaState
+from tables.state import DEPENDENT_TABLES, PERSONAS, PersonaState, applied_of
 from tables.status import project
 from tables.store import Transaction
-from tables.versioned import CommittedView, plan_commit
+from tables.versioned import CommittedView, parse, plan_commit
 
 from .continuity import Continuity, Positions, raw_item
-from .runtime import TableWriter, batches, json_table, publish
+from .runtime import TableWriter, batches, publish, state_table
 
 TABLE_HELP = {
     PERSONAS: "persona head: binding, lifecycle, clock, counters, queue index, applied inbox offset",
@@ -56,12 +56,12 @@ class PersonaStore:
         self.pipeline = pipeline
         self.writer = TableWriter(pipeline)
         self.tables: dict[str, faust.Table] = {
-            name: json_table(pipeline, name, TABLE_HELP[name]) for name in (PERSONAS, *DEPENDENT_TABLES)
+            name: state_table(pipeline, name, TABLE_HELP[name]) for name in (PERSONAS, *DEPENDENT_TABLES)
         }
 
     def view(self, persona: str) -> CommittedView:
         head = self.tables[PERSONAS].get(persona)
-        return CommittedView(self.tables, PERSONAS, -1 if head is None else head["applied"])
+        return CommittedView(self.tables, PERSONAS, -1 if head is None else applied_of(head))
 
     def transaction(self, persona: str) -> Transaction:
         return Transaction(self.view(persona))
@@ -69,13 +69,13 @@ class PersonaStore:
     async def commit(self, txns: dict[str, Transaction], events: dict[str, EventT]) -> None:
         """Store a batch's state in the order :mod:`tables.versioned` requires; each step
         is acknowledged by the broker before the next one starts."""
-        plan = plan_commit(txns, PERSONAS)
+        plan = plan_commit(txns, PERSONAS, applied_of)
         await self.writer.write((self.tables[table], key, stored, events[persona])
                                 for table, key, stored, persona in plan.entries)
         await self.writer.write((self.tables[PERSONAS], persona, head, events[persona]) for persona, head in plan.heads)
         await self.writer.write((self.tables[table], key, None, events[persona])
                                 for table, key, persona in plan.deletions
-                                if (self.tables[table].get(key) or {}).get("v", 0) is None)
+                                if (stored := self.tables[table].get(key)) is not None and parse(stored)[1] is None)
 
 
 def register(pipeline: Pipeline, positions_rows: faust.Table) -> PersonaStore:

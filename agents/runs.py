@@ -20,19 +20,19 @@ from tables import runs as transition
 from tables.store import Transaction
 
 from .continuity import Continuity, Positions, raw_item
-from .runtime import TableWriter, batches, json_table, publish
+from .runtime import TableWriter, batches, publish, state_table
 
 
 class TableReader:
     def __init__(self, table: faust.Table) -> None:
         self.table = table
 
-    def get(self, table: str, key: str) -> dict | None:
+    def get(self, table: str, key: str) -> bytes | None:
         return self.table.get(key)
 
 
 def register(pipeline: Pipeline, positions_rows: faust.Table) -> faust.Table:
-    runs = json_table(pipeline, transition.RUNS, "one row per dispatched run: status, lease, counters")
+    runs = state_table(pipeline, transition.RUNS, "one row per dispatched run: status, lease, counters")
     reader = TableReader(runs)
     writer = TableWriter(pipeline)
     positions = Positions(pipeline.names.run_inbox, positions_rows)

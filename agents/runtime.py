@@ -92,7 +92,7 @@ class TableWriter:
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    async def write(self, rows: Iterable[tuple[faust.Table, str, dict | None, EventT]]) -> None:
+    async def write(self, rows: Iterable[tuple[faust.Table, str, dict | bytes | None, EventT]]) -> None:
         producer = self.pipeline.app.producer
         pending: list[tuple[faust.Table, int, Awaitable[object]]] = []
         for table, key, value, event in rows:
@@ -115,6 +115,19 @@ class TableWriter:
             # durable, so recovery after a restart reads only the newer records.
             table.data.set_persisted_offset(TP(table.changelog_topic.get_topic_name(), partition),
                                             metadata.offset)  # type: ignore[attr-defined]
+
+
+def state_table(pipeline: Pipeline, name: str, help: str) -> faust.Table:
+    """A changelog-backed table of JSON-bytes rows keyed by strings (see tables.store)."""
+    return pipeline.app.Table(
+        name,
+        partitions=pipeline.settings.partitions,
+        key_type=str,
+        value_type=bytes,  # Faust derives the recovery serializer from this: raw
+        schema=faust.Schema(key_serializer="json", value_serializer="raw"),
+        extra_topic_configs={"max.message.bytes": str(8 * 1024 * 1024)},
+        help=help,
+    )
 
 
 def json_table(pipeline: Pipeline, name: str, help: str) -> faust.Table:

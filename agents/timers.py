@@ -9,7 +9,8 @@ from streams.app import Pipeline
 from streams.inbox import LeaseTick, ScheduleTick
 from streams.outputs import Output
 from tables.schedule import earliest_due
-from tables.state import LEASES, PERSONAS
+from tables.state import LEASES, PERSONAS, LeaseRecord, PersonaHead, load
+from tables.versioned import parse
 
 from .persona import PersonaStore
 from .runtime import publish
@@ -31,13 +32,13 @@ def register(pipeline: Pipeline, store: PersonaStore) -> None:
         now = wall_ms()
         ticks = []
         for persona, stored in list(store.tables[LEASES].items()):
-            record = (stored or {}).get("v")
-            if not record:
+            record = load(LeaseRecord, parse(stored)[1]) if stored else None  # latest write: a hint only
+            if record is None:
                 continue
-            lease = record["lease"]
-            if lease["expires_at_ms"] <= now and ticked_leases.get(persona) != lease["id"]:
+            lease = record.lease
+            if lease.expires_at_ms <= now and ticked_leases.get(persona) != lease.id:
                 ticks.append(Output("persona_inbox", persona, LeaseTick(at_ms=now, persona=persona)))
-                ticked_leases[persona] = lease["id"]
+                ticked_leases[persona] = lease.id
         await publish(pipeline, ticks)
 
     @app.timer(interval=settings.schedule_interval_s, name="schedule-ticker")
@@ -45,13 +46,14 @@ def register(pipeline: Pipeline, store: PersonaStore) -> None:
         """Tick personas with a cron occurrence due since their schedule cursor."""
         now = wall_ms()
         ticks = []
-        for persona, head in list(store.tables[PERSONAS].items()):
-            if not head or not head.get("bound") or not head["binding"].get("schedules"):
+        for persona, raw in list(store.tables[PERSONAS].items()):
+            head = load(PersonaHead, raw)
+            if head is None or not head.bound or head.binding is None or not head.binding.schedules:
                 continue
-            cursor = head.get("schedule_cursor_ms")
+            cursor = head.schedule_cursor_ms
             if cursor is None or ticked_cursors.get(persona) == cursor:
                 continue
-            due_at = earliest_due(head["binding"]["schedules"], cursor)
+            due_at = earliest_due(head.binding.schedules, cursor)
             if due_at is not None and due_at <= now:
                 ticks.append(Output("persona_inbox", persona, ScheduleTick(at_ms=now, persona=persona)))
                 ticked_cursors[persona] = cursor

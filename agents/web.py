@@ -16,7 +16,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
 from streams.app import Pipeline
-from tables.state import PERSONAS, PersonaHead, PersonaState
+from tables.state import PERSONAS, PersonaHead, PersonaState, load
 from tables.status import project
 
 from .persona import PersonaStore
@@ -28,11 +28,8 @@ def register(pipeline: Pipeline, *, ingress_stats: faust.Table, store: PersonaSt
 
     def local_status(name: str) -> dict[str, Any] | None:
         assert store is not None
-        raw = store.tables[PERSONAS].get(name)
-        if raw is None:
-            return None
-        head = PersonaHead.model_validate(raw)
-        if not head.bound:
+        head = load(PersonaHead, store.tables[PERSONAS].get(name))
+        if head is None or not head.bound:
             return None
         return project(PersonaState(store.transaction(name), name), head).model_dump(mode="json")
 

@@ -31,7 +31,7 @@ from streams.outputs import Output
 from streams.records import DeadLetter, OutboxEvent, RunCost, RunDispatch, RunLimits, TriggerEnvelope, TriggerRequest
 
 from . import ids
-from .state import State
+from .state import State, dump, load
 from .store import Transaction
 
 RUNS = "runs"
@@ -122,8 +122,7 @@ def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
 
 def apply(txn: Transaction, record: RunInput, position: int | None = None) -> list[Output]:
     run_id = run_of(record)
-    raw = txn.get(RUNS, run_id)
-    run = None if raw is None else RunRecord.model_validate(raw)
+    run = load(RunRecord, txn.get(RUNS, run_id))
     if run is not None and position is not None and position <= run.applied:
         return []
     if isinstance(record, RunRegistered):
@@ -157,7 +156,7 @@ def apply(txn: Transaction, record: RunInput, position: int | None = None) -> li
         run.clock_ms = step.now
     if position is not None:
         run.applied = position
-    txn.put(RUNS, run_id, run.model_dump(mode="json"))
+    txn.put(RUNS, run_id, dump(run))
     return step.outputs
 
 

@@ -22,7 +22,7 @@ Everything a transition reads is O(1) in the persona's history: no table is scan
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,6 +143,23 @@ class RequestRecord(State):
     last: Receipt | None = None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def load(model: type[M], raw: bytes | None) -> M | None:
+    """A stored row as its model (rows are JSON bytes)."""
+    return None if raw is None else model.model_validate_json(raw)
+
+
+def dump(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def applied_of(head: bytes) -> int:
+    """The inbox offset a stored head row records as applied."""
+    return PersonaHead.model_validate_json(head).applied
+
+
 class PersonaState:
     """Typed reads and writes of one persona's tables through a transaction."""
 
@@ -151,53 +168,46 @@ class PersonaState:
         self.persona = persona
 
     def head(self) -> PersonaHead | None:
-        raw = self.txn.get(PERSONAS, self.persona)
-        return None if raw is None else PersonaHead.model_validate(raw)
+        return load(PersonaHead, self.txn.get(PERSONAS, self.persona))
 
     def put_head(self, head: PersonaHead) -> None:
-        self.txn.put(PERSONAS, self.persona, head.model_dump(mode="json"))
+        self.txn.put(PERSONAS, self.persona, dump(head))
 
     def lease(self) -> LeaseRecord | None:
-        raw = self.txn.get(LEASES, self.persona)
-        return None if raw is None else LeaseRecord.model_validate(raw)
+        return load(LeaseRecord, self.txn.get(LEASES, self.persona))
 
     def put_lease(self, record: LeaseRecord | None) -> None:
-        self.txn.put(LEASES, self.persona, None if record is None else record.model_dump(mode="json"))
+        self.txn.put(LEASES, self.persona, None if record is None else dump(record))
 
     def budget(self) -> BudgetRecord:
-        raw = self.txn.get(BUDGETS, self.persona)
-        return BudgetRecord() if raw is None else BudgetRecord.model_validate(raw)
+        return load(BudgetRecord, self.txn.get(BUDGETS, self.persona)) or BudgetRecord()
 
     def put_budget(self, record: BudgetRecord) -> None:
-        self.txn.put(BUDGETS, self.persona, record.model_dump(mode="json"))
+        self.txn.put(BUDGETS, self.persona, dump(record))
 
     def item(self, work_key: str) -> QueueItem | None:
-        raw = self.txn.get(QUEUES, key(self.persona, work_key))
-        return None if raw is None else QueueItem.model_validate(raw)
+        return load(QueueItem, self.txn.get(QUEUES, key(self.persona, work_key)))
 
     def put_item(self, item: QueueItem) -> None:
-        self.txn.put(QUEUES, key(self.persona, item.work_key), item.model_dump(mode="json"))
+        self.txn.put(QUEUES, key(self.persona, item.work_key), dump(item))
 
     def drop_item(self, work_key: str) -> None:
         self.txn.delete(QUEUES, key(self.persona, work_key))
 
     def completed(self, work_key: str) -> CompletedWork | None:
-        raw = self.txn.get(COMPLETED, key(self.persona, work_key))
-        return None if raw is None else CompletedWork.model_validate(raw)
+        return load(CompletedWork, self.txn.get(COMPLETED, key(self.persona, work_key)))
 
     def put_completed(self, work_key: str, record: CompletedWork) -> None:
-        self.txn.put(COMPLETED, key(self.persona, work_key), record.model_dump(mode="json"))
+        self.txn.put(COMPLETED, key(self.persona, work_key), dump(record))
 
     def request(self, kind: str, request_id: str) -> RequestRecord | None:
-        raw = self.txn.get(REQUESTS, key(self.persona, kind, request_id))
-        return None if raw is None else RequestRecord.model_validate(raw)
+        return load(RequestRecord, self.txn.get(REQUESTS, key(self.persona, kind, request_id)))
 
     def put_request(self, kind: str, request_id: str, record: RequestRecord) -> None:
-        self.txn.put(REQUESTS, key(self.persona, kind, request_id), record.model_dump(mode="json"))
+        self.txn.put(REQUESTS, key(self.persona, kind, request_id), dump(record))
 
     def value(self, slot: int) -> PersonaValueReceipt | None:
-        raw = self.txn.get(VALUES, key(self.persona, slot))
-        return None if raw is None else PersonaValueReceipt.model_validate(raw)
+        return load(PersonaValueReceipt, self.txn.get(VALUES, key(self.persona, slot)))
 
     def put_value(self, slot: int, receipt: PersonaValueReceipt) -> None:
-        self.txn.put(VALUES, key(self.persona, slot), receipt.model_dump(mode="json"))
+        self.txn.put(VALUES, key(self.persona, slot), dump(receipt))

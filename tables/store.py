@@ -5,15 +5,18 @@ own writes first and the committed state (a :class:`Reader`) otherwise, and they
 their writes in it. The agent decides when and how the writes become state; tests and
 ``personaflow verify`` apply them to a :class:`MemoryStore`.
 
-Values are JSON-compatible dicts; ``None`` means absent (a delete).
+Values are JSON documents as bytes; ``None`` means absent (a delete). Rows stay bytes
+in memory so a long history costs memory but no garbage-collector time: bytes are not
+tracked by Python's cyclic GC, nested dicts are (and were measured to make every full
+collection slower as history grew).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Protocol
+from typing import Iterator, Protocol
 
-Value = dict[str, Any]
+Value = bytes
 
 
 def key(*parts: str | int) -> str:

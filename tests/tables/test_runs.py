@@ -41,7 +41,7 @@ class RunHarness:
                                                                        action=action, actor="ops", **fields)))
 
     def record(self):
-        return runs.RunRecord.model_validate(self.store.get(runs.RUNS, "run-1"))
+        return runs.RunRecord.model_validate_json(self.store.get(runs.RUNS, "run-1"))
 
 
 def kinds(outputs):

@@ -19,9 +19,9 @@ from streams.inbox import BindingChanged, ControlReceived, LeaseTick, RunFinishe
 from streams.records import ControlCommand, TriggerRequest
 from tables import ids
 from tables import persona as transition
-from tables.state import DEPENDENT_TABLES, PERSONAS
+from tables.state import DEPENDENT_TABLES, PERSONAS, applied_of
 from tables.store import Transaction
-from tables.versioned import CommittedView, plan_commit, visible
+from tables.versioned import CommittedView, parse, plan_commit, visible
 
 from .harness import T0, cost, merge_captain
 
@@ -76,7 +76,7 @@ def materialize(tables: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         rows = {}
         for key, stored in tables[name].items():
             persona = key if not key.startswith("[") else json.loads(key)[0]
-            value = visible(stored, heads.get(persona, {}).get("applied", -1))
+            value = visible(stored, applied_of(heads[persona]) if persona in heads else -1)
             if value is not None:
                 rows[key] = value
         view[name] = rows
@@ -93,11 +93,12 @@ def process(batch_size: int, crash: tuple[int, str, int] | None = None):
         for offset, record in enumerate(batch, start=position):
             persona = persona_of(record)
             if persona not in txns:
-                applied = tables[PERSONAS].get(persona, {}).get("applied", -1)
+                head = tables[PERSONAS].get(persona)
+                applied = -1 if head is None else applied_of(head)
                 txns[persona] = Transaction(CommittedView(tables, PERSONAS, applied))
             for output in transition.apply(txns[persona], record, offset):
                 published.append((output.role, output.value_bytes() or b""))
-        plan = plan_commit(txns, PERSONAS)
+        plan = plan_commit(txns, PERSONAS, applied_of)
         crashed = crash is not None and crash[0] == batch_number
         rng = random.Random(crash[2] if crash else 0)
 
@@ -112,7 +113,7 @@ def process(batch_size: int, crash: tuple[int, str, int] | None = None):
                 tables[PERSONAS][persona] = head
         if stage not in ("entries", "heads"):
             for table, key, _ in (keep(plan.deletions) if stage == "deletions" else plan.deletions):
-                if tables[table].get(key, {}).get("v", 0) is None:
+                if key in tables[table] and parse(tables[table][key])[1] is None:
                     del tables[table][key]
         batch_number += 1
         if crashed:

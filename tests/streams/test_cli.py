@@ -1,0 +1,77 @@
+"""The producer/ops commands against a real broker and worker (as subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streams.process import settings_env
+
+pytestmark = pytest.mark.broker
+
+
+def personaflow(settings, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bind_trigger_control_status_and_verify_from_the_command_line(worker, settings, tmp_path, persona_name):
+    bindings = tmp_path / "personas.yaml"
+    bindings.write_text(f"name: {persona_name}\nentry_workflow: workflows/merge.harn#run\n"
+                        "budget: {daily_usd: 1.0}\nschedules: ['0 9 * * *']\n")
+    bound = personaflow(settings, "bind", str(bindings))
+    assert bound.returncode == 0, bound.stderr
+    assert f"bound {persona_name}" in bound.stdout and "state=idle" in bound.stdout
+
+    triggered = personaflow(settings, "trigger", persona_name, "github", "pull_request", "repository=acme/app",
+                            "number=7", "--cost-usd", "0.25", "--tokens", "40", "--json")
+    assert triggered.returncode == 0, triggered.stderr
+    receipt = json.loads(triggered.stdout)
+    assert (receipt["status"], receipt["work_key"]) == ("completed", "github:acme/app:pr:7")
+
+    paused = personaflow(settings, "control", persona_name, "pause", "--reason", "freeze")
+    assert paused.returncode == 0, paused.stderr
+    assert "persona.control.paused" in paused.stdout
+    queued = personaflow(settings, "trigger", persona_name, "linear", "issue", "issue_key=A-1")
+    assert "queued" in queued.stdout
+
+    status = personaflow(settings, "status", persona_name, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert (shown["state"], shown["queued_events"], shown["budget"]["spent_today_usd"]) == ("paused", 1, 0.25)
+    assert "state=paused" in personaflow(settings, "status", persona_name).stdout
+
+    rejected = personaflow(settings, "control", persona_name, "enable", "--json")
+    assert json.loads(rejected.stdout)["receipt"]["status"] == "rejected"
+
+    verified = personaflow(settings, "verify", timeout=180)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "0 problems" in verified.stdout
+
+
+def test_bind_reports_every_invalid_field_with_the_persona_and_publishes_nothing(worker, settings, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- name: ok_one\n  entry_workflow: w\n- name: bad one\n  entry_workflow: w\n"
+                   "  schedules: ['every day']\n  budget: {daily_usd: -1}\n")
+    result = personaflow(settings, "bind", str(bad))
+    assert result.returncode != 0
+    assert "binding #2 ('bad one')" in result.stderr
+    assert "name:" in result.stderr and "schedules.0" in result.stderr and "budget.daily_usd" in result.stderr
+
+
+def test_a_trigger_for_an_unknown_persona_prints_the_rejection(worker, settings, persona_name):
+    result = personaflow(settings, "trigger", persona_name, "github", "push")
+    assert result.returncode == 0, result.stderr
+    assert "rejected" in result.stdout and persona_name in result.stdout
+
+
+def test_commands_without_a_broker_explain_how_to_get_one(tmp_path):
+    from streams.settings import Settings
+
+    alone = Settings(PERSONAFLOW_DATA_DIR=str(tmp_path))  # type: ignore[call-arg]
+    result = personaflow(alone, "status", "x", timeout=30)
+    assert result.returncode != 0
+    assert "set KAFKA_BOOTSTRAP_SERVERS" in result.stderr and "personaflow broker" in result.stderr

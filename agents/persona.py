@@ -16,7 +16,7 @@ from faust.types import EventT
 from streams.admission import dead_letter
 from streams.app import Pipeline
 from streams.codec import DecodeError, decode_union
-from streams.inbox import PERSONA_INPUT, persona_of
+from streams.inbox import PERSONA_INPUT, Nudge, persona_of
 from streams.outputs import Output
 from tables import persona as transition
 from tables.state import DEPENDENT_TABLES, PERSONAS, PersonaState, applied_of
@@ -78,7 +78,7 @@ class PersonaStore:
                                 if (stored := self.tables[table].get(key)) is not None and parse(stored)[1] is None)
 
 
-def register(pipeline: Pipeline, positions_rows: faust.Table) -> PersonaStore:
+def register(pipeline: Pipeline, positions_rows: faust.Table) -> tuple[PersonaStore, Positions]:
     store = PersonaStore(pipeline)
     positions = Positions(pipeline.names.persona_inbox, positions_rows)
     continuity = Continuity(pipeline, "persona_inbox", positions.stored)
@@ -94,6 +94,8 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> PersonaStore:
             except DecodeError as exc:
                 outputs.append(Output("dlq", item.key, dead_letter(raw_item(item), str(exc))))
                 continue
+            if isinstance(record, Nudge):
+                continue  # its only job was to reveal skipped offsets (agents.continuity)
             persona = persona_of(record)
             txn = txns.get(persona)
             if txn is None:
@@ -114,4 +116,4 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> PersonaStore:
             await handle(events)
 
     pipeline.app.agent(pipeline.topic("persona_inbox"), name="persona")(persona_agent)
-    return store
+    return store, positions

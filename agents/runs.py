@@ -14,7 +14,7 @@ from faust.types import EventT
 from streams.admission import dead_letter
 from streams.app import Pipeline
 from streams.codec import DecodeError, decode_union
-from streams.inbox import RUN_INPUT, run_of
+from streams.inbox import RUN_INPUT, Nudge, run_of
 from streams.outputs import Output
 from tables import runs as transition
 from tables.store import Transaction
@@ -31,7 +31,7 @@ class TableReader:
         return self.table.get(key)
 
 
-def register(pipeline: Pipeline, positions_rows: faust.Table) -> faust.Table:
+def register(pipeline: Pipeline, positions_rows: faust.Table) -> Positions:
     runs = state_table(pipeline, transition.RUNS, "one row per dispatched run: status, lease, counters")
     reader = TableReader(runs)
     writer = TableWriter(pipeline)
@@ -49,6 +49,8 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> faust.Table:
             except DecodeError as exc:
                 outputs.append(Output("dlq", item.key, dead_letter(raw_item(item), str(exc))))
                 continue
+            if isinstance(record, Nudge):
+                continue  # its only job was to reveal skipped offsets (agents.continuity)
             outputs.extend(transition.apply(txn, record, item.offset))
             last[run_of(record)] = item.event
         await publish(pipeline, outputs)
@@ -60,4 +62,4 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> faust.Table:
             await handle(events)
 
     pipeline.app.agent(pipeline.topic("run_inbox"), name="runs")(run_agent)
-    return runs
+    return positions

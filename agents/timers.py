@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 
 from streams.app import Pipeline
-from streams.inbox import LeaseTick, ScheduleTick
+from streams.inbox import LeaseTick, Nudge, ScheduleTick
 from streams.outputs import Output
 from tables.schedule import earliest_due
 from tables.state import LEASES, PERSONAS, LeaseRecord, PersonaHead, load
 from tables.versioned import parse
 
+from .continuity import Positions
 from .persona import PersonaStore
 from .runtime import publish
 
@@ -20,11 +21,38 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def register(pipeline: Pipeline, store: PersonaStore) -> None:
+def register(pipeline: Pipeline, store: PersonaStore, inboxes: list[Positions]) -> None:
     app = pipeline.app
     settings = pipeline.settings
     ticked_leases: dict[str, str] = {}
     ticked_cursors: dict[str, int] = {}
+    behind: dict[tuple[str, int], int] = {}
+
+    @app.timer(interval=settings.lease_reaper_interval_s, name="continuity-check")
+    async def continuity_check() -> None:
+        """Nudge an inbox partition whose agent stayed behind its end since the last check.
+
+        A record the consumer skipped is only noticed when a later one arrives; if it was
+        the last one, the nudge is that later record (see agents.continuity).
+        """
+        now = wall_ms()
+        nudges = []
+        for positions in inboxes:
+            for tp in app.assignor.assigned_actives():
+                if tp.topic != positions.topic:
+                    continue
+                end = app.consumer.highwater(tp)
+                stored = positions.stored(tp.partition)
+                slot = (tp.topic, tp.partition)
+                if end is None or stored is None or stored >= end - 1:
+                    behind.pop(slot, None)
+                    continue
+                if behind.get(slot) == stored:
+                    nudges.append((tp, Nudge(at_ms=now, partition=tp.partition)))
+                behind[slot] = stored
+        for tp, nudge in nudges:
+            await app.producer.send(tp.topic, None, nudge.model_dump_json().encode(), partition=tp.partition,
+                                    timestamp=None, headers=None)
 
     @app.timer(interval=settings.lease_reaper_interval_s, name="lease-reaper")
     async def lease_reaper() -> None:

@@ -21,9 +21,9 @@ def build(settings: Settings, broker: BrokerAddress) -> Pipeline:
     pipeline = create_app(settings, broker)
     stats = ingress.register(pipeline)
     positions = continuity.positions_table(pipeline)
-    store = persona.register(pipeline, positions)
-    runs.register(pipeline, positions)
-    timers.register(pipeline, store)
+    store, persona_positions = persona.register(pipeline, positions)
+    run_positions = runs.register(pipeline, positions)
+    timers.register(pipeline, store, [persona_positions, run_positions])
     web.register(pipeline, ingress_stats=stats, store=store)
     return pipeline
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from streams.inbox import (
+    Nudge,
     RunCommanded,
     RunFinished,
     RunInput,
@@ -121,6 +122,8 @@ def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
 
 
 def apply(txn: Transaction, record: RunInput, position: int | None = None) -> list[Output]:
+    if isinstance(record, Nudge):
+        return []
     run_id = run_of(record)
     run = load(RunRecord, txn.get(RUNS, run_id))
     if run is not None and position is not None and position <= run.applied:

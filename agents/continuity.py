@@ -18,15 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import faust
 from aiokafka import TopicPartition
 from faust.types import EventT
+from pydantic import TypeAdapter
 
-from streams.admission import RawRecord
+from streams.admission import RawRecord, dead_letter
 from streams.app import Pipeline
+from streams.codec import DecodeError, decode_union
+from streams.inbox import Nudge
 from streams.kafka import new_consumer
+from streams.outputs import Output
 
 from .runtime import json_table, message_time_ms
 
@@ -38,18 +42,30 @@ class Item:
     """One input record. ``event`` is the Faust event whose partition context its state
     writes use: the record's own event, or (for a filled gap) the event that revealed it."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
+    raw: RawRecord
     event: EventT
 
+    @property
+    def partition(self) -> int:
+        return self.raw.partition
 
-def raw_item(item: Item) -> RawRecord:
-    return RawRecord(topic=item.topic, partition=item.partition, offset=item.offset, key=item.key,
-                     value=item.value, timestamp_ms=item.timestamp_ms)
+    @property
+    def offset(self) -> int:
+        return self.raw.offset
+
+
+def decoded(items: Sequence[Item], adapter: TypeAdapter[Any], name: str,
+            outputs: list[Output]) -> Iterator[tuple[Item, Any]]:
+    """Each item with its decoded inbox record. Undecodable items become dead letters in
+    ``outputs``; nudges are dropped (their only job was to reveal skipped offsets)."""
+    for item in items:
+        try:
+            record = decode_union(adapter, name, item.raw.value or b"")
+        except DecodeError as exc:
+            outputs.append(Output("dlq", item.raw.key, dead_letter(item.raw, str(exc))))
+            continue
+        if not isinstance(record, Nudge):
+            yield item, record
 
 
 class Continuity:
@@ -77,8 +93,10 @@ class Continuity:
                 log.warning("%s[%d]: offsets %d..%d were not delivered by the consumer; read %d record(s) from the topic",
                             self.topic, partition, nxt, offset - 1, len(missing))
                 self.filled += len(missing)
-                items.extend(Item(self.topic, partition, r.offset, r.key, r.value, r.timestamp, event) for r in missing)
-            items.append(Item(self.topic, partition, offset, message.key, message.value, message_time_ms(event), event))
+                items.extend(Item(RawRecord(self.topic, partition, r.offset, r.key, r.value, r.timestamp), event)
+                             for r in missing)
+            items.append(Item(RawRecord(self.topic, partition, offset, message.key, message.value,
+                                        message_time_ms(event)), event))
             if nxt is None or offset >= nxt:
                 expected[partition] = offset + 1
         return items

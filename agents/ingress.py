@@ -18,7 +18,7 @@ from streams.admission import Forward, admit
 from streams.app import Pipeline
 from streams.outputs import Output
 
-from .continuity import Continuity, raw_item
+from .continuity import Continuity
 from .runtime import TableWriter, batches, json_table, publish
 
 INGRESS_ROLES = ("bindings", "triggers", "control", "run_events", "run_control")
@@ -54,8 +54,7 @@ def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> None:
         outputs: list[Output] = []
         marks: dict[str, tuple[EventT, dict[str, Any]]] = {}
         for item in await continuity.complete(events):
-            raw = raw_item(item)
-            event = item.event
+            raw, event = item.raw, item.event
             key = f"{role}/{raw.partition}"
             entry = marks[key][1] if key in marks else dict(stats.get(key) or new_stats())
             if raw.offset <= entry["offset"]:

@@ -13,10 +13,8 @@ from typing import Sequence
 import faust
 from faust.types import EventT
 
-from streams.admission import dead_letter
 from streams.app import Pipeline
-from streams.codec import DecodeError, decode_union
-from streams.inbox import PERSONA_INPUT, Nudge, persona_of
+from streams.inbox import PERSONA_INPUT, persona_of
 from streams.outputs import Output
 from tables import persona as transition
 from tables.state import DEPENDENT_TABLES, PERSONAS, PersonaState, applied_of
@@ -24,7 +22,7 @@ from tables.status import project
 from tables.store import Transaction
 from tables.versioned import CommittedView, parse, plan_commit
 
-from .continuity import Continuity, Positions, raw_item
+from .continuity import Continuity, Positions, decoded
 from .runtime import TableWriter, batches, publish, state_table
 
 TABLE_HELP = {
@@ -88,14 +86,7 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> tuple[PersonaSt
         txns: dict[str, Transaction] = {}
         last: dict[str, EventT] = {}
         outputs: list[Output] = []
-        for item in items:
-            try:
-                record = decode_union(PERSONA_INPUT, "persona inbox record", item.value or b"")
-            except DecodeError as exc:
-                outputs.append(Output("dlq", item.key, dead_letter(raw_item(item), str(exc))))
-                continue
-            if isinstance(record, Nudge):
-                continue  # its only job was to reveal skipped offsets (agents.continuity)
+        for item, record in decoded(items, PERSONA_INPUT, "persona inbox record", outputs):
             persona = persona_of(record)
             txn = txns.get(persona)
             if txn is None:

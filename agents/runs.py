@@ -11,15 +11,13 @@ from typing import Sequence
 import faust
 from faust.types import EventT
 
-from streams.admission import dead_letter
 from streams.app import Pipeline
-from streams.codec import DecodeError, decode_union
-from streams.inbox import RUN_INPUT, Nudge, run_of
+from streams.inbox import RUN_INPUT, run_of
 from streams.outputs import Output
 from tables import runs as transition
 from tables.store import Transaction
 
-from .continuity import Continuity, Positions, raw_item
+from .continuity import Continuity, Positions, decoded
 from .runtime import TableWriter, batches, publish, state_table
 
 
@@ -43,14 +41,7 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> Positions:
         txn = Transaction(reader)
         last: dict[str, EventT] = {}
         outputs: list[Output] = []
-        for item in items:
-            try:
-                record = decode_union(RUN_INPUT, "run inbox record", item.value or b"")
-            except DecodeError as exc:
-                outputs.append(Output("dlq", item.key, dead_letter(raw_item(item), str(exc))))
-                continue
-            if isinstance(record, Nudge):
-                continue  # its only job was to reveal skipped offsets (agents.continuity)
+        for item, record in decoded(items, RUN_INPUT, "run inbox record", outputs):
             outputs.extend(transition.apply(txn, record, item.offset))
             last[run_of(record)] = item.event
         await publish(pipeline, outputs)

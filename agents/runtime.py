@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 
 import faust
 from faust.streams import _current_event  # Faust's own context variable for "the event being processed"
@@ -145,5 +145,3 @@ def message_time_ms(event: EventT) -> int:
     timestamp = event.message.timestamp
     return int(round(timestamp * 1000)) if timestamp else 0
 
-
-BatchHandler = Callable[[Sequence[EventT]], Awaitable[None]]

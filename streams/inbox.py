@@ -36,6 +36,16 @@ class InboxRecord(BaseModel):
     at_ms: int
     source: Source | None = None
 
+    def cause(self, position: int | None, **ids: str) -> dict[str, object]:
+        """The ``cause`` of outbox events this record leads to: its type, the ids that
+        identify it, where it was read from and its inbox offset."""
+        cause: dict[str, object] = {"type": self.type, **ids}  # type: ignore[attr-defined]
+        if self.source is not None:
+            cause.update(self.source.as_cause())
+        if position is not None:
+            cause["inbox_offset"] = position
+        return cause
+
 
 # ----------------------------------------------------------------- persona inbox
 

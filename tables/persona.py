@@ -130,19 +130,13 @@ def _unknown_persona(record: TriggerReceived | ControlReceived) -> Output:
 
 
 def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
-    cause: dict[str, object] = {"type": record.type}
     if isinstance(record, TriggerReceived):
-        cause["request_id"] = record.request.request_id
-    elif isinstance(record, ControlReceived):
-        cause["command_id"] = record.command.command_id
-    elif isinstance(record, RunFinished):
-        cause["run_id"] = record.run_id
-        cause["event_id"] = record.event_id
-    if record.source is not None:
-        cause.update(record.source.as_cause())
-    if position is not None:
-        cause["inbox_offset"] = position
-    return cause
+        return record.cause(position, request_id=record.request.request_id)
+    if isinstance(record, ControlReceived):
+        return record.cause(position, command_id=record.command.command_id)
+    if isinstance(record, RunFinished):
+        return record.cause(position, run_id=record.run_id, event_id=record.event_id)
+    return record.cause(position)
 
 
 # --------------------------------------------------------------------- handlers
@@ -197,7 +191,7 @@ def _on_control(step: Step, record: ControlReceived) -> None:
 def _on_run_finished(step: Step, record: RunFinished) -> None:
     lease = step.state.lease()
     if lease is None or lease.lease.id != record.lease_id or lease.run_id != record.run_id:
-        step.dead_letter(record.source, record.run_id, record,
+        step.dead_letter(record, record.run_id,
                          f"run {record.run_id} finished ({record.outcome}) but persona {step.persona!r} no longer"
                          f" holds its lease {record.lease_id}: the report is ignored")
         return

@@ -12,7 +12,6 @@ State: one row per run in ``runs``, written once per transition (atomic by itsel
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -29,10 +28,11 @@ from streams.inbox import (
     run_of,
 )
 from streams.outputs import Output
-from streams.records import DeadLetter, OutboxEvent, RunCost, RunDispatch, RunLimits, TriggerEnvelope, TriggerRequest
+from streams.records import RunCost, RunDispatch, TriggerRequest
 
 from . import ids
 from .state import State, dump, load
+from .step import dead_letter_output, outbox_output
 from .store import Transaction
 
 RUNS = "runs"
@@ -44,15 +44,9 @@ RunStatus = Literal["dispatched", "running", "paused", "completed", "failed", "c
 
 
 class RunRecord(State):
-    run_id: str
-    persona: str
-    lease_id: str
-    request_id: str
-    attempt: int
-    entry_workflow: str
-    envelope: TriggerEnvelope
-    deadline_ms: int
-    limits: RunLimits
+    """A run: what the persona agent registered, and what happened to it since."""
+
+    registration: RunRegistered
     status: RunStatus = "dispatched"
     seq: int = 0
     applied: int = -1
@@ -60,6 +54,18 @@ class RunRecord(State):
     tokens: int = 0
     cost_usd: float = 0.0
     recent: list[str] = Field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.registration.run_id
+
+    @property
+    def persona(self) -> str:
+        return self.registration.persona
+
+    @property
+    def lease_id(self) -> str:
+        return self.registration.lease_id
 
 
 class RunStep:
@@ -72,18 +78,14 @@ class RunStep:
     def emit(self, kind: str, payload: dict[str, Any]) -> None:
         run = self.run
         run.seq += 1
-        stream = f"run:{run.run_id}"
-        event = OutboxEvent(event_id=ids.event_id(stream, run.seq), stream=stream, seq=run.seq, kind=kind,
-                            persona=run.persona, run_id=run.run_id, occurred_at_ms=self.now, payload=payload,
-                            cause=self.cause)
-        self.outputs.append(Output("outbox", run.persona, event,
-                                   (("persona", run.persona), ("kind", kind), ("event_id", event.event_id))))
+        self.outputs.append(outbox_output(f"run:{run.run_id}", run.seq, kind, run.persona, run.run_id, self.now,
+                                          payload, self.cause))
 
     def send(self, role: str, key: str, value: BaseModel) -> None:
         self.outputs.append(Output(role, key, value, (("run_id", self.run.run_id),)))
 
     def dispatch(self, action: str, command_id: str | None = None, reason: str | None = None, content: Any = None) -> None:
-        run = self.run
+        run = self.run.registration
         self.send("dispatch", run.run_id, RunDispatch(
             run_id=run.run_id, persona=run.persona, lease_id=run.lease_id, attempt=run.attempt,
             entry_workflow=run.entry_workflow, envelope=run.envelope, deadline_ms=run.deadline_ms,
@@ -101,24 +103,15 @@ class RunStep:
 
 
 def _rejection(record: RunInput, key: str, error: str) -> Output:
-    source = record.source
-    return Output("dlq", key, DeadLetter(
-        source_topic=source.topic if source else "persona.run.inbox",
-        partition=source.partition if source else -1, offset=source.offset if source else -1, key=key,
-        value_b64=base64.b64encode(record.model_dump_json().encode()).decode(), error=error, at_ms=record.at_ms))
+    return dead_letter_output(record, key, error, record.at_ms, "persona.run.inbox")
 
 
 def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
-    cause: dict[str, Any] = {"type": record.type}
     if isinstance(record, RunReported):
-        cause["event_id"] = record.event.event_id
-    elif isinstance(record, RunCommanded):
-        cause["command_id"] = record.command.command_id
-    if record.source is not None:
-        cause.update(record.source.as_cause())
-    if position is not None:
-        cause["inbox_offset"] = position
-    return cause
+        return record.cause(position, event_id=record.event.event_id)
+    if isinstance(record, RunCommanded):
+        return record.cause(position, command_id=record.command.command_id)
+    return record.cause(position)
 
 
 def apply(txn: Transaction, record: RunInput, position: int | None = None) -> list[Output]:
@@ -131,13 +124,11 @@ def apply(txn: Transaction, record: RunInput, position: int | None = None) -> li
     if isinstance(record, RunRegistered):
         if run is not None:
             return []  # registered before (a replayed dispatch)
-        run = RunRecord(run_id=record.run_id, persona=record.persona, lease_id=record.lease_id,
-                        request_id=record.request_id, attempt=record.attempt, entry_workflow=record.entry_workflow,
-                        envelope=record.envelope, deadline_ms=record.deadline_ms, limits=record.limits,
-                        clock_ms=record.at_ms)
+        run = RunRecord(registration=record, clock_ms=record.at_ms)
         step = RunStep(run, record.at_ms, _cause(record, position))
-        step.emit("run.dispatched", {"lease_id": run.lease_id, "attempt": run.attempt, "work_key": run.envelope.subject_key,
-                                     "entry_workflow": run.entry_workflow, "deadline_ms": run.deadline_ms})
+        step.emit("run.dispatched", {"lease_id": record.lease_id, "attempt": record.attempt,
+                                     "work_key": record.envelope.subject_key, "entry_workflow": record.entry_workflow,
+                                     "deadline_ms": record.deadline_ms})
     elif run is None:
         return [_rejection(record, run_id, f"unknown run {run_id!r}: no run with this id was dispatched")]
     else:
@@ -189,7 +180,8 @@ def _on_report(step: RunStep, record: RunReported) -> None:
     kind = event.kind
     if kind == "started":
         run.status = "running"
-        step.emit("run.started", {"lease_id": run.lease_id, "attempt": run.attempt, "started_at_ms": step.now})
+        step.emit("run.started", {"lease_id": run.lease_id, "attempt": run.registration.attempt,
+                                  "started_at_ms": step.now})
     elif kind == "heartbeat":
         step.emit("run.heartbeat", {"at_ms": step.now})
     elif kind in ("step_started", "step_completed", "step_failed"):

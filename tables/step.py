@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from streams.inbox import Source
+from streams.inbox import InboxRecord
 from streams.outputs import Output
 from streams.records import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, ReceiptStatus
 
@@ -17,6 +17,26 @@ from .queue import Queue
 from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
 
 RequestKind = str  # "trigger" | "control"
+
+
+def outbox_output(stream: str, seq: int, kind: str, persona: str, run_id: str | None, now: int,
+                  payload: dict[str, Any], cause: dict[str, Any]) -> Output:
+    """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers."""
+    event = OutboxEvent(event_id=ids.event_id(stream, seq), stream=stream, seq=seq, kind=kind, persona=persona,
+                        run_id=run_id, occurred_at_ms=now, payload=payload, cause=cause)
+    return Output("outbox", persona, event, (("persona", persona), ("kind", kind), ("event_id", event.event_id)))
+
+
+def dead_letter_output(record: InboxRecord, key: str, error: str, at_ms: int, inbox: str) -> Output:
+    """A dead letter about an inbox record, pointing at the public record it came from."""
+    source = record.source
+    return Output("dlq", key, DeadLetter(
+        source_topic=source.topic if source else inbox,
+        partition=source.partition if source else -1,
+        offset=source.offset if source else -1,
+        key=key, value_b64=base64.b64encode(record.model_dump_json().encode()).decode(),
+        error=error, at_ms=at_ms,
+    ))
 
 
 def receipt_output(receipt: Receipt) -> Output:
@@ -57,14 +77,9 @@ class Step:
     def emit(self, kind: str, payload: dict[str, Any], run_id: str | None = None) -> int:
         """Append one event to the persona's outbox stream; return its sequence number."""
         self.head.seq += 1
-        seq = self.head.seq
-        event = OutboxEvent(
-            event_id=ids.event_id(self.stream, seq), stream=self.stream, seq=seq, kind=kind,
-            persona=self.persona, run_id=run_id, occurred_at_ms=self.now, payload=payload, cause=self.cause,
-        )
-        self.outputs.append(Output("outbox", self.persona, event,
-                                   (("persona", self.persona), ("kind", kind), ("event_id", event.event_id))))
-        return seq
+        self.outputs.append(outbox_output(self.stream, self.head.seq, kind, self.persona, run_id, self.now,
+                                          payload, self.cause))
+        return self.head.seq
 
     # ---------------------------------------------------------------- receipts
 
@@ -96,14 +111,8 @@ class Step:
     def send(self, role: str, key: str, value: BaseModel, phase: int = 0) -> None:
         self.outputs.append(Output(role, key, value, (("persona", self.persona),), phase))
 
-    def dead_letter(self, source: Source | None, key: str, value: BaseModel, error: str) -> None:
-        self.outputs.append(Output("dlq", key, DeadLetter(
-            source_topic=source.topic if source else "persona.inbox",
-            partition=source.partition if source else -1,
-            offset=source.offset if source else -1,
-            key=key, value_b64=base64.b64encode(value.model_dump_json().encode()).decode(),
-            error=error, at_ms=self.now,
-        )))
+    def dead_letter(self, record: InboxRecord, key: str, error: str) -> None:
+        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox"))
 
     # ------------------------------------------------------------------ leases
 

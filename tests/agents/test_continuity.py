@@ -37,6 +37,7 @@ def test_skipped_offsets_are_read_from_the_topic_and_delivered_first():
     assert offsets(items) == [(0, 10), (1, 4), (1, 5), (1, 6), (0, 11), (0, 12), (0, 13), (0, 14)]
     assert continuity.reads == [(1, 4, 6), (0, 11, 13)]
     filled = [i for i in items if (i.partition, i.offset) == (1, 4)][0]
+    assert filled.raw.value == b"v4" and filled.raw.topic == "persona.inbox"
     assert filled.event.message.partition == 1  # state writes use the revealing event's partition
 
 

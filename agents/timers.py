@@ -1,5 +1,6 @@
-"""Wall-clock timers. They decide nothing: they only put tick records, stamped with
-the time they were taken, into the persona inbox; the transitions decide what is due."""
+"""Wall-clock timers. They decide nothing: they put records stamped with the time they
+were taken into the inboxes (lease and schedule ticks for personas, nudges for inbox
+partitions that stay behind), and the transitions decide what is due."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from .client import Client, Seen, read_all
 from .codec import describe_validation_error
-from .records import ControlCommand, PersonaBinding, RunCost, TriggerRequest
+from .records import ControlCommand, PersonaBinding, TriggerRequest
 
 
 class OpsError(RuntimeError):
@@ -118,8 +118,7 @@ async def trigger(client: Client, request: TriggerRequest, timeout_s: float | No
 def build_trigger(persona: str, provider: str, kind: str, metadata: dict[str, str], *, request_id: str | None,
                   cost: dict[str, Any] | None, priority: int, raw: Any) -> TriggerRequest:
     body = {"request_id": request_id or f"cli-{uuid.uuid4()}", "persona": persona, "provider": provider,
-            "kind": kind, "metadata": metadata, "priority": priority, "raw": raw,
-            "cost": None if cost is None else RunCost.model_validate(cost).model_dump()}
+            "kind": kind, "metadata": metadata, "priority": priority, "raw": raw, "cost": cost}
     try:
         return TriggerRequest.model_validate_json(json.dumps(body))
     except ValidationError as exc:

@@ -120,8 +120,7 @@ def _replayed(state: PersonaState, record: PersonaInput) -> list[Output]:
 
 def _unknown_persona(record: TriggerReceived | ControlReceived) -> Output:
     persona = persona_of(record)
-    request_id = record.request.request_id if isinstance(record, TriggerReceived) else record.command.command_id
-    kind = "trigger" if isinstance(record, TriggerReceived) else "control"
+    kind, request_id = _request_key(record)  # type: ignore[misc]
     return receipt_output(Receipt(
         status="rejected", persona=persona, request_id=request_id,
         receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0), at_ms=record.at_ms,

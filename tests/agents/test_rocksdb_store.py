@@ -1,0 +1,53 @@
+"""The RocksDB table store: state survives a graceful restart and a SIGKILL.
+
+Runs its own pipeline (topic prefix and consumer group of its own) on the session
+broker, so it does not share partitions with the session worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from streams.embedded import free_port
+from streams.kafka import ensure_topics
+
+from ..support.cluster import SyncWorker
+from ..support.personas import PersonaProbe
+from ..support.sync import SyncClient
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def rocksdb_pipeline(settings, broker, data_dir):
+    tag = uuid.uuid4().hex[:6]
+    rocks = settings.with_overrides(store="rocksdb://", topic_prefix=f"{settings.topic_prefix}rdb{tag}.",
+                                    app_id=f"{settings.app_id}-rdb{tag}", web_port=free_port())
+    asyncio.run(ensure_topics(rocks, broker.bootstrap))
+    kafka = SyncClient(rocks, broker.bootstrap)
+    worker = SyncWorker(rocks, kafka, data_dir / f"logs-rdb{tag}")
+    worker.start()
+    yield worker, kafka
+    worker.stop()
+    kafka.close()
+
+
+def test_rocksdb_state_survives_restarts_and_a_sigkill(rocksdb_pipeline, persona_name):
+    worker, kafka = rocksdb_pipeline
+    persona = PersonaProbe(kafka, persona_name)
+    try:
+        persona.bind({"budget": {"daily_usd": 1.0}})
+        assert persona.trigger("github", "pull_request", {"repository": "a/b", "number": "1"},
+                               cost={"cost_usd": 0.25, "tokens": 1})["status"] == "completed"
+        worker.restart()
+        assert persona.trigger("github", "pull_request", {"repository": "a/b", "number": "1"})["status"] == "duplicate"
+        worker.restart(kill=True)
+        assert persona.trigger("github", "pull_request", {"repository": "a/b", "number": "2"},
+                               cost={"cost_usd": 0.5, "tokens": 1})["status"] == "completed"
+        status = persona.status(lambda s: s["budget"]["spent_today_usd"] == 0.75)
+        assert status["state"] == "idle" and status["queued_events"] == 0
+    finally:
+        persona.close()

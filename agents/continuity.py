@@ -11,6 +11,13 @@ durable (after its state). When a batch delivers an offset beyond the next expec
 one, the missing records are read straight from the topic and handed to the agent
 first, in offset order. Offsets at or below the recorded one (Faust re-delivering
 after a seek) pass through; the transitions recognise them as already applied.
+
+A partition with no recorded position has never had a record applied (a position is
+written after every batch), so its next expected offset is the start of the log.
+
+A skipped record is noticed when a later one arrives. If it was the last one, nothing
+arrives: the stall check (``agents.timers``) sees the stored position stay behind the
+partition's end and seeks the consumer back, so Faust delivers the records again.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from pydantic import TypeAdapter
 from streams.admission import RawRecord, dead_letter
 from streams.app import Pipeline
 from streams.codec import DecodeError, decode_union
-from streams.inbox import Nudge
 from streams.kafka import new_consumer
 from streams.outputs import Output
 
@@ -56,16 +62,15 @@ class Item:
 
 def decoded(items: Sequence[Item], adapter: TypeAdapter[Any], name: str,
             outputs: list[Output]) -> Iterator[tuple[Item, Any]]:
-    """Each item with its decoded inbox record. Undecodable items become dead letters in
-    ``outputs``; nudges are dropped (their only job was to reveal skipped offsets)."""
+    """Each item with its decoded inbox record; undecodable items become dead letters in
+    ``outputs``."""
     for item in items:
         try:
             record = decode_union(adapter, name, item.raw.value or b"")
         except DecodeError as exc:
             outputs.append(Output("dlq", item.raw.key, dead_letter(item.raw, str(exc))))
             continue
-        if not isinstance(record, Nudge):
-            yield item, record
+        yield item, record
 
 
 class Continuity:
@@ -79,16 +84,16 @@ class Continuity:
 
     async def complete(self, events: Sequence[EventT]) -> list[Item]:
         """The batch's records, with any records Faust skipped inserted before them."""
-        expected: dict[int, int | None] = {}
+        expected: dict[int, int] = {}
         items: list[Item] = []
         for event in events:
             message = event.message
             partition, offset = message.partition, message.offset
             if partition not in expected:
                 last = self.stored(partition)
-                expected[partition] = None if last is None else last + 1
+                expected[partition] = 0 if last is None else last + 1
             nxt = expected[partition]
-            if nxt is not None and offset > nxt:
+            if offset > nxt:
                 missing = await self._read(partition, nxt, offset)
                 log.warning("%s[%d]: offsets %d..%d were not delivered by the consumer; read %d record(s) from the topic",
                             self.topic, partition, nxt, offset - 1, len(missing))
@@ -97,7 +102,7 @@ class Continuity:
                              for r in missing)
             items.append(Item(RawRecord(self.topic, partition, offset, message.key, message.value,
                                         message_time_ms(event)), event))
-            if nxt is None or offset >= nxt:
+            if offset >= nxt:
                 expected[partition] = offset + 1
         return items
 
@@ -122,6 +127,21 @@ class Continuity:
             return records
         finally:
             await consumer.stop()
+
+
+def stall(end: int | None, stored: int | None, at_last_check: int | None) -> tuple[int | None, int | None]:
+    """One stall check of one partition: (position to remember, offset to re-read from).
+
+    ``end`` is the partition's high watermark, ``stored`` the last applied offset (None:
+    nothing applied yet) and ``at_last_check`` the position remembered last time. A
+    partition is stalled when it was behind its end at the last check and has not moved.
+    """
+    position = -1 if stored is None else stored
+    if end is None or position >= end - 1:
+        return None, None  # caught up
+    if at_last_check != position:
+        return position, None  # behind but moving (or first seen behind): look again later
+    return None, position + 1
 
 
 def positions_table(pipeline: Pipeline) -> faust.Table:

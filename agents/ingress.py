@@ -34,14 +34,12 @@ def stats_table(pipeline: Pipeline) -> faust.Table:
     )
 
 
-def register(pipeline: Pipeline) -> faust.Table:
+def register(pipeline: Pipeline) -> tuple[faust.Table, list[Continuity]]:
     stats = stats_table(pipeline)
-    for role in INGRESS_ROLES:
-        _register_role(pipeline, role, stats)
-    return stats
+    return stats, [_register_role(pipeline, role, stats) for role in INGRESS_ROLES]
 
 
-def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> None:
+def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> Continuity:
     writer = TableWriter(pipeline)
 
     def stored(partition: int) -> int | None:
@@ -77,3 +75,4 @@ def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> None:
 
     ingress.__name__ = ingress.__qualname__ = f"ingress_{role}"
     pipeline.app.agent(pipeline.topic(role), name=f"ingress-{role}")(ingress)
+    return continuity

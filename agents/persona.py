@@ -76,7 +76,7 @@ class PersonaStore:
                                 if (stored := self.tables[table].get(key)) is not None and parse(stored)[1] is None)
 
 
-def register(pipeline: Pipeline, positions_rows: faust.Table) -> tuple[PersonaStore, Positions]:
+def register(pipeline: Pipeline, positions_rows: faust.Table) -> tuple[PersonaStore, Continuity]:
     store = PersonaStore(pipeline)
     positions = Positions(pipeline.names.persona_inbox, positions_rows)
     continuity = Continuity(pipeline, "persona_inbox", positions.stored)
@@ -107,4 +107,4 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> tuple[PersonaSt
             await handle(events)
 
     pipeline.app.agent(pipeline.topic("persona_inbox"), name="persona")(persona_agent)
-    return store, positions
+    return store, continuity

@@ -29,7 +29,7 @@ class TableReader:
         return self.table.get(key)
 
 
-def register(pipeline: Pipeline, positions_rows: faust.Table) -> Positions:
+def register(pipeline: Pipeline, positions_rows: faust.Table) -> Continuity:
     runs = state_table(pipeline, transition.RUNS, "one row per dispatched run: status, lease, counters")
     reader = TableReader(runs)
     writer = TableWriter(pipeline)
@@ -53,4 +53,4 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> Positions:
             await handle(events)
 
     pipeline.app.agent(pipeline.topic("run_inbox"), name="runs")(run_agent)
-    return positions
+    return continuity

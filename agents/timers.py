@@ -1,59 +1,61 @@
-"""Wall-clock timers. They decide nothing: they put records stamped with the time they
-were taken into the inboxes (lease and schedule ticks for personas, nudges for inbox
-partitions that stay behind), and the transitions decide what is due."""
+"""Wall-clock timers. They decide nothing about personas: they put tick records,
+stamped with the time they were taken, into the persona inbox (lease and schedule
+ticks), and the transitions decide what is due. The stall check keeps every agent's
+input flowing (see agents.continuity)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from streams.app import Pipeline
-from streams.inbox import LeaseTick, Nudge, ScheduleTick
+from streams.inbox import LeaseTick, ScheduleTick
 from streams.outputs import Output
 from tables.schedule import earliest_due
 from tables.state import LEASES, PERSONAS, LeaseRecord, PersonaHead, load
 from tables.versioned import parse
 
-from .continuity import Positions
+from .continuity import Continuity, stall
 from .persona import PersonaStore
 from .runtime import publish
+
+log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def register(pipeline: Pipeline, store: PersonaStore, inboxes: list[Positions]) -> None:
+def register(pipeline: Pipeline, store: PersonaStore, inputs: list[Continuity]) -> None:
     app = pipeline.app
     settings = pipeline.settings
     ticked_leases: dict[str, str] = {}
     ticked_cursors: dict[str, int] = {}
     behind: dict[tuple[str, int], int] = {}
 
-    @app.timer(interval=settings.lease_reaper_interval_s, name="continuity-check")
-    async def continuity_check() -> None:
-        """Nudge an inbox partition whose agent stayed behind its end since the last check.
+    @app.timer(interval=settings.stall_check_s, name="stall-check")
+    async def stall_check() -> None:
+        """Re-read an input partition whose agent stayed behind its end for a whole check.
 
-        A record the consumer skipped is only noticed when a later one arrives; if it was
-        the last one, the nudge is that later record (see agents.continuity).
+        A record the consumer skipped is noticed when a later one arrives; when it was
+        the last one nothing arrives, so the consumer is sent back to the first offset
+        not yet applied. Already applied records it delivers again change nothing.
         """
-        now = wall_ms()
-        nudges = []
-        for positions in inboxes:
+        for watched in inputs:
             for tp in app.assignor.assigned_actives():
-                if tp.topic != positions.topic:
+                if tp.topic != watched.topic:
                     continue
-                end = app.consumer.highwater(tp)
-                stored = positions.stored(tp.partition)
                 slot = (tp.topic, tp.partition)
-                if end is None or stored is None or stored >= end - 1:
+                end = app.consumer.highwater(tp)
+                remembered, reread_from = stall(end, watched.stored(tp.partition), behind.get(slot))
+                if remembered is None:
                     behind.pop(slot, None)
-                    continue
-                if behind.get(slot) == stored:
-                    nudges.append((tp, Nudge(at_ms=now, partition=tp.partition)))
-                behind[slot] = stored
-        for tp, nudge in nudges:
-            await app.producer.send(tp.topic, None, nudge.model_dump_json().encode(), partition=tp.partition,
-                                    timestamp=None, headers=None)
+                else:
+                    behind[slot] = remembered
+                if reread_from is not None:
+                    log.warning("%s[%d]: applied up to %d since the last check while the partition ends at %d;"
+                                " reading again from %d", tp.topic, tp.partition, reread_from - 1, end - 1, reread_from)
+                    await app.consumer.seek(tp, reread_from)
 
     @app.timer(interval=settings.lease_reaper_interval_s, name="lease-reaper")
     async def lease_reaper() -> None:

@@ -19,11 +19,11 @@ log = logging.getLogger(__name__)
 
 def build(settings: Settings, broker: BrokerAddress) -> Pipeline:
     pipeline = create_app(settings, broker)
-    stats = ingress.register(pipeline)
+    stats, inputs = ingress.register(pipeline)
     positions = continuity.positions_table(pipeline)
-    store, persona_positions = persona.register(pipeline, positions)
-    run_positions = runs.register(pipeline, positions)
-    timers.register(pipeline, store, [persona_positions, run_positions])
+    store, persona_input = persona.register(pipeline, positions)
+    run_input = runs.register(pipeline, positions)
+    timers.register(pipeline, store, [*inputs, persona_input, run_input])
     web.register(pipeline, ingress_stats=stats, store=store)
     return pipeline
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from .codec import encode
@@ -101,8 +102,16 @@ class Tail:
 
     async def stop(self) -> None:
         if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+            consumer, self.consumer = self.consumer, None
+            # A fetch left waiting while nobody polled may have timed out or been
+            # cancelled; closing the consumer then reports it, which no longer matters
+            # to anyone. A cancellation of the caller itself is passed on.
+            try:
+                await consumer.stop()
+            except (KafkaError, asyncio.TimeoutError, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
 
 
 class Client:
@@ -120,9 +129,11 @@ class Client:
         return self
 
     async def stop(self) -> None:
-        for tail in self._tails:
-            await tail.stop()
-        await self.producer.stop()
+        try:
+            for tail in self._tails:
+                await tail.stop()
+        finally:
+            await self.producer.stop()
 
     async def send(self, role: str, key: str | bytes | None, value: BaseModel | bytes | dict | None,
                    headers: Iterable[tuple[str, str]] = (), timestamp_ms: int | None = None) -> Any:

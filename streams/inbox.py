@@ -93,24 +93,14 @@ class ScheduleTick(InboxRecord):
     persona: str
 
 
-class Nudge(InboxRecord):
-    """A no-op appended to an inbox partition whose agent seems behind its end: the
-    agent then sees an offset past any record its consumer skipped, and fills the gap."""
-
-    type: Literal["nudge"] = "nudge"
-    partition: int
-
-
 PersonaInput = Annotated[
-    Union[BindingChanged, TriggerReceived, ControlReceived, RunFinished, LeaseTick, ScheduleTick, Nudge],
+    Union[BindingChanged, TriggerReceived, ControlReceived, RunFinished, LeaseTick, ScheduleTick],
     Field(discriminator="type"),
 ]
 PERSONA_INPUT: TypeAdapter[PersonaInput] = TypeAdapter(PersonaInput)
 
 
 def persona_of(record: PersonaInput) -> str:
-    if isinstance(record, Nudge):
-        return ""
     if isinstance(record, TriggerReceived):
         return record.request.persona
     if isinstance(record, ControlReceived):
@@ -156,14 +146,12 @@ class RunLeaseLost(InboxRecord):
 
 
 RunInput = Annotated[
-    Union[RunRegistered, RunReported, RunCommanded, RunLeaseLost, Nudge], Field(discriminator="type")
+    Union[RunRegistered, RunReported, RunCommanded, RunLeaseLost], Field(discriminator="type")
 ]
 RUN_INPUT: TypeAdapter[RunInput] = TypeAdapter(RunInput)
 
 
 def run_of(record: RunInput) -> str:
-    if isinstance(record, Nudge):
-        return ""
     if isinstance(record, RunReported):
         return record.event.run_id
     if isinstance(record, RunCommanded):

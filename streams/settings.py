@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     schedule_interval_s: float = Field(
         5.0, gt=0, validation_alias=_env("PERSONAFLOW_SCHEDULE_INTERVAL_S")
     )
+    stall_check_s: float = Field(5.0, gt=0, validation_alias=_env("PERSONAFLOW_STALL_CHECK_S"))
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", validation_alias=_env("PERSONAFLOW_LOG_LEVEL")
     )

@@ -37,7 +37,6 @@ from streams.inbox import (
     BindingChanged,
     ControlReceived,
     LeaseTick,
-    Nudge,
     PersonaInput,
     RunFinished,
     RunLeaseLost,
@@ -66,8 +65,6 @@ NO_COST = RunCost(cost_usd=0.0, tokens=0)
 
 def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -> list[Output]:
     """Apply one inbox record; ``position`` is its inbox offset (None in pure tests)."""
-    if isinstance(record, Nudge):
-        return []
     persona = persona_of(record)
     state = PersonaState(txn, persona)
     head = state.head()

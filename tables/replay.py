@@ -62,6 +62,13 @@ class Comparison:
         return not self.problems
 
 
+def describe(value: dict[str, Any]) -> str:
+    """What a receipt or outbox event is about, for problem reports."""
+    if "receipt_id" in value:
+        return f"{value['persona']} request {value['request_id']} ({value['status']})"
+    return f"{value.get('stream')}#{value.get('seq')} {value.get('kind')}"
+
+
 def compare(topic: str, id_field: str, expected: Iterable[dict[str, Any]], published: Iterable[dict[str, Any] | None]) -> Comparison:
     result = Comparison(topic, id_field)
     wanted: dict[str, dict[str, Any]] = {}
@@ -82,13 +89,13 @@ def compare(topic: str, id_field: str, expected: Iterable[dict[str, Any]], publi
     result.expected = len(wanted)
     for identifier, value in wanted.items():
         if identifier not in seen:
-            result.problems.append(f"{identifier}: expected but never published")
+            result.problems.append(f"{identifier}: expected but never published: {describe(value)}")
         elif seen[identifier] != value:
-            result.problems.append(f"{identifier}: published content differs from the replay")
+            result.problems.append(f"{identifier}: published content differs from the replay: {describe(value)}")
         else:
             result.matching += 1
-    for identifier in seen.keys() - wanted.keys():
-        result.problems.append(f"{identifier}: published but not produced by the replay")
+    for identifier in sorted(seen.keys() - wanted.keys()):
+        result.problems.append(f"{identifier}: published but not produced by the replay: {describe(seen[identifier])}")
     return result
 
 

@@ -17,7 +17,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from streams.inbox import (
-    Nudge,
     RunCommanded,
     RunFinished,
     RunInput,
@@ -115,8 +114,6 @@ def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
 
 
 def apply(txn: Transaction, record: RunInput, position: int | None = None) -> list[Output]:
-    if isinstance(record, Nudge):
-        return []
     run_id = run_of(record)
     run = load(RunRecord, txn.get(RUNS, run_id))
     if run is not None and position is not None and position <= run.applied:

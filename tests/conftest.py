@@ -55,6 +55,18 @@ def worker(settings: Settings, kafka: SyncClient, data_dir: Path) -> Iterator[Sy
     process.stop()
 
 
+@pytest.fixture(autouse=True)
+def close_test_tails(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Stop the topic tails a test opened, so no consumer outlives its test."""
+    if "kafka" not in request.fixturenames:
+        yield
+        return
+    kafka: SyncClient = request.getfixturevalue("kafka")
+    opened_before = len(kafka.tails)
+    yield
+    kafka.stop_tails(opened_before)
+
+
 @pytest.fixture
 def persona_name(request: pytest.FixtureRequest) -> str:
     """A persona name no other test uses."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from agents.continuity import Continuity, Positions
+from agents.continuity import Continuity, Positions, stall
 
 
 class FakeTopicContinuity(Continuity):
@@ -41,11 +41,18 @@ def test_skipped_offsets_are_read_from_the_topic_and_delivered_first():
     assert filled.event.message.partition == 1  # state writes use the revealing event's partition
 
 
-def test_redelivered_offsets_pass_through_and_unknown_partitions_start_where_faust_starts():
+def test_redelivered_offsets_pass_through():
     continuity = FakeTopicContinuity({0: 20})
-    items = asyncio.run(continuity.complete([event(0, 18), event(0, 21), event(2, 100)]))
-    assert offsets(items) == [(0, 18), (0, 21), (2, 100)]
+    items = asyncio.run(continuity.complete([event(0, 18), event(0, 21)]))
+    assert offsets(items) == [(0, 18), (0, 21)]
     assert continuity.reads == []
+
+
+def test_a_partition_with_no_position_is_read_from_the_start_of_the_log():
+    continuity = FakeTopicContinuity({})
+    items = asyncio.run(continuity.complete([event(2, 3), event(3, 0)]))
+    assert offsets(items) == [(2, 0), (2, 1), (2, 2), (2, 3), (3, 0)]
+    assert continuity.reads == [(2, 0, 3)]
 
 
 def test_positions_advance_only_forward():
@@ -55,3 +62,12 @@ def test_positions_advance_only_forward():
     rows = positions.advanced(items)
     assert sorted((key, value["offset"]) for _, key, value, _ in rows) == [("persona.inbox/0", 8), ("persona.inbox/1", 2)]
     assert positions.advanced(items[:1]) == []  # offset 5 is behind the stored 7: nothing to write
+
+
+def test_a_partition_is_read_again_only_after_a_whole_check_without_progress():
+    assert stall(end=10, stored=9, at_last_check=None) == (None, None)  # caught up
+    assert stall(end=10, stored=5, at_last_check=None) == (5, None)  # behind: look again
+    assert stall(end=10, stored=7, at_last_check=5) == (7, None)  # moving: fine
+    assert stall(end=10, stored=7, at_last_check=7) == (None, 8)  # stuck: re-read from 8
+    assert stall(end=1, stored=None, at_last_check=-1) == (None, 0)  # nothing ever applied
+    assert stall(end=None, stored=3, at_last_check=3) == (None, None)  # end not known yet

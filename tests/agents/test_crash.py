@@ -133,12 +133,27 @@ def check_invariants(kafka, probe: PersonaProbe, names: list[str], requests: lis
         assert statuses[name]["budget"]["spent_today_usd"] == pytest.approx(expected, abs=1e-9), name
         assert statuses[name]["queued_events"] == 0
 
-    # And the whole pipeline replays to exactly what was published.
-    def positions(role: str) -> list:
-        return [(r.partition, r.offset, r.raw) for r in kafka.run(read_all(client, role))]
+    # And the whole pipeline replays to exactly what was published, once it has caught
+    # up with everything in the inbox (readiness probes sent during restarts included).
+    inbox = kafka.run(read_all(client, "persona_inbox"))
+    asked = {(r.key, r.value["request"]["request_id"]) for r in inbox if (r.value or {}).get("type") == "trigger"}
+    def unanswered() -> set[tuple[str, str]]:
+        return asked - {(r.key, (r.value or {}).get("request_id")) for r in probe.receipts.seen} - answered(receipts)
 
-    for result in verify(positions("persona_inbox"), positions("run_inbox"), receipts, outbox):
+    try:
+        probe.receipts.until(lambda _: not unanswered(), 120, "a receipt for every trigger in the inbox")
+    except TimeoutError:
+        raise AssertionError(f"triggers in the inbox never answered: {sorted(unanswered())[:10]}") from None
+    receipts = [r.value for r in kafka.run(read_all(client, "receipts")) if r.value]
+    outbox = [r.value for r in kafka.run(read_all(client, "outbox")) if r.value]
+    run_inbox = kafka.run(read_all(client, "run_inbox"))
+    positions = [(r.partition, r.offset, r.raw) for r in inbox]
+    for result in verify(positions, [(r.partition, r.offset, r.raw) for r in run_inbox], receipts, outbox):
         assert result.ok, result.problems[:10]
+
+
+def answered(receipts: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(r["persona"], r["request_id"]) for r in receipts}
 
 
 @pytest.mark.broker

@@ -53,6 +53,7 @@ def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int =
         "PERSONAFLOW_WEB_PORT": str(free_port()),
         "PERSONAFLOW_LEASE_REAPER_INTERVAL_S": "0.5",
         "PERSONAFLOW_SCHEDULE_INTERVAL_S": "0.5",
+        "PERSONAFLOW_STALL_CHECK_S": "1",
         "PERSONAFLOW_LOG_LEVEL": "info",
     }
     if not broker.embedded:

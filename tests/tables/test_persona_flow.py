@@ -308,13 +308,3 @@ def test_unbinding_rejects_new_work_and_rebinding_keeps_the_history():
     h.bind(merge_captain(), at_ms=T0 + 3)
     assert h.trigger("merge_captain", "github", "pull_request", pr(1), at_ms=T0 + 4).status == "duplicate"
     assert h.status("merge_captain").budget.spent_today_usd == 0.01
-
-
-def test_a_nudge_changes_nothing():
-    from streams.inbox import Nudge
-
-    h = Harness()
-    h.bind(merge_captain())
-    before = {name: dict(rows) for name, rows in h.store.tables.items()}
-    assert h.feed(Nudge(at_ms=T0 + 5, partition=0)) == []
-    assert {name: dict(rows) for name, rows in h.store.tables.items()} == before

@@ -138,11 +138,3 @@ def test_a_lost_lease_expires_the_run_and_tells_the_executor_to_stop():
     assert [o.value.action for o in outputs if o.role == "dispatch"] == ["cancel"]
     assert h.record().status == "expired"
     assert h.report("completed", at=6)[0].role == "dlq"
-
-
-def test_a_nudge_is_not_a_report_about_any_run():
-    from streams.inbox import Nudge
-
-    h = RunHarness()
-    assert h.feed(Nudge(at_ms=T0, partition=1)) == []
-    assert h.store.tables == {}

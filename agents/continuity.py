@@ -16,8 +16,9 @@ A partition with no recorded position has never had a record applied (a position
 written after every batch), so its next expected offset is the start of the log.
 
 A skipped record is noticed when a later one arrives. If it was the last one, nothing
-arrives: the stall check (``agents.timers``) sees the stored position stay behind the
-partition's end and seeks the consumer back, so Faust delivers the records again.
+arrives: the stall check (``agents.timers``, :func:`stall`) sees the stored position
+stay behind the partition's end while the worker is idle, and seeks the consumer
+back, so Faust delivers the records again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Awaitable, Callable, Iterator, NamedTuple, Sequence
 
 import faust
 from aiokafka import TopicPartition
@@ -38,7 +39,7 @@ from streams.codec import DecodeError, decode_union
 from streams.kafka import new_consumer
 from streams.outputs import Output
 
-from .runtime import json_table, message_time_ms
+from .runtime import batches, json_table, message_time_ms
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,18 @@ class Continuity:
         self.topic = pipeline.names.name(role)
         self.stored = stored
         self.filled = 0
+        self.batches = 0  # batches taken so far
+        self.in_hand = False  # a batch is being handled right now
+
+    async def feed(self, stream: faust.StreamT, handle: Callable[[Sequence[EventT]], Awaitable[None]]) -> None:
+        """Hand each batch of ``stream`` to ``handle``, noting when one is in hand."""
+        async for events in batches(stream):
+            self.batches += 1
+            self.in_hand = True
+            try:
+                await handle(events)
+            finally:
+                self.in_hand = False
 
     async def complete(self, events: Sequence[EventT]) -> list[Item]:
         """The batch's records, with any records Faust skipped inserted before them."""
@@ -129,19 +142,46 @@ class Continuity:
             await consumer.stop()
 
 
-def stall(end: int | None, stored: int | None, at_last_check: int | None) -> tuple[int | None, int | None]:
-    """One stall check of one partition: (position to remember, offset to re-read from).
+class Progress(NamedTuple):
+    """What the stall check sees of one input partition and of the worker's agents."""
 
-    ``end`` is the partition's high watermark, ``stored`` the last applied offset (None:
-    nothing applied yet) and ``at_last_check`` the position remembered last time. A
-    partition is stalled when it was behind its end at the last check and has not moved.
+    stored: int | None  # the partition's last applied offset (None: nothing applied yet)
+    batches: int  # batches the worker's agents have taken, all inputs together
+    busy: bool  # some agent of the worker is handling a batch
+
+
+class Watch(NamedTuple):
+    """What the stall check remembers of a partition behind its end."""
+
+    stored: int | None
+    batches: int
+    checks: int  # consecutive checks that found the partition at this position
+
+
+def worker_progress(inputs: Sequence[Continuity], partition_of: Continuity, partition: int) -> Progress:
+    return Progress(partition_of.stored(partition), sum(i.batches for i in inputs), any(i.in_hand for i in inputs))
+
+
+def stall(end: int | None, now: Progress, last: Watch | None, patience: int) -> tuple[Watch | None, int | None]:
+    """One stall check of one partition: (what to remember, offset to re-read from).
+
+    ``end`` is the partition's high watermark. A partition behind its end is stalled
+    when its position has not moved since the last check and either the whole worker
+    was idle meanwhile (no batch taken, none in hand now) or ``patience`` checks have
+    passed. A busy worker is given time because Faust hands fetched records to one
+    stream after another: a stream with a full buffer holds the others back, so a
+    partition can wait behind other work without anything having been lost.
+    Re-reading after a false alarm is safe, only wasteful: records applied already
+    re-emit the same outputs and change nothing.
     """
-    position = -1 if stored is None else stored
+    position = -1 if now.stored is None else now.stored
     if end is None or position >= end - 1:
         return None, None  # caught up
-    if at_last_check != position:
-        return position, None  # behind but moving (or first seen behind): look again later
-    return None, position + 1
+    if last is None or last.stored != now.stored:
+        return Watch(now.stored, now.batches, 1), None  # first seen behind here: look again later
+    if (not now.busy and now.batches == last.batches) or last.checks + 1 >= patience:
+        return None, position + 1
+    return Watch(now.stored, now.batches, last.checks + 1), None
 
 
 def positions_table(pipeline: Pipeline) -> faust.Table:

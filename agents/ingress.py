@@ -19,7 +19,7 @@ from streams.app import Pipeline
 from streams.outputs import Output
 
 from .continuity import Continuity
-from .runtime import TableWriter, batches, json_table, publish
+from .runtime import TableWriter, json_table, publish
 
 INGRESS_ROLES = ("bindings", "triggers", "control", "run_events", "run_control")
 
@@ -70,8 +70,7 @@ def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> Continu
         await writer.write((stats, key, entry, event) for key, (event, entry) in marks.items())
 
     async def ingress(stream: faust.StreamT) -> None:
-        async for events in batches(stream):
-            await handle(events)
+        await continuity.feed(stream, handle)
 
     ingress.__name__ = ingress.__qualname__ = f"ingress_{role}"
     pipeline.app.agent(pipeline.topic(role), name=f"ingress-{role}")(ingress)

@@ -23,7 +23,7 @@ from tables.store import Transaction
 from tables.versioned import CommittedView, parse, plan_commit
 
 from .continuity import Continuity, Positions, decoded
-from .runtime import TableWriter, batches, publish, state_table
+from .runtime import TableWriter, publish, state_table
 
 TABLE_HELP = {
     PERSONAS: "persona head: binding, lifecycle, clock, counters, queue index, applied inbox offset",
@@ -103,8 +103,7 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> tuple[PersonaSt
         await store.writer.write(positions.advanced(items))  # only once the state is durable
 
     async def persona_agent(stream: faust.StreamT) -> None:
-        async for events in batches(stream):
-            await handle(events)
+        await continuity.feed(stream, handle)
 
     pipeline.app.agent(pipeline.topic("persona_inbox"), name="persona")(persona_agent)
     return store, continuity

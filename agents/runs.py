@@ -18,7 +18,7 @@ from tables import runs as transition
 from tables.store import Transaction
 
 from .continuity import Continuity, Positions, decoded
-from .runtime import TableWriter, batches, publish, state_table
+from .runtime import TableWriter, publish, state_table
 
 
 class TableReader:
@@ -49,8 +49,7 @@ def register(pipeline: Pipeline, positions_rows: faust.Table) -> Continuity:
         await writer.write(positions.advanced(items))
 
     async def run_agent(stream: faust.StreamT) -> None:
-        async for events in batches(stream):
-            await handle(events)
+        await continuity.feed(stream, handle)
 
     pipeline.app.agent(pipeline.topic("run_inbox"), name="runs")(run_agent)
     return continuity

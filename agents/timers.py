@@ -15,11 +15,14 @@ from tables.schedule import earliest_due
 from tables.state import LEASES, PERSONAS, LeaseRecord, PersonaHead, load
 from tables.versioned import parse
 
-from .continuity import Continuity, stall
+from .continuity import Continuity, Watch, stall, worker_progress
 from .persona import PersonaStore
 from .runtime import publish
 
 log = logging.getLogger(__name__)
+
+#: How long a partition may wait without progress behind a busy worker before it is read again.
+STALL_PATIENCE_S = 60.0
 
 
 def wall_ms() -> int:
@@ -31,11 +34,12 @@ def register(pipeline: Pipeline, store: PersonaStore, inputs: list[Continuity]) 
     settings = pipeline.settings
     ticked_leases: dict[str, str] = {}
     ticked_cursors: dict[str, int] = {}
-    behind: dict[tuple[str, int], int] = {}
+    behind: dict[tuple[str, int], Watch] = {}
+    patience = max(2, round(STALL_PATIENCE_S / settings.stall_check_s))
 
     @app.timer(interval=settings.stall_check_s, name="stall-check")
     async def stall_check() -> None:
-        """Re-read an input partition whose agent stayed behind its end for a whole check.
+        """Re-read an input partition that stays behind its end (see agents.continuity.stall).
 
         A record the consumer skipped is noticed when a later one arrives; when it was
         the last one nothing arrives, so the consumer is sent back to the first offset
@@ -47,13 +51,14 @@ def register(pipeline: Pipeline, store: PersonaStore, inputs: list[Continuity]) 
                     continue
                 slot = (tp.topic, tp.partition)
                 end = app.consumer.highwater(tp)
-                remembered, reread_from = stall(end, watched.stored(tp.partition), behind.get(slot))
+                now = worker_progress(inputs, watched, tp.partition)
+                remembered, reread_from = stall(end, now, behind.get(slot), patience)
                 if remembered is None:
                     behind.pop(slot, None)
                 else:
                     behind[slot] = remembered
                 if reread_from is not None:
-                    log.warning("%s[%d]: applied up to %d since the last check while the partition ends at %d;"
+                    log.warning("%s[%d]: no progress since the last check, applied up to %d while the partition ends at %d;"
                                 " reading again from %d", tp.topic, tp.partition, reread_from - 1, end - 1, reread_from)
                     await app.consumer.seek(tp, reread_from)
 

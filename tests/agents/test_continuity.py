@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from agents.continuity import Continuity, Positions, stall
+from agents.continuity import Continuity, Positions, Progress, Watch, stall, worker_progress
 
 
 class FakeTopicContinuity(Continuity):
@@ -15,6 +15,8 @@ class FakeTopicContinuity(Continuity):
         self.topic = "persona.inbox"
         self.stored = lambda partition: stored.get(partition)
         self.filled = 0
+        self.batches = 0
+        self.in_hand = False
         self.reads: list[tuple[int, int, int]] = []
 
     async def _read(self, partition: int, start: int, end: int, timeout_s: float = 30.0) -> list:
@@ -64,10 +66,37 @@ def test_positions_advance_only_forward():
     assert positions.advanced(items[:1]) == []  # offset 5 is behind the stored 7: nothing to write
 
 
-def test_a_partition_is_read_again_only_after_a_whole_check_without_progress():
-    assert stall(end=10, stored=9, at_last_check=None) == (None, None)  # caught up
-    assert stall(end=10, stored=5, at_last_check=None) == (5, None)  # behind: look again
-    assert stall(end=10, stored=7, at_last_check=5) == (7, None)  # moving: fine
-    assert stall(end=10, stored=7, at_last_check=7) == (None, 8)  # stuck: re-read from 8
-    assert stall(end=1, stored=None, at_last_check=-1) == (None, 0)  # nothing ever applied
-    assert stall(end=None, stored=3, at_last_check=3) == (None, None)  # end not known yet
+def test_a_partition_is_read_again_after_a_whole_check_of_an_idle_worker():
+    idle = lambda stored: Progress(stored, 4, False)  # noqa: E731
+    assert stall(10, idle(9), None, patience=5) == (None, None)  # caught up
+    assert stall(10, idle(5), None, patience=5) == (Watch(5, 4, 1), None)  # behind: look again
+    assert stall(10, idle(7), Watch(5, 4, 1), patience=5) == (Watch(7, 4, 1), None)  # it moved: fine
+    assert stall(10, idle(7), Watch(7, 4, 1), patience=5) == (None, 8)  # stuck: re-read from 8
+    assert stall(1, idle(None), Watch(None, 4, 1), patience=5) == (None, 0)  # nothing ever applied
+    assert stall(None, idle(3), Watch(3, 4, 1), patience=5) == (None, None)  # end not known yet
+
+
+def test_a_partition_behind_a_busy_worker_is_read_again_only_after_patience_runs_out():
+    busy = Progress(5, 9, True)
+    assert stall(10, busy, Watch(5, 8, 1), patience=3) == (Watch(5, 9, 2), None)
+    assert stall(10, Progress(5, 10, False), Watch(5, 9, 2), patience=4) == (Watch(5, 10, 3), None)  # took a batch
+    assert stall(10, busy, Watch(5, 9, 2), patience=3) == (None, 6)
+
+
+def test_feed_counts_batches_and_marks_the_batch_in_hand():
+    continuity = FakeTopicContinuity({})
+    seen = []
+
+    async def handle(events):
+        seen.append((continuity.in_hand, continuity.batches))
+
+    class Stream:  # the two batches Faust's take_events would yield
+        async def take_events(self, max_, within):
+            yield [event(0, 0), event(0, 1)]
+            yield [event(1, 0), event(0, 2)]
+
+    asyncio.run(continuity.feed(Stream(), handle))
+    assert seen == [(True, 1), (True, 2)]
+    assert continuity.in_hand is False
+    progress = worker_progress([continuity, FakeTopicContinuity({})], continuity, 0)
+    assert progress == Progress(None, 2, False)

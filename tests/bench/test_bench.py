@@ -5,6 +5,9 @@ after 1,000 and after 50,000 earlier completed runs (three rounds each, median
 reported), first for the pure transition and then end to end through the broker and
 a worker (wall-clock rate plus CPU per trigger of the worker and the broker, which are
 less noisy on a shared machine), and records the numbers.
+
+``make test`` runs the same code in a short form (tiny sizes, results in a temporary
+file) so the benchmarks cannot rot between ``make bench`` runs.
 """
 
 from __future__ import annotations
@@ -26,17 +29,15 @@ from streams.records import PersonaBinding, TriggerRequest
 from tables import persona as transition
 from tables.store import MemoryStore
 
-pytestmark = pytest.mark.bench
-
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
-MEASURED = int(os.environ.get("BENCH_TRIGGERS", "1000"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-HISTORIES = [int(n) for n in os.environ.get("BENCH_HISTORIES", "1000,50000").split(",")]
+FULL = {"measured": int(os.environ.get("BENCH_TRIGGERS", "1000")),
+        "rounds": int(os.environ.get("BENCH_ROUNDS", "3")),
+        "histories": [int(n) for n in os.environ.get("BENCH_HISTORIES", "1000,50000").split(",")]}
+SHORT = {"measured": 30, "rounds": 1, "histories": [10, 100]}
 
 
-def record_result(name: str, result: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "results.json"
+def record_result(name: str, result: dict[str, Any], path: Path = RESULTS / "results.json") -> None:
+    path.parent.mkdir(exist_ok=True)
     existing = json.loads(path.read_text()) if path.exists() else {}
     existing[name] = {**result, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -66,8 +67,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_bench_pure_transition_throughput_is_flat_in_history():
-    """The transition alone (memory store), 1,000 triggers after each history size."""
+def bench_pure_transition(measured: int, rounds: int, histories: list[int]) -> dict[str, Any]:
+    """The transition alone (memory store), ``measured`` triggers after each history size."""
     store = MemoryStore()
     at = 1_800_000_000_000
     binding = PersonaBinding(name="bench", entry_workflow="wf")
@@ -84,27 +85,27 @@ def test_bench_pure_transition_throughput_is_flat_in_history():
         store.apply(txn)
         offset += 1
 
-    for history in HISTORIES:
+    for history in histories:
         while done < history:
             feed(done)
             done += 1
         rates = []
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             start = time.perf_counter()
-            for n in range(done, done + MEASURED):
+            for n in range(done, done + measured):
                 feed(n)
-            rates.append(MEASURED / (time.perf_counter() - start))
-            done += MEASURED
+            rates.append(measured / (time.perf_counter() - start))
+            done += measured
         rows = sum(len(t) for t in store.tables.values())
-        phases.append({"history": history, "triggers": MEASURED, "rounds_per_second": [round(r, 1) for r in rates],
+        phases.append({"history": history, "triggers": measured, "rounds_per_second": [round(r, 1) for r in rates],
                        "per_second": round(statistics.median(rates), 1), "table_rows": rows})
     ratio = phases[-1]["per_second"] / phases[0]["per_second"]
-    record_result("pure_transition", {"phases": phases, "throughput_ratio_long_vs_short_history": round(ratio, 3)})
+    return {"phases": phases, "throughput_ratio_long_vs_short_history": round(ratio, 3)}
 
 
-def test_bench_pipeline_throughput_is_flat_in_history(worker, kafka, broker, persona_name):
+def bench_pipeline(worker, kafka, broker, persona: str, measured: int, rounds: int,
+                   histories: list[int]) -> dict[str, Any]:
     """End to end: triggers on the broker -> ingress -> persona agent -> receipts."""
-    persona = "bench-" + persona_name[-6:]
     at = 1_800_000_000_000
     receipts = kafka.tail("receipts")
     kafka.send("bindings", persona, {"name": persona, "entry_workflow": "wf"}, timestamp_ms=at - 1)
@@ -132,7 +133,7 @@ def test_bench_pipeline_throughput_is_flat_in_history(worker, kafka, broker, per
         return len(answered) >= total
 
     done, phases = 0, []
-    for history in HISTORIES:
+    for history in histories:
         if history > done:
             kafka.run(produce(done, history - done))
             receipts.until(lambda _: receipts_reached(history), 3600, f"{history} history receipts")
@@ -140,24 +141,49 @@ def test_bench_pipeline_throughput_is_flat_in_history(worker, kafka, broker, per
             receipts.seen.clear()
             counted["upto"] = 0
         rates, worker_cpu, broker_cpu = [], [], []
-        for _ in range(ROUNDS):  # each round adds MEASURED more completed runs to the history
+        for _ in range(rounds):  # each round adds ``measured`` more completed runs to the history
             start = time.perf_counter()
             cpu_before = cpu_s(worker.process.pid), cpu_s(broker.pid)
-            kafka.run(produce(done, MEASURED))
-            receipts.until(lambda _: receipts_reached(done + MEASURED), 3600, "measured receipts")
-            rates.append(MEASURED / (time.perf_counter() - start))
-            worker_cpu.append((cpu_s(worker.process.pid) - cpu_before[0]) * 1000 / MEASURED)
-            broker_cpu.append((cpu_s(broker.pid) - cpu_before[1]) * 1000 / MEASURED)
+            kafka.run(produce(done, measured))
+            receipts.until(lambda _: receipts_reached(done + measured), 3600, "measured receipts")
+            rates.append(measured / (time.perf_counter() - start))
+            worker_cpu.append((cpu_s(worker.process.pid) - cpu_before[0]) * 1000 / measured)
+            broker_cpu.append((cpu_s(broker.pid) - cpu_before[1]) * 1000 / measured)
             receipts.seen.clear()
             counted["upto"] = 0
-            done += MEASURED
-        phases.append({"history": history, "triggers": MEASURED, "rounds_per_second": [round(r, 1) for r in rates],
+            done += measured
+        phases.append({"history": history, "triggers": measured, "rounds_per_second": [round(r, 1) for r in rates],
                        "per_second": round(statistics.median(rates), 1),
                        "worker_cpu_ms_per_trigger": round(statistics.median(worker_cpu), 3),
                        "broker_cpu_ms_per_trigger": round(statistics.median(broker_cpu), 3) if broker.pid else None,
                        "worker_rss_mb": round(rss_mb(worker.process.pid), 1)})
     ratio = phases[-1]["per_second"] / phases[0]["per_second"]
-    cpu_ratio = phases[-1]["worker_cpu_ms_per_trigger"] / phases[0]["worker_cpu_ms_per_trigger"]
-    record_result("pipeline_end_to_end", {"phases": phases, "throughput_ratio_long_vs_short_history": round(ratio, 3),
-                                          "worker_cpu_ratio_long_vs_short_history": round(cpu_ratio, 3),
-                                          "broker": "embedded Tansu" if worker.settings.bootstrap_servers is None else "kafka"})
+    first_cpu = phases[0]["worker_cpu_ms_per_trigger"]
+    cpu_ratio = phases[-1]["worker_cpu_ms_per_trigger"] / first_cpu if first_cpu else float("nan")
+    return {"phases": phases, "throughput_ratio_long_vs_short_history": round(ratio, 3),
+            "worker_cpu_ratio_long_vs_short_history": round(cpu_ratio, 3),
+            "broker": "embedded Tansu" if worker.settings.bootstrap_servers is None else "kafka"}
+
+
+@pytest.mark.bench
+def test_bench_pure_transition_throughput_is_flat_in_history():
+    record_result("pure_transition", bench_pure_transition(**FULL))
+
+
+@pytest.mark.bench
+def test_bench_pipeline_throughput_is_flat_in_history(worker, kafka, broker, persona_name):
+    record_result("pipeline_end_to_end", bench_pipeline(worker, kafka, broker, "bench-" + persona_name[-6:], **FULL))
+
+
+def test_the_benchmarks_measure_every_phase_in_short_form(worker, kafka, broker, persona_name, tmp_path):
+    results = tmp_path / "results.json"
+    record_result("pure_transition", bench_pure_transition(**SHORT), results)
+    record_result("pipeline_end_to_end", bench_pipeline(worker, kafka, broker, "short-" + persona_name[-6:], **SHORT),
+                  results)
+    recorded = json.loads(results.read_text())
+    for name in ("pure_transition", "pipeline_end_to_end"):
+        phases = recorded[name]["phases"]
+        assert [p["history"] for p in phases] == SHORT["histories"]
+        assert all(p["triggers"] == SHORT["measured"] and p["per_second"] > 0 for p in phases)
+    assert all(p["worker_cpu_ms_per_trigger"] >= 0 and p["worker_rss_mb"] > 0
+               for p in recorded["pipeline_end_to_end"]["phases"])

@@ -23,7 +23,6 @@ back, so Faust delivers the records again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterator, NamedTuple, Sequence
@@ -36,7 +35,7 @@ from pydantic import TypeAdapter
 from streams.admission import RawRecord, dead_letter
 from streams.app import Pipeline
 from streams.codec import DecodeError, decode_union
-from streams.kafka import new_consumer
+from streams.kafka import new_consumer, read_until
 from streams.outputs import Output
 
 from .runtime import batches, json_table, message_time_ms
@@ -127,17 +126,7 @@ class Continuity:
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, start)
-            records: list = []
-            reached = start  # records before the log start (retention) are skipped by the reset
-            deadline = asyncio.get_running_loop().time() + timeout_s
-            while reached < end:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"could not read {self.topic}[{partition}] {start}..{end - 1}")
-                for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                    reached = record.offset + 1
-                    if record.offset < end:
-                        records.append(record)
-            return records
+            return await read_until(consumer, {tp: end}, timeout_s, f"{self.topic}[{partition}] {start}..{end - 1}")
         finally:
             await consumer.stop()
 

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from .codec import encode
-from .kafka import end_offsets, new_consumer, new_producer
+from .kafka import end_offsets, new_consumer, new_producer, read_until
 from .settings import Settings
 from .topics import TopicNames
 
@@ -122,16 +122,21 @@ class Client:
         self.bootstrap = bootstrap
         self.names = TopicNames(settings.topic_prefix)
         self.producer = new_producer(settings, bootstrap)
-        self._tails: list[Tail] = []
+        self.tails: list[Tail] = []  # open tails, oldest first
 
     async def start(self) -> "Client":
         await self.producer.start()
         return self
 
+    async def stop_tails(self, keep: int = 0) -> None:
+        """Stop and forget the tails opened after the first ``keep``."""
+        stopping, self.tails[keep:] = self.tails[keep:], []
+        for tail in stopping:
+            await tail.stop()
+
     async def stop(self) -> None:
         try:
-            for tail in self._tails:
-                await tail.stop()
+            await self.stop_tails()
         finally:
             await self.producer.stop()
 
@@ -152,23 +157,17 @@ class Client:
     async def tail(self, role: str, *, from_beginning: bool = False) -> Tail:
         tail = Tail(self, role, from_beginning=from_beginning)
         await tail.start()
-        self._tails.append(tail)
+        self.tails.append(tail)
         return tail
 
 
 async def read_all(client: Client, role: str, timeout_s: float = 60.0) -> list[Seen]:
     """Every record of a topic, from the start to its end as of now."""
-    tail = await client.tail(role, from_beginning=True)
+    tail = await Tail(client, role, from_beginning=True).start()  # not one of the client's open tails
     assert tail.consumer is not None
-    ends = await end_offsets(tail.consumer, list(tail.consumer.assignment()))
-    reached = {tp.partition: 0 for tp in ends}
-    deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        while any(reached[tp.partition] < end for tp, end in ends.items()):
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"could not read {tail.topic} to its end within {timeout_s}s")
-            for record in await tail.poll(0.5):
-                reached[record.partition] = record.offset + 1
+        ends = await end_offsets(tail.consumer, list(tail.consumer.assignment()))
+        records = await read_until(tail.consumer, ends, timeout_s, f"{tail.topic} to its end")
     finally:
         await tail.stop()
-    return tail.seen
+    return [to_seen(record) for record in records]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Mapping
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -138,3 +138,24 @@ async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartitio
     from .compat import fetch_highwaters
 
     return await fetch_highwaters(consumer._client, partitions)
+
+
+async def read_until(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int], timeout_s: float,
+                     what: str) -> list[ConsumerRecord]:
+    """The records below ``ends`` from where the assigned partitions are positioned.
+
+    Returns once every partition reached its end; records the log no longer holds
+    (retention) are skipped by the offset reset, so they simply do not appear.
+    """
+    reached = {tp: 0 for tp in ends}
+    records: list[ConsumerRecord] = []
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while any(reached[tp] < end for tp, end in ends.items()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"could not read {what} within {timeout_s}s")
+        for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+            for record in batch:
+                reached[tp] = record.offset + 1
+                if record.offset < ends[tp]:
+                    records.append(record)
+    return records

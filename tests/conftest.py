@@ -62,7 +62,7 @@ def close_test_tails(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     kafka: SyncClient = request.getfixturevalue("kafka")
-    opened_before = len(kafka.tails)
+    opened_before = kafka.open_tails
     yield
     kafka.stop_tails(opened_before)
 

@@ -50,7 +50,6 @@ class SyncClient:
             return await Client(settings, bootstrap).start()
 
         self.client = self.run(open_client())
-        self.tails: list[SyncTail] = []
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -66,15 +65,15 @@ class SyncClient:
         self.run(send_all())
 
     def tail(self, role: str, *, from_beginning: bool = False) -> SyncTail:
-        tail = SyncTail(self, self.run(self.client.tail(role, from_beginning=from_beginning)))
-        self.tails.append(tail)
-        return tail
+        return SyncTail(self, self.run(self.client.tail(role, from_beginning=from_beginning)))
+
+    @property
+    def open_tails(self) -> int:
+        return len(self.client.tails)
 
     def stop_tails(self, keep: int = 0) -> None:
         """Stop the tails opened after the first ``keep`` (a finished test's tails)."""
-        for tail in self.tails[keep:]:
-            tail.stop()
-        del self.tails[keep:]
+        self.run(self.client.stop_tails(keep))
 
     def close(self) -> None:
         self.run(self.client.stop())

@@ -147,8 +147,9 @@ class Watch(NamedTuple):
     checks: int  # consecutive checks that found the partition at this position
 
 
-def worker_progress(inputs: Sequence[Continuity], partition_of: Continuity, partition: int) -> Progress:
-    return Progress(partition_of.stored(partition), sum(i.batches for i in inputs), any(i.in_hand for i in inputs))
+def activity(inputs: Sequence[Continuity]) -> tuple[int, bool]:
+    """The worker's agents together: (batches taken, whether one is in hand)."""
+    return sum(i.batches for i in inputs), any(i.in_hand for i in inputs)
 
 
 def stall(end: int | None, now: Progress, last: Watch | None, patience: int) -> tuple[Watch | None, int | None]:
@@ -179,14 +180,15 @@ def positions_table(pipeline: Pipeline) -> faust.Table:
 
 
 class Positions:
-    """Read and advance the stored positions of one input topic."""
+    """Read and advance the stored positions of one input, in rows ``{name}/{partition}``
+    that hold the last applied offset as ``offset``."""
 
-    def __init__(self, topic: str, table: faust.Table) -> None:
-        self.topic = topic
+    def __init__(self, name: str, table: faust.Table) -> None:
+        self.name = name
         self.table = table
 
     def key(self, partition: int) -> str:
-        return f"{self.topic}/{partition}"
+        return f"{self.name}/{partition}"
 
     def stored(self, partition: int) -> int | None:
         row = self.table.get(self.key(partition))

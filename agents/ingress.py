@@ -18,7 +18,7 @@ from streams.admission import Forward, admit
 from streams.app import Pipeline
 from streams.outputs import Output
 
-from .continuity import Continuity
+from .continuity import Continuity, Positions
 from .runtime import TableWriter, json_table, publish
 
 INGRESS_ROLES = ("bindings", "triggers", "control", "run_events", "run_control")
@@ -41,19 +41,15 @@ def register(pipeline: Pipeline) -> tuple[faust.Table, list[Continuity]]:
 
 def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> Continuity:
     writer = TableWriter(pipeline)
-
-    def stored(partition: int) -> int | None:
-        row = stats.get(f"{role}/{partition}")
-        return None if row is None else row["offset"]
-
-    continuity = Continuity(pipeline, role, stored)
+    positions = Positions(role, stats)  # stats rows carry the last handled offset
+    continuity = Continuity(pipeline, role, positions.stored)
 
     async def handle(events: Sequence[EventT]) -> None:
         outputs: list[Output] = []
         marks: dict[str, tuple[EventT, dict[str, Any]]] = {}
         for item in await continuity.complete(events):
             raw, event = item.raw, item.event
-            key = f"{role}/{raw.partition}"
+            key = positions.key(raw.partition)
             entry = marks[key][1] if key in marks else dict(stats.get(key) or new_stats())
             if raw.offset <= entry["offset"]:
                 continue  # forwarded before a crash; its stats write landed, its commit did not

@@ -15,7 +15,7 @@ from tables.schedule import earliest_due
 from tables.state import LEASES, PERSONAS, LeaseRecord, PersonaHead, load
 from tables.versioned import parse
 
-from .continuity import Continuity, Watch, stall, worker_progress
+from .continuity import Continuity, Progress, Watch, activity, stall
 from .persona import PersonaStore
 from .runtime import publish
 
@@ -35,6 +35,7 @@ def register(pipeline: Pipeline, store: PersonaStore, inputs: list[Continuity]) 
     ticked_leases: dict[str, str] = {}
     ticked_cursors: dict[str, int] = {}
     behind: dict[tuple[str, int], Watch] = {}
+    by_topic = {watched.topic: watched for watched in inputs}
     patience = max(2, round(STALL_PATIENCE_S / settings.stall_check_s))
 
     @app.timer(interval=settings.stall_check_s, name="stall-check")
@@ -45,22 +46,23 @@ def register(pipeline: Pipeline, store: PersonaStore, inputs: list[Continuity]) 
         the last one nothing arrives, so the consumer is sent back to the first offset
         not yet applied. Already applied records it delivers again change nothing.
         """
-        for watched in inputs:
-            for tp in app.assignor.assigned_actives():
-                if tp.topic != watched.topic:
-                    continue
-                slot = (tp.topic, tp.partition)
-                end = app.consumer.highwater(tp)
-                now = worker_progress(inputs, watched, tp.partition)
-                remembered, reread_from = stall(end, now, behind.get(slot), patience)
-                if remembered is None:
-                    behind.pop(slot, None)
-                else:
-                    behind[slot] = remembered
-                if reread_from is not None:
-                    log.warning("%s[%d]: no progress since the last check, applied up to %d while the partition ends at %d;"
-                                " reading again from %d", tp.topic, tp.partition, reread_from - 1, end - 1, reread_from)
-                    await app.consumer.seek(tp, reread_from)
+        batches, busy = activity(inputs)
+        for tp in app.assignor.assigned_actives():
+            watched = by_topic.get(tp.topic)
+            if watched is None:
+                continue
+            slot = (tp.topic, tp.partition)
+            end = app.consumer.highwater(tp)
+            now = Progress(watched.stored(tp.partition), batches, busy)
+            remembered, reread_from = stall(end, now, behind.get(slot), patience)
+            if remembered is None:
+                behind.pop(slot, None)
+            else:
+                behind[slot] = remembered
+            if reread_from is not None:
+                log.warning("%s[%d]: no progress since the last check, applied up to %d while the partition ends at %d;"
+                            " reading again from %d", tp.topic, tp.partition, reread_from - 1, end - 1, reread_from)
+                await app.consumer.seek(tp, reread_from)
 
     @app.timer(interval=settings.lease_reaper_interval_s, name="lease-reaper")
     async def lease_reaper() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from agents.continuity import Continuity, Positions, Progress, Watch, stall, worker_progress
+from agents.continuity import Continuity, Positions, Progress, Watch, activity, stall
 
 
 class FakeTopicContinuity(Continuity):
@@ -98,5 +98,4 @@ def test_feed_counts_batches_and_marks_the_batch_in_hand():
     asyncio.run(continuity.feed(Stream(), handle))
     assert seen == [(True, 1), (True, 2)]
     assert continuity.in_hand is False
-    progress = worker_progress([continuity, FakeTopicContinuity({})], continuity, 0)
-    assert progress == Progress(None, 2, False)
+    assert activity([continuity, FakeTopicContinuity({})]) == (2, False)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -154,6 +155,15 @@ class Client:
             headers=[(name, text.encode()) for name, text in headers] or None, timestamp_ms=timestamp_ms,
         )
 
+    @contextlib.asynccontextmanager
+    async def following(self, role: str, *, from_beginning: bool = False) -> AsyncIterator[Tail]:
+        """A tail for the length of a block: stopped at its end, never kept open."""
+        tail = await Tail(self, role, from_beginning=from_beginning).start()
+        try:
+            yield tail
+        finally:
+            await tail.stop()
+
     async def tail(self, role: str, *, from_beginning: bool = False) -> Tail:
         tail = Tail(self, role, from_beginning=from_beginning)
         await tail.start()
@@ -163,11 +173,8 @@ class Client:
 
 async def read_all(client: Client, role: str, timeout_s: float = 60.0) -> list[Seen]:
     """Every record of a topic, from the start to its end as of now."""
-    tail = await Tail(client, role, from_beginning=True).start()  # not one of the client's open tails
-    assert tail.consumer is not None
-    try:
+    async with client.following(role, from_beginning=True) as tail:
+        assert tail.consumer is not None
         ends = await end_offsets(tail.consumer, list(tail.consumer.assignment()))
         records = await read_until(tail.consumer, ends, timeout_s, f"{tail.topic} to its end")
-    finally:
-        await tail.stop()
     return [to_seen(record) for record in records]

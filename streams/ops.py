@@ -65,22 +65,27 @@ def status_matches(value: Any, binding: PersonaBinding) -> bool:
 
 async def bind(client: Client, bindings: list[PersonaBinding], timeout_s: float | None = 30.0) -> list[Seen]:
     """Publish bindings; with a timeout, wait until each persona's status reflects its binding."""
-    status = await client.tail("status") if timeout_s else None
-    for binding in bindings:
-        await client.send("bindings", binding.name, binding)
-    if status is None:
+    if not timeout_s:
+        await _send_bindings(client, bindings)
         return []
     wanted = {b.name: b for b in bindings}
 
     def applied(seen: list[Seen]) -> bool:
         return all(any(r.key == name and status_matches(r.value, b) for r in seen) for name, b in wanted.items())
 
-    try:
-        await status.until(applied, timeout_s or 0, "status of every bound persona")
-    except TimeoutError:
-        raise OpsError("bindings published, but no worker applied them within "
-                       f"{timeout_s}s (is a worker running?)") from None
+    async with client.following("status") as status:
+        await _send_bindings(client, bindings)
+        try:
+            await status.until(applied, timeout_s, "status of every bound persona")
+        except TimeoutError:
+            raise OpsError("bindings published, but no worker applied them within "
+                           f"{timeout_s}s (is a worker running?)") from None
     return [r for r in status.seen if r.key in wanted]
+
+
+async def _send_bindings(client: Client, bindings: list[PersonaBinding]) -> None:
+    for binding in bindings:
+        await client.send("bindings", binding.name, binding)
 
 
 async def unbind(client: Client, name: str) -> None:
@@ -102,16 +107,18 @@ def parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
 
 async def trigger(client: Client, request: TriggerRequest, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
     """Publish a trigger and return its first receipt (None without waiting)."""
-    receipts = await client.tail("receipts") if timeout_s else None
-    await client.send("triggers", request.persona, request)
-    if receipts is None:
+    if not timeout_s:
+        await client.send("triggers", request.persona, request)
         return None
-    try:
-        seen = await receipts.until(
-            lambda records: any(r.key == request.persona and (r.value or {}).get("request_id") == request.request_id
-                                for r in records), timeout_s or 0, f"receipt for {request.request_id}")
-    except TimeoutError:
-        raise OpsError(f"no receipt for request {request.request_id} within {timeout_s}s (is a worker running?)") from None
+    async with client.following("receipts") as receipts:
+        await client.send("triggers", request.persona, request)
+        try:
+            seen = await receipts.until(
+                lambda records: any(r.key == request.persona and (r.value or {}).get("request_id") == request.request_id
+                                    for r in records), timeout_s, f"receipt for {request.request_id}")
+        except TimeoutError:
+            raise OpsError(f"no receipt for request {request.request_id} within {timeout_s}s"
+                           " (is a worker running?)") from None
     return next(r.value for r in seen if (r.value or {}).get("request_id") == request.request_id)
 
 
@@ -127,27 +134,28 @@ def build_trigger(persona: str, provider: str, kind: str, metadata: dict[str, st
 
 async def control(client: Client, command: ControlCommand, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
     """Publish a command; return the outbox event it caused or the receipt it got."""
-    outbox = await client.tail("outbox") if timeout_s else None
-    receipts = await client.tail("receipts") if timeout_s else None
-    await client.send("control", command.persona, command)
-    if outbox is None or receipts is None:
+    if not timeout_s:
+        await client.send("control", command.persona, command)
         return None
+    async with client.following("outbox") as outbox, client.following("receipts") as receipts:
+        await client.send("control", command.persona, command)
 
-    def answered() -> dict[str, Any] | None:
-        for record in receipts.seen:
-            if (record.value or {}).get("request_id") == command.command_id and record.key == command.persona:
-                return {"receipt": record.value}
-        for record in outbox.seen:
-            if ((record.value or {}).get("cause") or {}).get("command_id") == command.command_id:
-                return {"event": record.value}
-        return None
+        def answered() -> dict[str, Any] | None:
+            for record in receipts.seen:
+                if (record.value or {}).get("request_id") == command.command_id and record.key == command.persona:
+                    return {"receipt": record.value}
+            for record in outbox.seen:
+                if ((record.value or {}).get("cause") or {}).get("command_id") == command.command_id:
+                    return {"event": record.value}
+            return None
 
-    deadline = asyncio.get_running_loop().time() + (timeout_s or 0)
-    while (answer := answered()) is None:
-        if asyncio.get_running_loop().time() > deadline:
-            raise OpsError(f"command {command.command_id} was not applied within {timeout_s}s (is a worker running?)")
-        await outbox.poll(0.1)
-        await receipts.poll(0.05)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (answer := answered()) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise OpsError(f"command {command.command_id} was not applied within {timeout_s}s"
+                               " (is a worker running?)")
+            await outbox.poll(0.1)
+            await receipts.poll(0.05)
     return answer
 
 

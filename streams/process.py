@@ -99,14 +99,13 @@ class WorkerProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker web port did not answer:\n{self.log_tail()}")
             await asyncio.sleep(0.2)
-        inbox = await client.tail("persona_inbox")
         probe = f"probe-{uuid.uuid4().hex[:10]}"
-        await client.send("triggers", "_probe", {"request_id": probe, "persona": "_probe", "provider": "probe", "kind": "ready"})
-        try:
-            await inbox.until(
-                lambda seen: any(r.key == "_probe" and (r.value or {}).get("request", {}).get("request_id") == probe for r in seen),
-                max(1.0, deadline - time.monotonic()), "worker readiness probe")
-        except TimeoutError:
-            raise TimeoutError(f"worker did not forward the readiness probe:\n{self.log_tail()}") from None
-        finally:
-            await inbox.stop()
+        async with client.following("persona_inbox") as inbox:
+            await client.send("triggers", "_probe", {"request_id": probe, "persona": "_probe", "provider": "probe", "kind": "ready"})
+            try:
+                await inbox.until(
+                    lambda seen: any(r.key == "_probe" and (r.value or {}).get("request", {}).get("request_id") == probe
+                                     for r in seen),
+                    max(1.0, deadline - time.monotonic()), "worker readiness probe")
+            except TimeoutError:
+                raise TimeoutError(f"worker did not forward the readiness probe:\n{self.log_tail()}") from None

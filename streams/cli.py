@@ -91,28 +91,22 @@ def client_for(settings: Settings):
 @click.option("--persona", default=None, help="Only records keyed by this persona.")
 def tail(what: str, as_json: bool, from_beginning: bool, persona: str | None) -> None:
     """Follow receipts, outbox, dlq, status or inbox, one readable line per record."""
-    import asyncio
     import json
 
     from . import render
 
     role = TAIL_ROLES[what]
 
-    async def follow() -> None:
-        client = client_for(settings_or_exit())
-        await client.start()
-        try:
-            tail_ = await client.tail(role, from_beginning=from_beginning)
-            while True:
-                for record in await tail_.poll(1.0):
-                    if persona is not None and record.key != persona:
-                        continue
-                    click.echo(json.dumps(record.value) if as_json else render.line(role, record))
-        finally:
-            await client.stop()
+    async def follow(client) -> None:
+        tail_ = await client.tail(role, from_beginning=from_beginning)
+        while True:
+            for record in await tail_.poll(1.0):
+                if persona is not None and record.key != persona:
+                    continue
+                click.echo(json.dumps(record.value) if as_json else render.line(role, record))
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(follow())
+        run_with_client(follow)
 
 
 def run_with_client(work):

@@ -64,7 +64,7 @@ DEMO_BINDING = {
 }
 
 
-async def scenario(client: Client, say: Callable[[str], None], web_url: str) -> None:
+async def scenario(client: Client, say: Callable[[str], None], web_url: str, persona: str = PERSONA) -> None:
     """Bind a persona, trigger it, pause, trigger (queued), resume (drained), send junk."""
     receipts = await client.tail("receipts", from_beginning=True)
     dlq = await client.tail("dlq", from_beginning=True)
@@ -73,37 +73,44 @@ async def scenario(client: Client, say: Callable[[str], None], web_url: str) -> 
 
     def pr(number: str) -> TriggerRequest:
         return TriggerRequest.model_validate({
-            "request_id": f"demo-{run}-pr-{number}", "persona": PERSONA, "provider": "github", "kind": "pull_request",
+            "request_id": f"demo-{run}-pr-{number}", "persona": persona, "provider": "github", "kind": "pull_request",
             "metadata": {"repository": "burin-labs/harn", "number": number}, "cost": {"cost_usd": 0.01, "tokens": 10}})
 
     def command(action: str) -> ControlCommand:
-        return ControlCommand(command_id=f"demo-{run}-{action}", persona=PERSONA, action=action, actor="demo")
+        return ControlCommand(command_id=f"demo-{run}-{action}", persona=persona, action=action, actor="demo")
 
-    await ops.bind(client, [PersonaBinding.model_validate(DEMO_BINDING)])
-    say(f"bound {PERSONA}")
+    await ops.bind(client, [PersonaBinding.model_validate({**DEMO_BINDING, "name": persona})])
+    say(f"bound {persona}")
     await ops.trigger(client, pr("462"))
     await ops.control(client, command("pause"))
     await ops.trigger(client, pr("463"))
     await ops.control(client, command("resume"))
     await receipts.until(lambda seen: sum(1 for r in seen if (r.value or {}).get("request_id") == f"demo-{run}-pr-463") >= 2,
                          60, "the queued trigger drained on resume")
-    await client.send("triggers", PERSONA, b"{not json")
-    await dlq.until(lambda seen: any(r.key == PERSONA for r in seen), 60, "a dead letter")
-    await outbox.until(lambda seen: any((r.value or {}).get("kind") == "persona.control.resumed" for r in seen), 30, "outbox")
+    await client.send("triggers", persona, b"{not json")
+    await dlq.until(lambda seen: any(r.key == persona for r in seen), 60, "a dead letter")
+    await outbox.until(lambda seen: sum(1 for r in seen if r.key == persona
+                                        and (r.value or {}).get("kind") == "persona.run.completed") >= 2,
+                       30, "both runs on the outbox")
 
+    # The worker's readiness probe leaves a `rejected` receipt for the reserved persona
+    # `_probe`; the demo shows its own persona's records only.
     say("-- persona.receipts")
     for record in receipts.seen:
-        say("  " + render.line("receipts", record))
+        if record.key == persona:
+            say("  " + render.line("receipts", record))
     say("-- persona.dlq")
     for record in dlq.seen:
-        say("  " + render.line("dlq", record))
-    say(f"-- persona.outbox ({len(outbox.seen)} events; control and run lifecycle shown)")
-    for record in outbox.seen:
+        if record.key == persona:
+            say("  " + render.line("dlq", record))
+    events = [record for record in outbox.seen if record.key == persona]
+    say(f"-- persona.outbox ({len(events)} events; control and run lifecycle shown)")
+    for record in events:
         kind = (record.value or {}).get("kind", "")
         if kind.startswith(("persona.control.", "persona.trigger.queued", "persona.run.completed")):
             say("  " + render.line("outbox", record))
     say("-- status")
-    say("  " + render.status(await ops.status(client, PERSONA, web_url)))
+    say("  " + render.status(await ops.status(client, persona, web_url)))
 
 
 async def run_demo(settings: Settings, say: Callable[[str], None] = click.echo) -> None:

@@ -27,7 +27,8 @@ def _fields(value: dict[str, Any], names: list[str]) -> str:
 def receipt(value: dict[str, Any]) -> str:
     lease = (value.get("lease") or {}).get("id")
     extra = _fields(value, ["work_key", "run_id", "error", "budget_receipt_id"])
-    queued = " queued" if value.get("queued") else ""
+    # `queued: true` matters where the status does not say it already (`lease_busy`).
+    queued = " (queued)" if value.get("queued") and value.get("status") != "queued" else ""
     return (f"{_time(value.get('at_ms'))} receipt {value.get('persona')} {value.get('status')}{queued}"
             f" request={value.get('request_id')} {extra}{' lease=' + lease if lease else ''}").rstrip()
 

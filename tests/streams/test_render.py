@@ -1,0 +1,20 @@
+"""Readable lines of ``personaflow tail`` and the demo."""
+
+from __future__ import annotations
+
+from streams import render
+
+
+def test_a_receipt_line_says_queued_once():
+    queued = {"persona": "p", "status": "queued", "queued": True, "request_id": "r1", "at_ms": 0}
+    busy = {**queued, "status": "lease_busy"}
+
+    assert render.receipt(queued) == "- receipt p queued request=r1"
+    assert render.receipt(busy) == "- receipt p lease_busy (queued) request=r1"
+
+
+def test_a_receipt_line_carries_the_work_key_and_lease():
+    value = {"persona": "p", "status": "completed", "queued": False, "request_id": "r1", "at_ms": 1_000,
+             "work_key": "github:o/r:pr:1", "lease": {"id": "L1"}}
+
+    assert render.receipt(value) == "00:00:01.000 receipt p completed request=r1 work_key=github:o/r:pr:1 lease=L1"

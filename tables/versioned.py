@@ -89,12 +89,13 @@ def plan_commit(transactions: Mapping[str, Transaction], head_table: str,
             continue
         head = txn.get(head_table, persona)
         assert head is not None, "every state change writes the head"
+        applied = applied_of(head)  # one parse of the head row per persona, not one per row
         view = txn.reader
         assert isinstance(view, CommittedView)
         for table, key, value in txn.changes():
             if table == head_table:
                 continue
-            plan.entries.append((table, key, entry(value, view.get(table, key), applied_of(head)), persona))
+            plan.entries.append((table, key, entry(value, view.get(table, key), applied), persona))
             if value is None:
                 plan.deletions.append((table, key, persona))
         plan.heads.append((persona, head))

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import yaml
 from pydantic import ValidationError
@@ -65,27 +65,35 @@ def status_matches(value: Any, binding: PersonaBinding) -> bool:
 
 async def bind(client: Client, bindings: list[PersonaBinding], timeout_s: float | None = 30.0) -> list[Seen]:
     """Publish bindings; with a timeout, wait until each persona's status reflects its binding."""
-    if not timeout_s:
-        await _send_bindings(client, bindings)
-        return []
     wanted = {b.name: b for b in bindings}
+
+    async def send() -> None:
+        for binding in bindings:
+            await client.send("bindings", binding.name, binding)
 
     def applied(seen: list[Seen]) -> bool:
         return all(any(r.key == name and status_matches(r.value, b) for r in seen) for name, b in wanted.items())
 
-    async with client.following("status") as status:
-        await _send_bindings(client, bindings)
+    seen = await _publish_and_wait(client, send, "status", applied, timeout_s,
+                                   "bindings published, but no worker applied them")
+    return [r for r in seen if r.key in wanted]
+
+
+async def _publish_and_wait(client: Client, send: Callable[[], Awaitable[Any]], answers: str,
+                            answered: Callable[[list[Seen]], bool], timeout_s: float | None,
+                            failure: str) -> list[Seen]:
+    """Run ``send``, then (with a timeout) wait until ``answered`` holds of the records
+    on the ``answers`` topic. The topic is followed from before ``send``, so an answer
+    cannot slip in between; without a timeout nothing is awaited and nothing returned."""
+    if not timeout_s:
+        await send()
+        return []
+    async with client.following(answers) as tail:
+        await send()
         try:
-            await status.until(applied, timeout_s, "status of every bound persona")
+            return await tail.until(answered, timeout_s, failure)
         except TimeoutError:
-            raise OpsError("bindings published, but no worker applied them within "
-                           f"{timeout_s}s (is a worker running?)") from None
-    return [r for r in status.seen if r.key in wanted]
-
-
-async def _send_bindings(client: Client, bindings: list[PersonaBinding]) -> None:
-    for binding in bindings:
-        await client.send("bindings", binding.name, binding)
+            raise OpsError(f"{failure} within {timeout_s}s (is a worker running?)") from None
 
 
 async def unbind(client: Client, name: str) -> None:
@@ -107,19 +115,13 @@ def parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
 
 async def trigger(client: Client, request: TriggerRequest, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
     """Publish a trigger and return its first receipt (None without waiting)."""
-    if not timeout_s:
-        await client.send("triggers", request.persona, request)
-        return None
-    async with client.following("receipts") as receipts:
-        await client.send("triggers", request.persona, request)
-        try:
-            seen = await receipts.until(
-                lambda records: any(r.key == request.persona and (r.value or {}).get("request_id") == request.request_id
-                                    for r in records), timeout_s, f"receipt for {request.request_id}")
-        except TimeoutError:
-            raise OpsError(f"no receipt for request {request.request_id} within {timeout_s}s"
-                           " (is a worker running?)") from None
-    return next(r.value for r in seen if (r.value or {}).get("request_id") == request.request_id)
+    def answers(record: Seen) -> bool:
+        return record.key == request.persona and (record.value or {}).get("request_id") == request.request_id
+
+    seen = await _publish_and_wait(client, lambda: client.send("triggers", request.persona, request), "receipts",
+                                   lambda records: any(answers(r) for r in records), timeout_s,
+                                   f"no receipt for request {request.request_id}")
+    return next((r.value for r in seen if answers(r)), None)
 
 
 def build_trigger(persona: str, provider: str, kind: str, metadata: dict[str, str], *, request_id: str | None,

@@ -110,9 +110,11 @@ def tail(what: str, as_json: bool, from_beginning: bool, persona: str | None) ->
 
 
 def run_with_client(work):
-    """Run ``work(client)`` on a started client; OpsError becomes a clean CLI error."""
+    """Run ``work(client)`` on a started client; OpsError and a missing topic become a
+    clean CLI error."""
     import asyncio
 
+    from .client import MissingTopic
     from .ops import OpsError
 
     async def go():
@@ -125,7 +127,7 @@ def run_with_client(work):
 
     try:
         return asyncio.run(go())
-    except OpsError as exc:
+    except (OpsError, MissingTopic) as exc:
         raise click.ClickException(str(exc)) from None
 
 

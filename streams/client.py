@@ -54,6 +54,10 @@ def to_seen(record: Any) -> Seen:
     )
 
 
+class MissingTopic(LookupError):
+    """A topic to follow does not exist yet: the worker creates them at start."""
+
+
 class Tail:
     """Follows one topic (all partitions) from a fixed starting point."""
 
@@ -73,7 +77,7 @@ class Tail:
             partitions = consumer.partitions_for_topic(self.topic) or set()
         if not partitions:
             await consumer.stop()
-            raise LookupError(f"topic {self.topic!r} does not exist (is a worker running?)")
+            raise MissingTopic(f"topic {self.topic!r} does not exist (is a worker running?)")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if self.from_beginning:

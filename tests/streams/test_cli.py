@@ -75,3 +75,11 @@ def test_commands_without_a_broker_explain_how_to_get_one(tmp_path):
     result = personaflow(alone, "status", "x", timeout=30)
     assert result.returncode != 0
     assert "set KAFKA_BOOTSTRAP_SERVERS" in result.stderr and "personaflow broker" in result.stderr
+
+
+def test_commands_on_a_broker_without_the_topics_ask_whether_a_worker_runs(kafka, settings, persona_name):
+    empty = settings.with_overrides(topic_prefix=f"{persona_name}.")  # no worker created these topics
+    result = personaflow(empty, "trigger", persona_name, "github", "push", "--timeout", "5", timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"topic '{persona_name}.persona.receipts' does not exist (is a worker running?)" in result.stderr

@@ -94,9 +94,8 @@ class TableWriter:
 
     async def write(self, rows: Iterable[tuple[faust.Table, str, dict | bytes | None, EventT]]) -> None:
         producer = self.pipeline.app.producer
-        pending: list[tuple[faust.Table, int, Awaitable[object]]] = []
+        pending: list[tuple[faust.Table, TP, Awaitable[object]]] = []
         for table, key, value, event in rows:
-            partition = event.message.partition
             with event_context(event):
                 if value is None:
                     if key in table.data:
@@ -104,17 +103,17 @@ class TableWriter:
                 else:
                     table.data[key] = value
             topic = table.changelog_topic
+            tp = TP(topic.get_topic_name(), event.message.partition)
             key_bytes = topic.prepare_key(key, None)[0]
             value_bytes = None if value is None else topic.prepare_value(value, None)[0]
-            future = await producer.send(topic.get_topic_name(), key_bytes, value_bytes, partition=partition,
+            future = await producer.send(tp.topic, key_bytes, value_bytes, partition=tp.partition,
                                          timestamp=None, headers=None)
-            pending.append((table, partition, future))
-        for table, partition, future in pending:
+            pending.append((table, tp, future))
+        for table, tp, future in pending:
             metadata = await future
             # What Faust's changelog callback does: RocksDB remembers how far it is
             # durable, so recovery after a restart reads only the newer records.
-            table.data.set_persisted_offset(TP(table.changelog_topic.get_topic_name(), partition),
-                                            metadata.offset)  # type: ignore[attr-defined]
+            table.data.set_persisted_offset(tp, metadata.offset)  # type: ignore[attr-defined]
 
 
 def state_table(pipeline: Pipeline, name: str, help: str) -> faust.Table:

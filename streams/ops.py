@@ -134,6 +134,18 @@ def build_trigger(persona: str, provider: str, kind: str, metadata: dict[str, st
         raise OpsError(describe_validation_error(exc, "trigger")) from None
 
 
+def command_answer(persona: str, command_id: str, receipts: list[Seen], outbox: list[Seen]) -> dict[str, Any] | None:
+    """How a command was answered, among the records seen: ``{"receipt": ...}`` (rejected
+    commands, ``record_spend``) or ``{"event": ...}`` (the outbox event it caused)."""
+    for record in receipts:
+        if record.key == persona and (record.value or {}).get("request_id") == command_id:
+            return {"receipt": record.value}
+    for record in outbox:
+        if ((record.value or {}).get("cause") or {}).get("command_id") == command_id:
+            return {"event": record.value}
+    return None
+
+
 async def control(client: Client, command: ControlCommand, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
     """Publish a command; return the outbox event it caused or the receipt it got."""
     if not timeout_s:
@@ -143,13 +155,7 @@ async def control(client: Client, command: ControlCommand, timeout_s: float | No
         await client.send("control", command.persona, command)
 
         def answered() -> dict[str, Any] | None:
-            for record in receipts.seen:
-                if (record.value or {}).get("request_id") == command.command_id and record.key == command.persona:
-                    return {"receipt": record.value}
-            for record in outbox.seen:
-                if ((record.value or {}).get("cause") or {}).get("command_id") == command.command_id:
-                    return {"event": record.value}
-            return None
+            return command_answer(command.persona, command.command_id, receipts.seen, outbox.seen)
 
         deadline = asyncio.get_running_loop().time() + timeout_s
         while (answer := answered()) is None:

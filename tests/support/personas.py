@@ -6,6 +6,8 @@ import itertools
 import time
 from typing import Any, Callable
 
+from streams.ops import command_answer
+
 from .sync import SyncClient, SyncTail
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -56,22 +58,14 @@ class PersonaProbe:
         self.kafka.send("control", persona, {"command_id": command_id, "persona": persona, "action": action,
                                              "actor": "test", "cost": cost, "at_ms": at_ms})
 
-        def answered() -> dict[str, Any] | None:
-            for record in self.receipts.seen:
-                if record.key == persona and (record.value or {}).get("request_id") == command_id:
-                    return record.value
-            for record in self.outbox.seen:
-                if ((record.value or {}).get("cause") or {}).get("command_id") == command_id:
-                    return record.value
-            return None
-
         deadline = time.monotonic() + self.timeout_s
-        while (answer := answered()) is None:
+        while (answer := command_answer(persona, command_id, self.receipts.seen, self.outbox.seen)) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"command {command_id} ({action}) not applied within {self.timeout_s}s")
             self.kafka.run(self.outbox.tail.poll(0.05))
             self.kafka.run(self.receipts.tail.poll(0.05))
-        return answer
+        (value,) = answer.values()  # the receipt or the outbox event
+        return value
 
     def report(self, run_id: str, lease_id: str, kind: str, **fields: Any) -> None:
         """Report on a run as its executor would."""

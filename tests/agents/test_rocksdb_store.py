@@ -6,33 +6,23 @@ broker, so it does not share partitions with the session worker.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-
 import pytest
 
 from streams.embedded import free_port
-from streams.kafka import ensure_topics
 
-from ..support.cluster import SyncWorker
+from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import PersonaProbe
-from ..support.sync import SyncClient
 
 pytestmark = pytest.mark.broker
 
 
 @pytest.fixture
 def rocksdb_pipeline(settings, broker, data_dir):
-    tag = uuid.uuid4().hex[:6]
-    rocks = settings.with_overrides(store="rocksdb://", topic_prefix=f"{settings.topic_prefix}rdb{tag}.",
-                                    app_id=f"{settings.app_id}-rdb{tag}", web_port=free_port())
-    asyncio.run(ensure_topics(rocks, broker.bootstrap))
-    kafka = SyncClient(rocks, broker.bootstrap)
-    worker = SyncWorker(rocks, kafka, data_dir / f"logs-rdb{tag}")
-    worker.start()
-    yield worker, kafka
-    worker.stop()
-    kafka.close()
+    with own_pipeline(settings, broker, "rdb", store="rocksdb://", web_port=free_port()) as (rocks, kafka):
+        worker = SyncWorker(rocks, kafka, data_dir / f"logs-{rocks.app_id}")
+        worker.start()
+        yield worker, kafka
+        worker.stop()
 
 
 def test_rocksdb_state_survives_restarts_and_a_sigkill(rocksdb_pipeline, persona_name):

@@ -6,29 +6,29 @@ rebalances here do not disturb the session worker.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 
 import pytest
 
 from streams.embedded import free_port
-from streams.kafka import ensure_topics
 
-from ..support.cluster import SyncWorker
+from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import PersonaProbe
-from ..support.sync import SyncClient
 from ..support.wait import eventually
 
 pytestmark = pytest.mark.broker
 
 
-def test_two_workers_share_partitions_route_status_and_survive_losing_one(settings, broker, data_dir, persona_name):
-    tag = uuid.uuid4().hex[:6]
-    base = settings.with_overrides(topic_prefix=f"{settings.topic_prefix}two{tag}.", app_id=f"{settings.app_id}-two{tag}")
-    asyncio.run(ensure_topics(base, broker.bootstrap))
-    kafka = SyncClient(base, broker.bootstrap)
-    workers = [SyncWorker(base.with_overrides(web_port=free_port()), kafka, data_dir / f"logs-two{tag}-{n}") for n in (1, 2)]
+@pytest.fixture
+def two_worker_pipeline(settings, broker):
+    with own_pipeline(settings, broker, "two") as pipeline:
+        yield pipeline
+
+
+def test_two_workers_share_partitions_route_status_and_survive_losing_one(two_worker_pipeline, data_dir, persona_name):
+    base, kafka = two_worker_pipeline
+    workers = [SyncWorker(base.with_overrides(web_port=free_port()), kafka, data_dir / f"logs-{base.app_id}-{n}")
+               for n in (1, 2)]
     probes = [PersonaProbe(kafka, f"{persona_name[:50]}-{n}") for n in range(6)]
     try:
         for worker in workers:
@@ -56,4 +56,3 @@ def test_two_workers_share_partitions_route_status_and_survive_losing_one(settin
             probe.close()
         for worker in workers:
             worker.stop()
-        kafka.close()

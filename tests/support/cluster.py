@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from streams.embedded import BrokerAddress, EmbeddedBroker, free_port
+from streams.kafka import ensure_topics
 from streams.process import WorkerProcess
 from streams.settings import Settings
 
@@ -59,6 +61,22 @@ def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int =
     if not broker.embedded:
         values["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def own_pipeline(settings: Settings, broker: BrokerAddress, name: str, **overrides: object) -> Iterator[tuple[Settings, SyncClient]]:
+    """Settings and a client for a pipeline of its own on the session broker: its own
+    topic prefix and consumer group, so its workers and their rebalances never touch
+    the session worker's partitions."""
+    tag = f"{name}{uuid.uuid4().hex[:6]}"
+    own = settings.with_overrides(topic_prefix=f"{settings.topic_prefix}{tag}.", app_id=f"{settings.app_id}-{tag}",
+                                  **overrides)
+    asyncio.run(ensure_topics(own, broker.bootstrap))
+    kafka = SyncClient(own, broker.bootstrap)
+    try:
+        yield own, kafka
+    finally:
+        kafka.close()
 
 
 class SyncWorker(WorkerProcess):

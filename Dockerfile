@@ -4,7 +4,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY tables ./tables
+COPY engine ./engine
 COPY agents ./agents
+COPY personaflow ./personaflow
 RUN pip install --no-cache-dir .
 ENV PERSONAFLOW_DATA_DIR=/var/lib/personaflow \
     PERSONAFLOW_STORE=rocksdb:// \

@@ -35,7 +35,7 @@ from pydantic import TypeAdapter
 from streams.admission import RawRecord, dead_letter
 from streams.app import Pipeline
 from streams.codec import DecodeError, decode_union
-from streams.kafka import new_consumer, read_until
+from engine.kafka import new_consumer, read_until
 from streams.outputs import Output
 
 from .runtime import batches, json_table, message_time_ms

@@ -8,8 +8,9 @@ import logging
 import faust
 
 from streams.app import Pipeline, create_app, reset_stale_state, worker_dir
-from streams.embedded import BrokerAddress, resolve_broker
-from streams.kafka import ensure_topics
+from engine.kafka import BrokerAddress
+from personaflow.embedded import resolve_broker
+from engine.kafka import ensure_topics
 from streams.settings import Settings
 
 from . import continuity, ingress, persona, runs, timers, web

@@ -15,9 +15,9 @@ from typing import Any
 import faust
 from faust.types import TopicT
 
-from . import compat
-from .embedded import BrokerAddress
-from .kafka import client_config
+from engine import compat
+from engine.kafka import BrokerAddress
+from engine.kafka import client_config
 from .records import MAX_RECORD_BYTES
 from .settings import Settings
 from .topics import SPECS, TopicNames

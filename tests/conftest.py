@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from streams.embedded import BrokerAddress
+from engine.kafka import BrokerAddress
 from streams.settings import Settings
 
 from .support.cluster import SyncWorker, session_broker, session_settings
@@ -39,7 +39,7 @@ def settings(data_dir: Path, broker: BrokerAddress) -> Settings:
 def kafka(settings: Settings, broker: BrokerAddress) -> Iterator[SyncClient]:
     import asyncio
 
-    from streams.kafka import ensure_topics
+    from engine.kafka import ensure_topics
 
     asyncio.run(ensure_topics(settings, broker.bootstrap))
     client = SyncClient(settings, broker.bootstrap)

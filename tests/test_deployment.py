@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.cli import main
+from personaflow.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,6 @@ def test_compose_workers_are_built_from_the_dockerfile_and_run_real_commands():
 
 def test_dockerfile_installs_the_project_and_runs_the_console_command():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("streams", "tables", "agents"):
+    for package in ("streams", "tables", "engine", "agents", "personaflow"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert 'ENTRYPOINT ["personaflow"]' in dockerfile

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from streams.client import read_all
-from streams.kafka import new_producer
+from personaflow.client import read_all
+from engine.kafka import new_producer
 from tables.replay import verify
 from tables.timefmt import DAY_MS
 

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.compat import fetch_highwaters
-from streams.kafka import new_consumer, new_producer
+from engine.compat import fetch_highwaters
+from engine.kafka import new_consumer, new_producer
 
 from ..support.wait import eventually
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.embedded import free_port
+from personaflow.embedded import free_port
 
 from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import PersonaProbe

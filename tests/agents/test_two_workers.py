@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from streams.embedded import free_port
+from personaflow.embedded import free_port
 
 from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import PersonaProbe

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from streams.inbox import BindingChanged, TriggerReceived
-from streams.kafka import new_producer
+from engine.kafka import new_producer
 from streams.records import PersonaBinding, TriggerRequest
 from tables import persona as transition
 from tables.store import MemoryStore

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from streams import compat
+from engine import compat
 from streams.app import create_app, reset_stale_state, worker_dir
-from streams.embedded import BrokerAddress
+from engine.kafka import BrokerAddress
 from streams.settings import Settings
 
 

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from streams.cli import main
+from personaflow.cli import main
 from streams.records import PUBLIC_RECORDS
 
 

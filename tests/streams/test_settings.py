@@ -63,7 +63,7 @@ def test_sasl_mechanism_without_credentials_is_refused(monkeypatch):
 
 
 def test_security_settings_reach_the_kafka_client_config(monkeypatch, tmp_path):
-    from streams.kafka import client_config
+    from engine.kafka import client_config
 
     ca = tmp_path / "ca.pem"
     ca.write_text("not a real cert")

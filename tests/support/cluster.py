@@ -9,9 +9,10 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from streams.embedded import BrokerAddress, EmbeddedBroker, free_port
-from streams.kafka import ensure_topics
-from streams.process import WorkerProcess
+from engine.kafka import BrokerAddress
+from personaflow.embedded import EmbeddedBroker, free_port
+from engine.kafka import ensure_topics
+from personaflow.process import WorkerProcess
 from streams.settings import Settings
 
 from .sync import SyncClient

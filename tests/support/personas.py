@@ -6,7 +6,7 @@ import itertools
 import time
 from typing import Any, Callable
 
-from streams.ops import command_answer
+from personaflow.ops import command_answer
 
 from .sync import SyncClient, SyncTail
 

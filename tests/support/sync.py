@@ -1,11 +1,11 @@
-"""A synchronous face over :class:`streams.client.Client`, for plain pytest tests."""
+"""A synchronous face over :class:`personaflow.client.Client`, for plain pytest tests."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Callable, Coroutine, Iterable, TypeVar
 
-from streams.client import Client, Seen, Tail
+from personaflow.client import Client, Seen, Tail
 from streams.settings import Settings
 
 T = TypeVar("T")

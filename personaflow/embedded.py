@@ -19,26 +19,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from .settings import Settings
+from engine.kafka import BrokerAddress
+from streams.settings import Settings
 
 ADDRESS_FILE = "broker.json"
 
 
 class BrokerNotFound(RuntimeError):
     """No broker is configured and no embedded broker is running."""
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where a broker is, and whether it is the embedded one (compatibility mode)."""
-
-    bootstrap: str
-    embedded: bool
-    instance: str = ""
-    pid: int = 0
 
 
 def tansu_binary() -> Path:

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from streams.process import settings_env
+from personaflow.process import settings_env
 
 pytestmark = pytest.mark.broker
 
 
 def personaflow(settings, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=settings_env(settings),
+    return subprocess.run([sys.executable, "-m", "personaflow.cli", *args], env=settings_env(settings),
                           capture_output=True, text=True, timeout=timeout)
 
 

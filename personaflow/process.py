@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .client import Client
 from .embedded import die_with_parent
-from .settings import Settings
+from streams.settings import Settings
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -49,7 +49,7 @@ class WorkerProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "personaflow.cli", "worker"],
                 env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )

@@ -14,8 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from .client import Client, Seen, read_all
-from .codec import describe_validation_error
-from .records import ControlCommand, PersonaBinding, TriggerRequest
+from streams.codec import describe_validation_error
+from streams.records import ControlCommand, PersonaBinding, TriggerRequest
 
 
 class OpsError(RuntimeError):

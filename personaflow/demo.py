@@ -16,10 +16,10 @@ import click
 from . import ops, render
 from .client import Client
 from .embedded import EmbeddedBroker, free_port
-from .kafka import ensure_topics
+from engine.kafka import ensure_topics
 from .process import WorkerProcess
-from .records import ControlCommand, PersonaBinding, TriggerRequest
-from .settings import Settings
+from streams.records import ControlCommand, PersonaBinding, TriggerRequest
+from streams.settings import Settings
 
 PERSONA = "merge_captain"
 

@@ -12,10 +12,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from .codec import encode
-from .kafka import end_offsets, new_consumer, new_producer, read_until
-from .settings import Settings
-from .topics import TopicNames
+from streams.codec import encode
+from engine.kafka import end_offsets, new_consumer, new_producer, read_until
+from streams.settings import Settings
+from streams.topics import TopicNames
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -15,11 +16,21 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
-from .records import MAX_RECORD_BYTES
-from .settings import Settings
-from .topics import SPECS, TopicNames
+from streams.records import MAX_RECORD_BYTES
+from streams.settings import Settings
+from streams.topics import SPECS, TopicNames
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a broker is, and whether it is the embedded one (compatibility mode)."""
+
+    bootstrap: str
+    embedded: bool
+    instance: str = ""
+    pid: int = 0
 
 
 class TopicLayoutError(RuntimeError):
@@ -134,7 +145,7 @@ def new_consumer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKaf
 
 
 async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """End offsets that are right on every broker (see :mod:`streams.compat`)."""
+    """End offsets that are right on every broker (see :mod:`engine.compat`)."""
     from .compat import fetch_highwaters
 
     return await fetch_highwaters(consumer._client, partitions)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams import render
+from personaflow import render
 
 
 def test_a_receipt_line_says_queued_once():

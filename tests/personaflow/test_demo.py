@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.demo import scenario
+from personaflow.demo import scenario
 
 pytestmark = pytest.mark.broker
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .embedded import BrokerNotFound, EmbeddedBroker
-from .settings import Settings, SettingsError, load_settings
+from streams.settings import Settings, SettingsError, load_settings
 
 
 def settings_or_exit() -> Settings:
@@ -65,7 +65,7 @@ def worker() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 def schema(out_dir: Path) -> None:
     """Write one JSON Schema file per public record into DIR."""
-    from .schema import write_schemas
+    from streams.schema import write_schemas
 
     for path in write_schemas(out_dir):
         click.echo(str(path))
@@ -227,8 +227,8 @@ def control(persona: str, action: str, reason: str | None, actor: str, cost_usd:
     from pydantic import ValidationError
 
     from . import ops, render
-    from .codec import describe_validation_error
-    from .records import ControlCommand
+    from streams.codec import describe_validation_error
+    from streams.records import ControlCommand
 
     body = {"command_id": f"cli-{uuid.uuid4()}", "persona": persona, "action": action, "actor": actor,
             "reason": reason, "cost": None if cost_usd is None else {"cost_usd": cost_usd, "tokens": tokens}}

@@ -1,73 +1,39 @@
-"""Ingress agents: validate public input and forward it into the inboxes.
+"""Ingress: validate public input and forward it into the inboxes, or dead-letter it.
 
-One agent per public input topic. Each record is admitted (:func:`streams.admission.admit`)
-into the persona or run inbox, or dead-lettered to ``persona.dlq``; the stream never
-stops on bad input. The ``ingress-stats`` table counts, per input partition, what was
-accepted and dead-lettered, and remembers the last offset it handled so that records
-replayed after a crash are neither forwarded nor counted twice.
+Two sources. ``persona.bindings``, ``persona.control`` and ``persona.triggers`` are
+merged in record-timestamp order (ties: in that order) before they are forwarded, so
+the persona inbox holds them in the order producers meant (contract guarantee 7).
+``persona.run.events`` and ``persona.run.control`` go to the run inbox in offset order.
+Admission itself is the pure :func:`streams.admission.admit`; bad input never stops the
+stream.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from aiokafka import ConsumerRecord
 
-import faust
-from faust.types import EventT
-
-from streams.admission import Forward, admit
-from streams.app import Pipeline
+from engine.task import Source, TaskBatch
+from streams.admission import Forward, RawRecord, admit
 from streams.outputs import Output
+from streams.settings import Settings
+from streams.topics import TopicNames
 
-from .continuity import Continuity, Positions
-from .runtime import TableWriter, json_table, publish
-
-INGRESS_ROLES = ("bindings", "triggers", "control", "run_events", "run_control")
-
-
-def new_stats() -> dict[str, int]:
-    return {"offset": -1, "accepted": 0, "dead_lettered": 0}
+PERSONA_ROLES = ("bindings", "control", "triggers")  # this order breaks timestamp ties
+RUN_ROLES = ("run_events", "run_control")
 
 
-def stats_table(pipeline: Pipeline) -> faust.Table:
-    return json_table(
-        pipeline, "ingress-stats", "per input partition: last handled offset, accepted and dead-lettered counts"
-    )
+def sources(settings: Settings) -> list[Source]:
+    names = TopicNames(settings.topic_prefix)
+    role_of = {names.name(role): role for role in (*PERSONA_ROLES, *RUN_ROLES)}
+    hold_ms = settings.unbound_grace_ms
 
+    def handle(batch: TaskBatch, record: ConsumerRecord) -> None:
+        raw = RawRecord(record.topic, record.partition, record.offset, record.key, record.value, record.timestamp)
+        verdict = admit(role_of[record.topic], raw, hold_ms=hold_ms)
+        if isinstance(verdict, Forward):
+            batch.emit(Output(verdict.inbox, verdict.key, verdict.record))
+        else:
+            batch.emit(Output("dlq", raw.key, verdict, (("error", verdict.error[:200]), ("reason", "invalid_input"))))
 
-def register(pipeline: Pipeline) -> tuple[faust.Table, list[Continuity]]:
-    stats = stats_table(pipeline)
-    return stats, [_register_role(pipeline, role, stats) for role in INGRESS_ROLES]
-
-
-def _register_role(pipeline: Pipeline, role: str, stats: faust.Table) -> Continuity:
-    writer = TableWriter(pipeline)
-    positions = Positions(role, stats)  # stats rows carry the last handled offset
-    continuity = Continuity(pipeline, role, positions.stored)
-
-    async def handle(events: Sequence[EventT]) -> None:
-        outputs: list[Output] = []
-        marks: dict[str, tuple[EventT, dict[str, Any]]] = {}
-        for item in await continuity.complete(events):
-            raw, event = item.raw, item.event
-            key = positions.key(raw.partition)
-            entry = marks[key][1] if key in marks else dict(stats.get(key) or new_stats())
-            if raw.offset <= entry["offset"]:
-                continue  # forwarded before a crash; its stats write landed, its commit did not
-            verdict = admit(role, raw)
-            if isinstance(verdict, Forward):
-                outputs.append(Output(verdict.inbox, verdict.key, verdict.record))
-                entry["accepted"] += 1
-            else:
-                outputs.append(Output("dlq", raw.key, verdict, (("error", verdict.error[:200]),)))
-                entry["dead_lettered"] += 1
-            entry["offset"] = raw.offset
-            marks[key] = (event, entry)
-        await publish(pipeline, outputs)
-        await writer.write((stats, key, entry, event) for key, (event, entry) in marks.items())
-
-    async def ingress(stream: faust.StreamT) -> None:
-        await continuity.feed(stream, handle)
-
-    ingress.__name__ = ingress.__qualname__ = f"ingress_{role}"
-    pipeline.app.agent(pipeline.topic(role), name=f"ingress-{role}")(ingress)
-    return continuity
+    return [Source("persona-ingress", PERSONA_ROLES, handle, in_time_order=True),
+            Source("run-ingress", RUN_ROLES, handle)]

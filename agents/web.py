@@ -1,89 +1,130 @@
-"""HTTP views on the worker's web port.
+"""HTTP views on the worker's web port (aiohttp).
 
-``GET /personas/{name}`` is answered by the worker that owns the persona's partition
-(other workers forward the request there); ``GET /personas`` gathers every worker's
-personas. Statuses are computed from committed table state at each persona's clock.
+``GET /personas/{name}`` is answered by the worker that owns the persona's partition;
+any other worker forwards the request there (the assignment tells every worker who owns
+what). ``GET /personas`` gathers every worker's personas. Views read committed state.
+``/health`` answers while the process runs; ``/ready`` once every assigned partition is
+recovered and processing; ``/metrics`` is Prometheus text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-import faust
-from faust.exceptions import SameNode
-from faust.web import Request, Response, View
+import aiohttp
+from aiohttp import web
 
-from streams.app import Pipeline
+from engine.runtime import Engine
+from engine.state import PartitionStore
 from tables.state import PERSONAS, PersonaHead, PersonaState, load
 from tables.status import project
+from tables.store import Transaction
 
-from .persona import PersonaStore
+FORWARDED = "X-Personaflow-Forwarded"
 
 
-def register(pipeline: Pipeline, *, ingress_stats: faust.Table, store: PersonaStore | None = None) -> None:
-    app = pipeline.app
-    inbox = pipeline.topic("persona_inbox")
+def persona_status(store: PartitionStore, name: str) -> dict[str, Any] | None:
+    state = PersonaState(Transaction(store), name)
+    head = state.head()
+    if head is None or not head.bound:
+        return None
+    return project(state, head).model_dump(mode="json")
 
-    def local_status(name: str) -> dict[str, Any] | None:
-        assert store is not None
-        head = load(PersonaHead, store.tables[PERSONAS].get(name))
-        if head is None or not head.bound:
-            return None
-        return project(PersonaState(store.transaction(name), name), head).model_dump(mode="json")
 
-    def owned_here(name: str) -> bool:
-        partition = app.producer.key_partition(inbox.get_topic_name(), name.encode()).partition
-        return any(tp.topic == inbox.get_topic_name() and tp.partition == partition
-                   for tp in app.assignor.assigned_actives())
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(value).encode(), status=status, content_type="application/json")
 
-    @app.page("/ingress/stats")
-    class IngressStats(View):
-        """Per input partition: last offset handled, records accepted and dead-lettered."""
 
-        async def get(self, request: Request) -> Response:
-            return self.json(dict(sorted(ingress_stats.items())))
+class Views:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.session: aiohttp.ClientSession | None = None
 
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "app": pipeline.settings.app_id})
+    async def client(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self.session
 
-    if store is None:
-        return
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
-    @app.page("/personas/{name}")
-    class PersonaView(View):
-        """One persona's status, from the worker that owns it."""
+    def _local_store(self, key: str) -> PartitionStore | None:
+        task = self.engine.tasks.get(self.engine.partition_of(key))
+        return task.store if task is not None and task.active else None
 
-        async def get(self, request: Request, name: str) -> Response:
-            try:
-                return await app.router.route_topic_req(inbox, name, self.web, request)
-            except SameNode:
-                status = local_status(name)
-                if status is None:
-                    return self.json({"error": f"unknown persona {name!r}"}, status=404)
-                return self.json(status)
+    async def _routed(self, request: web.Request, key: str,
+                      local: Callable[[PartitionStore], Awaitable[web.Response] | web.Response]) -> web.Response:
+        """Answer from this worker's store if it owns ``key``, else from the owner's."""
+        store = self._local_store(key)
+        if store is not None:
+            answer = local(store)
+            return await answer if asyncio.iscoroutine(answer) else answer  # type: ignore[return-value]
+        owner = self.engine.owner_url(self.engine.partition_of(key))
+        if owner is None or request.headers.get(FORWARDED) or owner.rstrip("/") == self.engine.settings.web_url:
+            return json_response({"error": f"the partition of {key!r} is not served yet (rebalancing?)"}, 503)
+        session = await self.client()
+        try:
+            async with session.get(owner.rstrip("/") + request.path_qs, headers={FORWARDED: "1"}) as response:
+                return web.Response(body=await response.read(), status=response.status,
+                                    content_type="application/json")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return json_response({"error": f"owner {owner} did not answer: {exc}"}, 502)
 
-    @app.page("/personas")
-    class PersonasView(View):
-        """Every persona's status; ``?local=1`` limits the answer to this worker's partitions."""
+    async def persona(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
 
-        async def get(self, request: Request) -> Response:
-            assert store is not None
-            mine = {name: local_status(name) for name in list(store.tables[PERSONAS].keys()) if owned_here(name)}
-            found = {name: status for name, status in mine.items() if status is not None}
-            if request.query.get("local") != "1":
-                for url in await self._peers():
-                    try:
-                        async with app.http_client.get(f"{url.rstrip('/')}/personas?local=1") as response:
-                            found.update(json.loads(await response.text()))
-                    except (OSError, asyncio.TimeoutError, ValueError):
-                        continue
-            return self.json(dict(sorted(found.items())))
+        def local(store: PartitionStore) -> web.Response:
+            status = persona_status(store, name)
+            if status is None:
+                return json_response({"error": f"unknown persona {name!r}"}, 404)
+            return json_response(status)
 
-        async def _peers(self) -> list[str]:
-            me = str(app.conf.canonical_url).rstrip("/")
-            hosts = set(app.router.tables_metadata()) | set(app.router.external_topics_metadata())
-            return sorted(str(host) for host in hosts if str(host).rstrip("/") != me)
+        return await self._routed(request, name, local)
+
+    async def personas(self, request: web.Request) -> web.Response:
+        found: dict[str, Any] = {}
+        for task in list(self.engine.tasks.values()):
+            if not task.active:
+                continue
+            for name, raw in list(task.store.items(PERSONAS)):
+                head = load(PersonaHead, raw)
+                if head is not None and head.bound:
+                    status = persona_status(task.store, name)
+                    if status is not None:
+                        found[name] = status
+        if request.query.get("local") != "1":
+            me = self.engine.settings.web_url.rstrip("/")
+            peers = sorted({url.rstrip("/") for url in self.engine.assignor.owners.values()} - {me})
+            session = await self.client()
+            for url in peers:
+                try:
+                    async with session.get(f"{url}/personas?local=1") as response:
+                        found.update(json.loads(await response.read()))
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    continue
+        return json_response(dict(sorted(found.items())))
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "app": self.engine.settings.app_id, "ready": self.engine.ready})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = self.engine.ready
+        return json_response({"ready": ready, "partitions": sorted(self.engine.tasks)}, 200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.engine.metrics.exposition(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def application(engine: Engine) -> tuple[web.Application, Views]:
+    views = Views(engine)
+    app = web.Application()
+    app.router.add_get("/health", views.health)
+    app.router.add_get("/ready", views.ready)
+    app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/personas", views.personas)
+    app.router.add_get("/personas/{name}", views.persona)
+    return app, views

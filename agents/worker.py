@@ -1,40 +1,84 @@
-"""Assemble the pipeline (agents, tables, views) and run a Faust worker."""
+"""Assemble the pipeline (sources, timers, views) on the runtime and run a worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 
-import faust
+from aiohttp import web as aioweb
 
-from streams.app import Pipeline, create_app, reset_stale_state, worker_dir
-from engine.kafka import BrokerAddress
-from personaflow.embedded import resolve_broker
-from engine.kafka import ensure_topics
+from engine.kafka import BrokerAddress, TopicLayoutError, ensure_topics
+from engine.runtime import Engine, EngineConfig
+from engine.state import reset_stale_state
 from streams.settings import Settings
+from tables.store import Transaction
 
-from . import continuity, ingress, persona, runs, timers, web
+from . import ingress, persona, runs, timers, web
 
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings, broker: BrokerAddress) -> Pipeline:
-    pipeline = create_app(settings, broker)
-    stats, inputs = ingress.register(pipeline)
-    positions = continuity.positions_table(pipeline)
-    store, persona_input = persona.register(pipeline, positions)
-    run_input = runs.register(pipeline, positions)
-    timers.register(pipeline, store, [*inputs, persona_input, run_input])
-    web.register(pipeline, ingress_stats=stats, store=store)
-    return pipeline
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        sources=[*ingress.sources(settings), persona.source(), runs.source()],
+        punctuators=[timers.punctuator(settings)],
+        transaction=Transaction,
+        ordered_tables=frozenset({"timers"}),
+    )
 
 
-def run_worker(settings: Settings) -> None:
-    """Start a worker against the configured (or embedded) broker; blocks until stopped."""
-    broker = resolve_broker(settings)
-    asyncio.run(ensure_topics(settings, broker.bootstrap))
-    if reset_stale_state(worker_dir(settings), broker):
-        log.warning("wiped local table state built against an earlier embedded broker")
-    pipeline = build(settings, broker)
-    worker = faust.Worker(pipeline.app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+def build(settings: Settings, broker: BrokerAddress) -> Engine:
+    engine = Engine(settings, broker, engine_config(settings))
+    engine.metrics.add_gauges("personaflow_consumer_lag", "Input records not yet processed, per input partition",
+                              ["topic", "partition"],
+                              lambda: [((topic, str(p)), float(lag)) for (topic, p), lag in engine.lag().items()])
+    return engine
+
+
+async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event) -> None:
+    """Run one worker until ``stop`` is set (or the loop fails)."""
+    await ensure_topics(settings, broker.bootstrap)
+    engine = build(settings, broker)
+    if reset_stale_state(engine.state_dir, broker.instance if broker.embedded else None):
+        log.warning("wiped local state built against an earlier embedded broker")
+    app, views = web.application(engine)
+    runner = aioweb.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = aioweb.TCPSite(runner, settings.web_bind, settings.web_port)
+    await site.start()
+    try:
+        await engine.start()
+        loop_task = asyncio.create_task(engine.run())
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({loop_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if loop_task in done:
+            loop_task.result()  # a fatal error: raise it
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task
+    finally:
+        await engine.stop()
+        await views.close()
+        await runner.cleanup()
+
+
+def run_worker(settings: Settings, broker: BrokerAddress) -> int:
+    """Run a worker in this process until SIGTERM/SIGINT; return the exit status."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, broker, stop)
+
+    try:
+        asyncio.run(main())
+    except TopicLayoutError as exc:
+        print(f"personaflow worker: {exc}", flush=True)
+        return 1
+    return 0

@@ -1,37 +1,27 @@
-"""Compatibility with the embedded Tansu broker (see ``spec/broker.md``).
-
-Only activated for the embedded broker; against Apache Kafka the pipeline runs stock
-Faust/aiokafka behaviour.
+"""Compatibility with the embedded Tansu broker; used only when the broker is embedded.
 
 Tansu answers ``ListOffsets(latest)`` with the base offset of the last record batch
-plus one instead of the log end offset. Faust reads changelog highwaters that way, so
-table recovery would stop early and silently lose state. The high watermark in a
-Fetch response is right, so :class:`TansuTransport` computes highwaters from a short
-Fetch (one byte per partition) instead. Tansu also answers JoinGroup only after half
-the session timeout, hence the short session timeout in :data:`FAUST_SETTINGS`.
+plus one instead of the log end offset, so a reader that trusted it would stop inside
+the last batch (state recovery would silently lose the end of the last commit). The
+high watermark in a Fetch response is right: :func:`fetch_highwaters` reads it.
 
-Faust's worker consumer long-polls with a fixed 1.5 s fetch wait. Kafka answers such a
-fetch as soon as data arrives; with Faust's consumer Tansu was measured to hold it for
-the whole wait, adding ~0.9 s to every hop through an inbox. The Tansu consumer waits
-at most :data:`FETCH_MAX_WAIT_MS` instead (hop latency measured at 60-100 ms).
+Tansu also answers JoinGroup only after half the session timeout and holds a fetch for
+most of its maximum wait, hence the consumer settings of :data:`CONSUMER_SETTINGS`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from aiokafka import TopicPartition
 from aiokafka.protocol.fetch import FetchRequest
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
 
-#: Fetch long-poll of the worker consumer against Tansu (Faust hard-codes 1500 ms).
-FETCH_MAX_WAIT_MS = 50
-
-#: Faust settings applied only when the broker is the embedded Tansu broker.
-FAUST_SETTINGS: dict[str, Any] = {
-    "broker_session_timeout": 6.0,
-    "broker_heartbeat_interval": 1.0,
+#: Consumer settings against Tansu: short session (joins take half of it) and a short
+#: fetch wait (Tansu holds a fetch for most of its wait: 215 ms at 500, 3-9 ms at 50).
+CONSUMER_SETTINGS: dict[str, Any] = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "fetch_max_wait_ms": 50,
 }
 
 
@@ -83,32 +73,3 @@ async def fetch_highwaters(client: Any, partitions: Iterable[TopicPartition]) ->
     if missing:
         raise RuntimeError(f"broker reported no highwater for {missing}")
     return {tp: result[tp] for tp in wanted}
-
-
-class TansuConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread with Fetch-based highwaters and a short fetch wait."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
-        return consumer
-
-    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:  # type: ignore[override]
-        consumer = self._ensure_consumer()
-        if self.consumer.in_transaction:
-            return {tp: consumer.last_stable_offset(tp) for tp in partitions}
-        found = await fetch_highwaters(
-            consumer._client, [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        )
-        return {TP(tp.topic, tp.partition): offset for tp, offset in found.items()}
-
-
-class TansuConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> TansuConsumerThread:
-        return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class TansuTransport(faust_aiokafka.Transport):
-    """Faust transport for ``tansu://host:port`` broker URLs (entry point ``faust.transports``)."""
-
-    Consumer = TansuConsumer

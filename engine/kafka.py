@@ -1,8 +1,6 @@
-"""Plain aiokafka plumbing shared by the worker start-up, the CLI and the tests.
-
-Faust is used for the pipeline itself; producers, tailers and topic administration
-talk to the broker directly with aiokafka, configured from the same settings.
-"""
+"""aiokafka plumbing shared by the runtime, the command line and the tests: client
+configuration from the settings, topic administration, producers and consumers, and end
+offsets that are right on every broker."""
 
 from __future__ import annotations
 
@@ -62,16 +60,27 @@ def client_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
 #: Outputs embed the trigger envelope (up to the 1 MiB input limit) plus their own
 #: fields, so topics accept records up to 4 MiB.
 MAX_MESSAGE_BYTES = str(MAX_RECORD_BYTES * 4)
+#: A partition's state changes of one batch are written as ONE record batch (that is
+#: what makes them atomic), so the changelog accepts large batches.
+MAX_CHANGELOG_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The worker group's state changelog: one partition per inbox partition, compacted."""
+    return f"{settings.topic_prefix}{settings.app_id}-state-changelog"
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Name -> topic config for every contract topic."""
+    """Name -> topic config for every contract topic and the state changelog."""
     names = TopicNames(settings.topic_prefix)
-    return {
+    configs = {
         names.name(spec.role): {"max.message.bytes": MAX_MESSAGE_BYTES,
                                 **({"cleanup.policy": "compact"} if spec.compacted else {})}
         for spec in SPECS
     }
+    configs[changelog_topic(settings)] = {"max.message.bytes": str(MAX_CHANGELOG_BATCH_BYTES),
+                                          "cleanup.policy": "compact"}
+    return configs
 
 
 async def ensure_topics(settings: Settings, bootstrap: str, *, timeout_s: float = 30.0) -> None:
@@ -102,8 +111,9 @@ async def ensure_topics(settings: Settings, bootstrap: str, *, timeout_s: float 
                 count = len(topic.get("partitions", []))
                 if count and count != settings.partitions:
                     raise TopicLayoutError(
-                        f"topic {topic['topic']!r} has {count} partitions but PERSONAFLOW_PARTITIONS"
-                        f" is {settings.partitions}; persona-keyed topics must be co-partitioned"
+                        f"topic {topic['topic']!r} has {count} partitions but PERSONAFLOW_PARTITIONS is"
+                        f" {settings.partitions}: every topic must have the same count (co-partitioning);"
+                        f" set PERSONAFLOW_PARTITIONS={count}, or delete the topic and let personaflow create it"
                     )
     finally:
         await admin.close()
@@ -144,11 +154,17 @@ def new_consumer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKaf
     return AIOKafkaConsumer(**config)
 
 
-async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """End offsets that are right on every broker (see :mod:`engine.compat`)."""
-    from .compat import fetch_highwaters
+async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                      embedded: bool) -> dict[TopicPartition, int]:
+    """End offsets of ``partitions``: ListOffsets on Kafka; on the embedded broker, whose
+    ListOffsets is wrong, the high watermarks of a Fetch (see :mod:`engine.compat`)."""
+    if not partitions:
+        return {}
+    if embedded:
+        from .compat import fetch_highwaters
 
-    return await fetch_highwaters(consumer._client, partitions)
+        return await fetch_highwaters(consumer._client, partitions)
+    return dict(await consumer.end_offsets(partitions))
 
 
 async def read_until(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int], timeout_s: float,

@@ -55,10 +55,13 @@ def worker() -> None:
     settings = settings_or_exit()
     from agents.worker import run_worker
 
+    from .embedded import resolve_broker
+
     try:
-        run_worker(settings)
+        broker = resolve_broker(settings)
     except BrokerNotFound as exc:
         raise click.ClickException(str(exc)) from None
+    sys.exit(run_worker(settings, broker))
 
 
 @main.command()
@@ -79,7 +82,7 @@ def client_for(settings: Settings):
     from .embedded import resolve_broker
 
     try:
-        return Client(settings, resolve_broker(settings).bootstrap)
+        return Client(settings, resolve_broker(settings))
     except BrokerNotFound as exc:
         raise click.ClickException(str(exc)) from None
 

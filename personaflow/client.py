@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from streams.codec import encode
-from engine.kafka import end_offsets, new_consumer, new_producer, read_until
+from engine.kafka import BrokerAddress, end_offsets, new_consumer, new_producer, read_until
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -83,7 +83,7 @@ class Tail:
         if self.from_beginning:
             await consumer.seek_to_beginning(*tps)
         else:
-            for tp, offset in (await end_offsets(consumer, tps)).items():
+            for tp, offset in (await end_offsets(consumer, tps, self.client.embedded)).items():
                 consumer.seek(tp, offset)
         self.consumer = consumer
         return self
@@ -94,6 +94,18 @@ class Tail:
         fresh = [to_seen(record) for records in batch.values() for record in records]
         self.seen.extend(fresh)
         return fresh
+
+    async def catch_up(self, timeout_s: float = 30.0) -> list[Seen]:
+        """Read everything the topic holds right now (up to its end offsets)."""
+        assert self.consumer is not None, "start() the tail first"
+        ends = await end_offsets(self.consumer, list(self.consumer.assignment()), self.client.embedded)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
+            if loop.time() > deadline:
+                raise TimeoutError(f"could not catch up with {self.topic} within {timeout_s}s")
+            await self.poll(0.1)
+        return self.seen
 
     async def until(self, done: Callable[[list[Seen]], bool], timeout_s: float, what: str = "condition") -> list[Seen]:
         """Poll until ``done(all records seen so far)`` holds; raise TimeoutError otherwise."""
@@ -122,11 +134,13 @@ class Tail:
 class Client:
     """A producer plus tails for one broker and topic prefix."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, broker: BrokerAddress) -> None:
         self.settings = settings
-        self.bootstrap = bootstrap
+        self.broker = broker
+        self.bootstrap = broker.bootstrap
+        self.embedded = broker.embedded
         self.names = TopicNames(settings.topic_prefix)
-        self.producer = new_producer(settings, bootstrap)
+        self.producer = new_producer(settings, broker.bootstrap)
         self.tails: list[Tail] = []  # open tails, oldest first
 
     async def start(self) -> "Client":
@@ -179,6 +193,6 @@ async def read_all(client: Client, role: str, timeout_s: float = 60.0) -> list[S
     """Every record of a topic, from the start to its end as of now."""
     async with client.following(role, from_beginning=True) as tail:
         assert tail.consumer is not None
-        ends = await end_offsets(tail.consumer, list(tail.consumer.assignment()))
+        ends = await end_offsets(tail.consumer, list(tail.consumer.assignment()), client.embedded)
         records = await read_until(tail.consumer, ends, timeout_s, f"{tail.topic} to its end")
     return [to_seen(record) for record in records]

@@ -9,10 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
-from .client import Client
 from .embedded import die_with_parent
 from streams.settings import Settings
 
@@ -86,26 +84,19 @@ class WorkerProcess:
                 self.process.wait()
         self.process = None
 
-    async def wait_ready(self, client: Client, timeout_s: float = 120.0) -> None:
-        """Ready = the web port answers and a probe record makes it through ingress.
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.settings.web_url}/ready", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
-        The probe is a trigger for the reserved persona ``_probe`` (never bound, so the
-        pipeline answers it with a ``rejected`` receipt and nothing else happens).
-        """
+    async def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Ready = ``/ready`` answers 200: every assigned partition recovered and processing."""
         deadline = time.monotonic() + timeout_s
-        while not self.healthy():
+        while not self.ready():
             if not self.alive():
                 raise RuntimeError(f"worker exited during start-up:\n{self.log_tail()}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"worker web port did not answer:\n{self.log_tail()}")
-            await asyncio.sleep(0.2)
-        probe = f"probe-{uuid.uuid4().hex[:10]}"
-        async with client.following("persona_inbox") as inbox:
-            await client.send("triggers", "_probe", {"request_id": probe, "persona": "_probe", "provider": "probe", "kind": "ready"})
-            try:
-                await inbox.until(
-                    lambda seen: any(r.key == "_probe" and (r.value or {}).get("request", {}).get("request_id") == probe
-                                     for r in seen),
-                    max(1.0, deadline - time.monotonic()), "worker readiness probe")
-            except TimeoutError:
-                raise TimeoutError(f"worker did not forward the readiness probe:\n{self.log_tail()}") from None
+                raise TimeoutError(f"worker not ready within {timeout_s}s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)

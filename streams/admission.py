@@ -106,11 +106,12 @@ def _binding(raw: RawRecord) -> Forward:
     return Forward("persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key, binding=binding))
 
 
-def _trigger(raw: RawRecord) -> Forward:
+def _trigger(raw: RawRecord, hold_ms: int = 0) -> Forward:
     request = decode(TriggerRequest, raw.value)
     key = _matching_key(raw, "persona name", "persona", request.persona)
     at_ms = request.received_at_ms if request.received_at_ms is not None else raw.time_ms
-    return Forward("persona_inbox", key, TriggerReceived(at_ms=at_ms, source=raw.source, request=request))
+    return Forward("persona_inbox", key, TriggerReceived(at_ms=at_ms, source=raw.source, request=request,
+                                                         hold_ms=hold_ms))
 
 
 def _control(raw: RawRecord) -> Forward:
@@ -143,10 +144,14 @@ RULES: dict[str, Callable[[RawRecord], Forward]] = {
 }
 
 
-def admit(role: str, raw: RawRecord) -> Forward | DeadLetter:
-    """Validate one record of the public input topic ``role``."""
+def admit(role: str, raw: RawRecord, *, hold_ms: int = 0) -> Forward | DeadLetter:
+    """Validate one record of the public input topic ``role``. A trigger carries
+    ``hold_ms``: how long it waits for its persona's binding if there is none yet (the
+    setting travels in the inbox record so that a replay decides the same way)."""
     try:
         check_size(raw.key, raw.value)
+        if role == "triggers":
+            return _trigger(raw, hold_ms)
         return RULES[role](raw)
     except DecodeError as exc:
         return dead_letter(raw, str(exc))

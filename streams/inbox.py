@@ -59,6 +59,8 @@ class BindingChanged(InboxRecord):
 class TriggerReceived(InboxRecord):
     type: Literal["trigger"] = "trigger"
     request: TriggerRequest
+    #: How long the trigger waits for a binding if its persona has none (ms).
+    hold_ms: int = 0
 
 
 class ControlReceived(InboxRecord):

@@ -9,19 +9,22 @@ from pydantic import BaseModel
 from .codec import encode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Output:
-    """One record to publish. ``value`` None is a tombstone (compacted topics).
+    """One record to publish. ``value`` is a contract model, or its JSON already encoded;
+    None is a tombstone (compacted topics).
 
     Outputs of a lower ``phase`` are acknowledged before any of a higher phase is sent:
     a run's registration in the run inbox must land before executors can see its dispatch.
+    ``partition`` overrides the key's partition (None: by key, as Kafka's default).
     """
 
     role: str
     key: str | bytes | None
-    value: BaseModel | None
+    value: BaseModel | bytes | None
     headers: tuple[tuple[str, str], ...] = field(default=())
     phase: int = 0
+    partition: int | None = None
 
     def key_bytes(self) -> bytes | None:
         if self.key is None or isinstance(self.key, bytes):
@@ -29,7 +32,16 @@ class Output:
         return self.key.encode()
 
     def value_bytes(self) -> bytes | None:
-        return None if self.value is None else encode(self.value)
+        value = self.value
+        if value is None or isinstance(value, bytes):
+            return value
+        return encode(value)
 
     def header_list(self) -> list[tuple[str, bytes]]:
         return [(name, value.encode()) for name, value in self.headers]
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None

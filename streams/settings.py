@@ -54,14 +54,15 @@ class Settings(BaseSettings):
     sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"))
     sasl_password: str | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
     ssl_cafile: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"))
-    # Wall-clock timers (they only emit tick records into the inboxes).
-    lease_reaper_interval_s: float = Field(
-        2.0, gt=0, validation_alias=_env("PERSONAFLOW_LEASE_REAPER_INTERVAL_S")
-    )
-    schedule_interval_s: float = Field(
-        5.0, gt=0, validation_alias=_env("PERSONAFLOW_SCHEDULE_INTERVAL_S")
-    )
-    stall_check_s: float = Field(5.0, gt=0, validation_alias=_env("PERSONAFLOW_STALL_CHECK_S"))
+    # Wall-clock timers: they only put tick records, stamped with their time, into the inbox.
+    timer_interval_s: float = Field(1.0, gt=0, le=3600, validation_alias=_env("PERSONAFLOW_TIMER_INTERVAL_S"))
+    # Event-time order across persona.bindings/control/triggers (contract guarantee 7):
+    # how long a caught-up input with no data may hold back the others (Kafka Streams'
+    # max.task.idle.ms); an input with unfetched data is always waited for.
+    max_task_idle_ms: int = Field(0, ge=0, le=600_000, validation_alias=_env("PERSONAFLOW_MAX_TASK_IDLE_MS"))
+    # A trigger for a persona with no binding waits this long for its binding before it
+    # is rejected (a stream-table join grace period, KIP-923).
+    unbound_grace_ms: int = Field(5000, ge=0, le=86_400_000, validation_alias=_env("PERSONAFLOW_UNBOUND_GRACE_MS"))
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", validation_alias=_env("PERSONAFLOW_LOG_LEVEL")
     )

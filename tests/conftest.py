@@ -42,7 +42,7 @@ def kafka(settings: Settings, broker: BrokerAddress) -> Iterator[SyncClient]:
     from engine.kafka import ensure_topics
 
     asyncio.run(ensure_topics(settings, broker.bootstrap))
-    client = SyncClient(settings, broker.bootstrap)
+    client = SyncClient(settings, broker)
     yield client
     client.close()
 

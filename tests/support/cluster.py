@@ -54,9 +54,8 @@ def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int =
         "PERSONAFLOW_APP_ID": f"pf-{session}",
         "PERSONAFLOW_PARTITIONS": str(partitions),
         "PERSONAFLOW_WEB_PORT": str(free_port()),
-        "PERSONAFLOW_LEASE_REAPER_INTERVAL_S": "0.5",
-        "PERSONAFLOW_SCHEDULE_INTERVAL_S": "0.5",
-        "PERSONAFLOW_STALL_CHECK_S": "1",
+        "PERSONAFLOW_TIMER_INTERVAL_S": "0.5",
+        "PERSONAFLOW_UNBOUND_GRACE_MS": "1500",
         "PERSONAFLOW_LOG_LEVEL": "info",
     }
     if not broker.embedded:
@@ -73,7 +72,7 @@ def own_pipeline(settings: Settings, broker: BrokerAddress, name: str, **overrid
     own = settings.with_overrides(topic_prefix=f"{settings.topic_prefix}{tag}.", app_id=f"{settings.app_id}-{tag}",
                                   **overrides)
     asyncio.run(ensure_topics(own, broker.bootstrap))
-    kafka = SyncClient(own, broker.bootstrap)
+    kafka = SyncClient(own, broker)
     try:
         yield own, kafka
     finally:
@@ -89,7 +88,7 @@ class SyncWorker(WorkerProcess):
 
     def start(self, timeout_s: float = 120.0) -> None:
         self.spawn()
-        self.client.run(self.wait_ready(self.client.client, timeout_s))
+        self.client.run(self.wait_ready(timeout_s))
 
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)

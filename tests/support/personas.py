@@ -89,8 +89,7 @@ class PersonaProbe:
         Catches up with what is already on the topic first, so an old status cannot
         answer for a newer one; ``where`` should still be specific to the state awaited.
         """
-        while self.kafka.run(self.statuses.tail.poll(0.05)):
-            pass
+        self.kafka.run(self.statuses.tail.catch_up())
 
         def latest(seen: list) -> dict[str, Any] | None:
             mine = [r.value for r in seen if r.key == self.name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Coroutine, Iterable, TypeVar
 
+from engine.kafka import BrokerAddress
 from personaflow.client import Client, Seen, Tail
 from streams.settings import Settings
 
@@ -43,11 +44,11 @@ class SyncTail:
 class SyncClient:
     """Owns a private event loop; each call runs to completion on it."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, broker: BrokerAddress) -> None:
         self.loop = asyncio.new_event_loop()
 
         async def open_client() -> Client:  # aiokafka wants a running loop at construction
-            return await Client(settings, bootstrap).start()
+            return await Client(settings, broker).start()
 
         self.client = self.run(open_client())
 

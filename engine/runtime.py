@@ -1,0 +1,414 @@
+"""The runtime: one consumer, one loop, one task per assigned partition number.
+
+One pass of the loop (Kafka Streams' ``process(record)`` -> outputs, plus punctuation):
+
+1. fetch what the broker has for the active tasks (``getmany``);
+2. per task, take the records that may be processed now (time-ordered inputs go through
+   the task's merger) and hand each one to its source's handler; handlers decode, call
+   a pure transition and leave outputs and state changes in the pass;
+3. run the punctuators that are due (wall-clock work such as timer ticks);
+4. commit the pass (:class:`~engine.checkpoint.Checkpoint`).
+
+Processing errors stay with their record: if a handler raises, the task's pass is
+recomputed from its committed state without that record, and the record goes to the
+dead-letter topic with the error (Kafka Streams' processing exception handler). The
+transitions are pure, so recomputing gives the same result for every other record.
+
+Rebalancing: on revocation the loop finishes its pass first (a lock), tasks are
+suspended and keep their stores; on assignment each task's store catches up with its
+changelog (from scratch for a new memory store, from its offset otherwise) while the
+task's inputs are paused; then the inputs are sought to the stored positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from streams.admission import RawRecord, dead_letter
+from streams.outputs import Output
+from streams.settings import Settings
+from streams.topics import TopicNames
+
+from . import compat
+from .assignor import CopartitionedAssignor
+from .checkpoint import Checkpoint, TaskCommit
+from .kafka import BrokerAddress, changelog_topic, new_consumer, new_producer
+from .metrics import EngineMetrics
+from .publish import Partitioner, Publisher, Record
+from .recovery import StaleStore, recover
+from .state import MemoryStore, PartitionStore, RocksDBStore
+from .task import Punctuator, Source, Task, TaskBatch
+
+log = logging.getLogger(__name__)
+
+#: Records fetched per pass at most (bounds a pass's latency and memory).
+MAX_POLL_RECORDS = 4000
+#: How often consumer offsets are committed for Kafka tooling (positions live in state).
+OFFSET_COMMIT_INTERVAL_S = 2.0
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine needs beyond the settings: sources, punctuators and how to make a
+    transaction over a store (the pure layer's, duck-typed: ``changes()`` at commit)."""
+
+    sources: Sequence[Source]
+    punctuators: Sequence[Punctuator]
+    transaction: Callable[[PartitionStore], Any]
+    ordered_tables: frozenset[str] = frozenset()
+
+
+class ProcessingError(Exception):
+    """A handler raised: the record is dead-lettered with this description."""
+
+
+def describe_error(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (in {frames[-1].name} at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = str(exc) or "no message"
+    return (f"processing failed: {type(exc).__name__}: {text}{where}; the record was skipped and the"
+            " stream went on. This is a bug or a state the pipeline cannot handle: report it with this record")
+
+
+class Engine:
+    def __init__(self, settings: Settings, broker: BrokerAddress, config: EngineConfig,
+                 metrics: EngineMetrics | None = None) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.config = config
+        self.names = TopicNames(settings.topic_prefix)
+        self.changelog = changelog_topic(settings)
+        self.partitioner = Partitioner(settings.partitions)
+        self.assignor = CopartitionedAssignor(settings.web_url)
+        self.metrics = metrics or EngineMetrics()
+        self.tasks: dict[int, Task] = {}
+        self.suspended: dict[int, Task] = {}
+        self.lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self.generation = -1
+        self._next_punctuation = {p.name: 0.0 for p in config.punctuators}
+        self._last_offset_commit = 0.0
+        self._recoveries: set[asyncio.Task] = set()
+        self.topics = sorted({self.names.name(role) for source in config.sources for role in source.roles})
+        self.role_of = {self.names.name(role): role for source in config.sources for role in source.roles}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.publisher: Publisher | None = None
+        self.checkpoint: Checkpoint | None = None
+        self.started_at = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.settings.data_dir).absolute() / "state" / f"{self.settings.app_id}@{self.settings.web_port}"
+
+    def _open_store(self, partition: int) -> PartitionStore:
+        if self.settings.store == "rocksdb://":
+            return RocksDBStore(partition, self.state_dir / "rocksdb", self.config.ordered_tables)
+        return MemoryStore(partition, self.config.ordered_tables)
+
+    async def start(self) -> None:
+        producer = new_producer(self.settings, self.broker.bootstrap, linger_ms=0,
+                                max_request_size=128 * 1024 * 1024, request_timeout_ms=60_000)
+        await producer.start()
+        self.publisher = Publisher(producer)
+        self.checkpoint = Checkpoint(self.publisher, self.changelog, self._changelog_headers)
+        overrides: dict[str, Any] = dict(group_id=self.settings.app_id, partition_assignment_strategy=(self.assignor,),
+                                         max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=100)
+        if self.broker.embedded:
+            overrides.update(compat.CONSUMER_SETTINGS)
+        self.consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
+        await self.consumer.start()
+        self.consumer.subscribe(self.topics, listener=_Listener(self))
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for recovery in list(self._recoveries):
+            recovery.cancel()
+        async with self.lock:
+            for task in [*self.tasks.values(), *self.suspended.values()]:
+                task.store.close()
+            self.tasks.clear()
+            self.suspended.clear()
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.producer.stop()
+
+    def _changelog_headers(self) -> list[tuple[str, bytes]]:
+        return [("generation", str(self.generation).encode())]
+
+    # ----------------------------------------------------------------- the loop
+
+    async def run(self) -> None:
+        """Process until :meth:`stop` (or a fatal error)."""
+        assert self.consumer is not None
+        while not self.stopping.is_set():
+            fetched = await self.consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=MAX_POLL_RECORDS)
+            if self.stopping.is_set():
+                return
+            async with self.lock:
+                for tp, records in fetched.items():
+                    task = self.tasks.get(tp.partition)
+                    if task is not None and task.active:
+                        task.offer(tp.topic, records)
+                await self._pass()
+
+    def _poll_timeout_ms(self) -> int:
+        """Until the next punctuation or the end of an idle wait, at most a second."""
+        wait_s = min((due - time.monotonic() for due in self._next_punctuation.values()), default=1.0)
+        now = wall_ms()
+        for task in self.tasks.values():
+            wake = task.wake_at()
+            if wake is not None:
+                wait_s = min(wait_s, (wake - now) / 1000)
+        return int(max(0.0, min(1.0, wait_s)) * 1000)
+
+    def _lag(self, task: Task) -> Callable[[str], int | None]:
+        consumer = self.consumer
+        assert consumer is not None
+
+        def lag(topic: str) -> int | None:
+            highwater = consumer.highwater(TopicPartition(topic, task.partition))
+            if highwater is None:
+                return None
+            return highwater - task.next_fetched.get(topic, task.positions.get(topic, 0))
+        return lag
+
+    async def _pass(self) -> None:
+        now = wall_ms()
+        monotonic = time.monotonic()
+        due = [p for p in self.config.punctuators if self._next_punctuation[p.name] <= monotonic]
+        for punctuator in due:
+            self._next_punctuation[punctuator.name] = monotonic + punctuator.interval_s
+        started = time.perf_counter()
+        batches: list[tuple[Task, TaskBatch, dict[str, int]]] = []
+        handled: dict[str, int] = defaultdict(int)
+        for task in list(self.tasks.values()):
+            if not task.active:
+                continue
+            work = task.ready(now, self._lag(task))
+            if not work and not due:
+                continue
+            batch, positions = self._process(task, work, due, now)
+            for _, records in work:
+                for record in records:
+                    handled[self.role_of[record.topic]] += 1
+            batches.append((task, batch, positions))
+        if not batches:
+            return
+        outputs = [(o.phase, self._record(o, task.partition)) for task, batch, _ in batches for o in batch.outputs]
+        commits = [TaskCommit(task, list(batch.txn.changes()), positions) for task, batch, positions in batches]
+        await self._commit(outputs, commits)
+        self.metrics.observe_pass(handled, (o for _, b, _ in batches for o in b.outputs), time.perf_counter() - started)
+        await self._maybe_commit_offsets()
+
+    def _process(self, task: Task, work: list[tuple[Source, list[ConsumerRecord]]], due: Sequence[Punctuator],
+                 now: int) -> tuple[TaskBatch, dict[str, int]]:
+        """Run the handlers over ``work``; on a handler error, start over without that record."""
+        poisoned: dict[tuple[str, int], str] = {}
+        while True:
+            batch = TaskBatch(task.partition, task.store, self.config.transaction(task.store), now)
+            positions = dict(task.positions)
+            try:
+                for source, records in work:
+                    for record in records:
+                        positions[record.topic] = record.offset + 1
+                        error = poisoned.get((record.topic, record.offset))
+                        if error is not None:
+                            batch.emit(Output("dlq", record.key, dead_letter(_raw(record), error),
+                                              (("error", error[:200]), ("reason", "processing_error"))))
+                            continue
+                        try:
+                            source.handle(batch, record)
+                        except Exception as exc:  # noqa: BLE001 - the record carries the error to the DLQ
+                            poisoned[(record.topic, record.offset)] = describe_error(exc)
+                            log.error("%s[%d]@%d: %s", record.topic, record.partition, record.offset,
+                                      poisoned[(record.topic, record.offset)], exc_info=exc)
+                            self.metrics.processing_errors.inc()
+                            raise ProcessingError from exc
+                    if source.finish is not None:
+                        self._guarded(source.finish, batch)
+                for punctuator in due:
+                    self._guarded(lambda b, p=punctuator: p.punctuate(b, now), batch)
+                return batch, positions
+            except ProcessingError:
+                continue
+
+    def _guarded(self, work: Callable[[TaskBatch], None], batch: TaskBatch) -> None:
+        """Per-pass work that is not about one record: an error is logged and counted, and
+        that work's outputs of this pass are dropped; the pass itself goes on."""
+        mark = len(batch.outputs)
+        try:
+            work(batch)
+        except Exception:  # noqa: BLE001
+            log.exception("per-pass work failed on partition %d; its outputs of this pass are dropped", batch.partition)
+            self.metrics.processing_errors.inc()
+            del batch.outputs[mark:]
+
+    def _record(self, output: Output, partition: int) -> Record:
+        key = output.key_bytes()
+        target = output.partition if output.partition is not None else (
+            partition if key is None else self.partitioner(key))
+        return Record(self.names.name(output.role), target, key, output.value_bytes(), output.header_list())
+
+    async def _commit(self, outputs: list[tuple[int, Record]], commits: list[TaskCommit]) -> None:
+        """Commit a pass; retried while the broker is unreachable (re-publishing the same
+        records is safe: same ids)."""
+        assert self.checkpoint is not None
+        delay = 0.2
+        while True:
+            try:
+                await self.checkpoint.commit(outputs, commits)
+                return
+            except KafkaError as exc:
+                if self.stopping.is_set():
+                    raise
+                log.warning("commit failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _maybe_commit_offsets(self) -> None:
+        """Consumer offsets for Kafka tooling (lag dashboards); positions in state rule."""
+        if time.monotonic() - self._last_offset_commit < OFFSET_COMMIT_INTERVAL_S or self.consumer is None:
+            return
+        self._last_offset_commit = time.monotonic()
+        offsets = {TopicPartition(topic, task.partition): OffsetAndMetadata(offset, "")
+                   for task in self.tasks.values() if task.active for topic, offset in task.positions.items()}
+        if offsets:
+            with contextlib.suppress(KafkaError, AssertionError, asyncio.TimeoutError):
+                await self.consumer.commit(offsets)
+
+    # --------------------------------------------------------------- rebalancing
+
+    def _input_tps(self, partition: int) -> list[TopicPartition]:
+        return [TopicPartition(topic, partition) for topic in self.topics]
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.lock:
+            for partition in sorted({tp.partition for tp in revoked}):
+                task = self.tasks.pop(partition, None)
+                if task is not None:
+                    task.active = False
+                    task.reset_buffers()
+                    self.suspended[partition] = task
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        assert self.consumer is not None
+        self.generation = self.consumer._coordinator.generation if self.consumer._coordinator else -1
+        partitions = sorted({tp.partition for tp in assigned})
+        async with self.lock:
+            for partition in list(self.suspended):
+                if partition not in partitions:
+                    self.suspended.pop(partition).store.close()
+            fresh = []
+            for partition in partitions:
+                task = self.suspended.pop(partition, None)
+                if task is None:
+                    task = Task(partition, self._open_store(partition), self.config.sources, self.names.name,
+                                self.settings.max_task_idle_ms)
+                self.tasks[partition] = task
+                fresh.append(task)
+            if assigned:
+                self.consumer.pause(*assigned)
+        if fresh:
+            job = asyncio.get_running_loop().create_task(self._recover(fresh))
+            self._recoveries.add(job)
+            job.add_done_callback(self._recoveries.discard)
+
+    async def _recover(self, tasks: list[Task]) -> None:
+        assert self.consumer is not None
+        started = time.monotonic()
+        consumer = new_consumer(self.settings, self.broker.bootstrap)
+        await consumer.start()
+        try:
+            try:
+                await recover(consumer, self.changelog, [t.store for t in tasks], self.broker.embedded)
+            except StaleStore as exc:
+                log.warning("%s: rebuilding the local state from the changelog", exc)
+                for task in tasks:
+                    task.store.close()
+                    if self.settings.store == "rocksdb://":
+                        RocksDBStore.destroy(self.state_dir / "rocksdb", task.partition)
+                    task.store = self._open_store(task.partition)
+                await recover(consumer, self.changelog, [t.store for t in tasks], self.broker.embedded)
+        finally:
+            await consumer.stop()
+        async with self.lock:
+            for task in tasks:
+                if self.tasks.get(task.partition) is not task:
+                    continue  # revoked while recovering
+                task.load_positions()
+                task.reset_buffers()
+                for tp in self._input_tps(task.partition):
+                    if tp not in self.consumer.assignment():
+                        continue
+                    position = task.positions.get(tp.topic)
+                    if position is None:
+                        await self.consumer.seek_to_beginning(tp)
+                        task.positions[tp.topic] = task.next_fetched[tp.topic] = await self.consumer.position(tp)
+                    else:
+                        self.consumer.seek(tp, position)
+                    self.consumer.resume(tp)
+                task.active = True
+        self.metrics.recovery_seconds.observe(time.monotonic() - started)
+        log.info("partitions %s active after %.2fs", [t.partition for t in tasks], time.monotonic() - started)
+
+    # ------------------------------------------------------------------- reading
+
+    @property
+    def ready(self) -> bool:
+        """Every assigned partition recovered and processing."""
+        return bool(self.tasks) and all(task.active for task in self.tasks.values()) and not self._recoveries
+
+    def owner_url(self, partition: int) -> str | None:
+        return self.assignor.owners.get(partition)
+
+    def partition_of(self, key: str) -> int:
+        return self.partitioner(key.encode())
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet processed, per input partition of the active tasks."""
+        result = {}
+        if self.consumer is None:
+            return result
+        for task in self.tasks.values():
+            for topic in task.topics:
+                highwater = self.consumer.highwater(TopicPartition(topic, task.partition))
+                if highwater is not None and task.active:
+                    result[(topic, task.partition)] = max(0, highwater - task.positions.get(topic, 0))
+        return result
+
+
+def _raw(record: ConsumerRecord) -> RawRecord:
+    return RawRecord(record.topic, record.partition, record.offset, record.key, record.value, record.timestamp)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
+        await self.engine.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:  # type: ignore[override]
+        await self.engine.on_assigned(set(assigned))

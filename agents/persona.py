@@ -4,45 +4,53 @@ of every persona that changed (a tombstone once unbound)."""
 
 from __future__ import annotations
 
+import msgspec
 from aiokafka import ConsumerRecord
 
 from engine.task import Source, TaskBatch
 from streams.admission import RawRecord, dead_letter
-from streams.codec import DecodeError, decode_union
 from streams.inbox import PERSONA_INPUT, persona_of
 from streams.outputs import Output
 from tables import persona as transition
 from tables.state import PersonaState
-from tables.status import project
+from tables.status import status_json
 
 CHANGED = "personas_changed"
 
 
-def status_output(batch: TaskBatch, persona: str) -> Output | None:
-    """The persona's status after this pass (a tombstone once unbound)."""
-    state = PersonaState(batch.txn, persona)
+def status_output(state: PersonaState) -> Output | None:
+    """The persona's status as its state now stands (a tombstone once unbound)."""
     head = state.head()
     if head is None:
         return None
+    headers = (("persona", state.persona),)
     if not head.bound:
-        return Output("status", persona, None, (("persona", persona),))
-    return Output("status", persona, project(state, head), (("persona", persona),))
+        return Output("status", state.persona, None, headers)
+    return Output("status", state.persona, status_json(state, head), headers)
+
+
+def undecodable(record: ConsumerRecord, error: Exception) -> Output:
+    raw = RawRecord(record.topic, record.partition, record.offset, record.key, record.value, record.timestamp)
+    letter = dead_letter(raw, f"inbox record could not be read ({error}); it was skipped")
+    return Output("dlq", record.key, letter, (("error", letter.error[:200]), ("reason", "invalid_inbox_record")))
 
 
 def handle(batch: TaskBatch, record: ConsumerRecord) -> None:
     try:
-        decoded = decode_union(PERSONA_INPUT, "persona inbox record", record.value or b"")
-    except DecodeError as exc:
-        raw = RawRecord(record.topic, record.partition, record.offset, record.key, record.value, record.timestamp)
-        batch.emit(Output("dlq", record.key, dead_letter(raw, str(exc)), (("reason", "invalid_inbox_record"),)))
+        decoded = PERSONA_INPUT.decode(record.value or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        batch.emit(undecodable(record, exc))
         return
     batch.outputs.extend(transition.apply(batch.txn, decoded, record.offset))
-    batch.scratch.setdefault(CHANGED, set()).add(persona_of(decoded))
+    changed = batch.scratch.get(CHANGED)
+    if changed is None:
+        changed = batch.scratch[CHANGED] = set()
+    changed.add(persona_of(decoded))
 
 
 def finish(batch: TaskBatch) -> None:
     for persona in sorted(batch.scratch.get(CHANGED, ())):
-        output = status_output(batch, persona)
+        output = status_output(PersonaState(batch.txn, persona))
         if output is not None:
             batch.emit(output)
 

@@ -1,40 +1,31 @@
-"""Wall-clock timers. They decide nothing about personas: they put tick records, stamped
-with the time they were taken, into the persona inbox, and the transition decides what
-is due at that time."""
+"""The wall-clock timer. It decides nothing about personas: it reads the timer index up
+to now (O(due), see :mod:`tables.timers`) and puts one tick, stamped with the time it was
+taken, into the inbox of each persona with something due; the transition decides what
+is due at that time and moves the timer rows it handled."""
 
 from __future__ import annotations
 
 from engine.task import Punctuator, TaskBatch
-from streams.inbox import LeaseTick, ScheduleTick
+from streams.inbox import Tick
 from streams.outputs import Output
 from streams.settings import Settings
-from tables.schedule import earliest_due
-from tables.state import LEASES, PERSONAS, LeaseRecord, PersonaHead, load
+from tables.timers import due_personas
 
 
 def punctuator(settings: Settings) -> Punctuator:
-    ticked_leases: dict[str, str] = {}
-    ticked_cursors: dict[str, int] = {}
+    # Timer rows already ticked (a tick is on its way; the row moves once it is applied).
+    ticked: dict[int, set[str]] = {}
 
     def punctuate(batch: TaskBatch, now: int) -> None:
-        for persona, stored in batch.store.items(LEASES):
-            record = load(LeaseRecord, stored)
-            if record is None:
-                continue
-            lease = record.lease
-            if lease.expires_at_ms <= now and ticked_leases.get(persona) != lease.id:
-                batch.emit(Output("persona_inbox", persona, LeaseTick(at_ms=now, persona=persona)))
-                ticked_leases[persona] = lease.id
-        for persona, raw in batch.store.items(PERSONAS):
-            head = load(PersonaHead, raw)
-            if head is None or not head.bound or head.binding is None or not head.binding.schedules:
-                continue
-            cursor = head.schedule_cursor_ms
-            if cursor is None or ticked_cursors.get(persona) == cursor:
-                continue
-            due_at = earliest_due(head.binding.schedules, cursor)
-            if due_at is not None and due_at <= now:
-                batch.emit(Output("persona_inbox", persona, ScheduleTick(at_ms=now, persona=persona)))
-                ticked_cursors[persona] = cursor
+        seen = ticked.setdefault(batch.partition, set())
+        due: set[str] = set()
+        personas: dict[str, None] = {}
+        for key, persona in due_personas(batch.store, now):
+            due.add(key)
+            if key not in seen:
+                personas[persona] = None
+        for persona in personas:
+            batch.emit(Output("persona_inbox", persona, Tick(at_ms=now, persona=persona)))
+        ticked[batch.partition] = due  # forget rows that are no longer due (handled)
 
     return Punctuator("timers", settings.timer_interval_s, punctuate)

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from engine.runtime import Engine
 from engine.state import PartitionStore
-from tables.state import PERSONAS, PersonaHead, PersonaState, load
-from tables.status import project
+from tables.state import PERSONAS, PersonaState, decode_head
+from tables.status import status_json
 from tables.store import Transaction
 
 FORWARDED = "X-Personaflow-Forwarded"
@@ -30,7 +30,7 @@ def persona_status(store: PartitionStore, name: str) -> dict[str, Any] | None:
     head = state.head()
     if head is None or not head.bound:
         return None
-    return project(state, head).model_dump(mode="json")
+    return json.loads(status_json(state, head))
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
@@ -90,8 +90,8 @@ class Views:
             if not task.active:
                 continue
             for name, raw in list(task.store.items(PERSONAS)):
-                head = load(PersonaHead, raw)
-                if head is not None and head.bound:
+                head = decode_head(raw)
+                if head.bound:
                     status = persona_status(task.store, name)
                     if status is not None:
                         found[name] = status

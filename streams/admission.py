@@ -2,20 +2,25 @@
 
 A pure function of the record's bytes and position: either a :class:`Forward` into
 an inbox (validated, keyed, stamped with event time and source position) or a
-:class:`~streams.records.DeadLetter` whose error says what to fix.
+:class:`~streams.records.DeadLetter` whose error says what to fix. The contract model
+validates; once it has, the same bytes are read into the record's fast twin
+(:mod:`streams.wire`) that travels through the inbox.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
+import msgspec
+
+from . import wire
 from .codec import DecodeError, check_size, decode
 from .inbox import (
     BindingChanged,
     ControlReceived,
-    InboxRecord,
+
     RunCommanded,
     RunReported,
     Source,
@@ -48,7 +53,7 @@ class RawRecord:
 
     @property
     def source(self) -> Source:
-        return Source(topic=self.topic, partition=self.partition, offset=self.offset)
+        return Source(self.topic, self.partition, self.offset)
 
     @property
     def time_ms(self) -> int:
@@ -59,7 +64,7 @@ class RawRecord:
 class Forward:
     inbox: Literal["persona_inbox", "run_inbox"]
     key: str
-    record: InboxRecord
+    record: Any  # an inbox record (streams.inbox)
 
 
 def dead_letter(raw: RawRecord, error: str) -> DeadLetter:
@@ -95,6 +100,11 @@ def _matching_key(raw: RawRecord, what: str, field: str, expected: str) -> str:
     return key
 
 
+def _twin(raw: RawRecord, kind: type) -> object:
+    """The validated value as its fast twin (same JSON, read again without validation)."""
+    return msgspec.json.decode(raw.value or b"", type=kind)
+
+
 def _binding(raw: RawRecord) -> Forward:
     key = _key_text(raw, "persona name")
     if raw.value is None:  # tombstone: unbind
@@ -103,36 +113,39 @@ def _binding(raw: RawRecord) -> Forward:
         return Forward("persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key, binding=None))
     binding = decode(PersonaBinding, raw.value)
     _matching_key(raw, "persona name", "binding name", binding.name)
-    return Forward("persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key, binding=binding))
+    return Forward("persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key,
+                                                        binding=_twin(raw, wire.PersonaBinding)))
 
 
 def _trigger(raw: RawRecord, hold_ms: int = 0) -> Forward:
     request = decode(TriggerRequest, raw.value)
     key = _matching_key(raw, "persona name", "persona", request.persona)
     at_ms = request.received_at_ms if request.received_at_ms is not None else raw.time_ms
-    return Forward("persona_inbox", key, TriggerReceived(at_ms=at_ms, source=raw.source, request=request,
-                                                         hold_ms=hold_ms))
+    return Forward("persona_inbox", key, TriggerReceived(at_ms=at_ms, source=raw.source,
+                                                         request=_twin(raw, wire.TriggerRequest), hold_ms=hold_ms))
 
 
 def _control(raw: RawRecord) -> Forward:
     command = decode(ControlCommand, raw.value)
     key = _matching_key(raw, "persona name", "persona", command.persona)
     at_ms = command.at_ms if command.at_ms is not None else raw.time_ms
-    return Forward("persona_inbox", key, ControlReceived(at_ms=at_ms, source=raw.source, command=command))
+    return Forward("persona_inbox", key, ControlReceived(at_ms=at_ms, source=raw.source,
+                                                         command=_twin(raw, wire.ControlCommand)))
 
 
 def _run_event(raw: RawRecord) -> Forward:
     event = decode(RunEvent, raw.value)
     key = _matching_key(raw, "run id", "run_id", event.run_id)
     at_ms = event.at_ms if event.at_ms is not None else raw.time_ms
-    return Forward("run_inbox", key, RunReported(at_ms=at_ms, source=raw.source, event=event))
+    return Forward("run_inbox", key, RunReported(at_ms=at_ms, source=raw.source, event=_twin(raw, wire.RunEvent)))
 
 
 def _run_control(raw: RawRecord) -> Forward:
     command = decode(RunControl, raw.value)
     key = _matching_key(raw, "run id", "run_id", command.run_id)
     at_ms = command.at_ms if command.at_ms is not None else raw.time_ms
-    return Forward("run_inbox", key, RunCommanded(at_ms=at_ms, source=raw.source, command=command))
+    return Forward("run_inbox", key, RunCommanded(at_ms=at_ms, source=raw.source,
+                                                  command=_twin(raw, wire.RunControl)))
 
 
 RULES: dict[str, Callable[[RawRecord], Forward]] = {

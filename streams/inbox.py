@@ -3,45 +3,42 @@
 Everything that changes a persona goes through ``persona.inbox`` (keyed by persona);
 everything that changes a run goes through ``persona.run.inbox`` (keyed by run id).
 Ingress forwards validated public input here, stamped with its event time and the
-position it came from; agents and timers add internal notices. Replaying an inbox
-through the transition functions reproduces the pipeline's outputs exactly.
+position it came from; the pipeline adds internal notices. Replaying an inbox through
+the transition functions reproduces the pipeline's outputs exactly.
+
+The records are msgspec structs (a tagged union on ``type``): the inbox is written only
+by the pipeline, after validation, so reading it back needs no second validation.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+import msgspec
 
-from .records import ControlCommand, PersonaBinding, RunControl, RunCost, RunEvent, RunLimits, TriggerEnvelope, TriggerRequest
+from .wire import ControlCommand, PersonaBinding, RunControl, RunCost, RunEvent, RunLimits, TriggerEnvelope, TriggerRequest
 
 
-class Source(BaseModel):
+class Source(msgspec.Struct, frozen=True):
     """Where a forwarded record was read: topic, partition, offset."""
-
-    model_config = ConfigDict(frozen=True)
 
     topic: str
     partition: int
     offset: int
 
-    def as_cause(self) -> dict[str, object]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
-
-class InboxRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class _Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     #: Event time of the input, in ms (the transition's "now").
     at_ms: int
     source: Source | None = None
 
-    def cause(self, position: int | None, **ids: str) -> dict[str, object]:
+    def cause(self, position: int | None, **ids: str) -> dict[str, Any]:
         """The ``cause`` of outbox events this record leads to: its type, the ids that
         identify it, where it was read from and its inbox offset."""
-        cause: dict[str, object] = {"type": self.type, **ids}  # type: ignore[attr-defined]
-        if self.source is not None:
-            cause.update(self.source.as_cause())
+        cause: dict[str, Any] = {"type": self.__struct_config__.tag, **ids}
+        source = self.source
+        if source is not None:
+            cause["topic"], cause["partition"], cause["offset"] = source.topic, source.partition, source.offset
         if position is not None:
             cause["inbox_offset"] = position
         return cause
@@ -50,28 +47,24 @@ class InboxRecord(BaseModel):
 # ----------------------------------------------------------------- persona inbox
 
 
-class BindingChanged(InboxRecord):
-    type: Literal["binding"] = "binding"
+class BindingChanged(_Inbox, frozen=True, kw_only=True, tag="binding"):
     persona: str
     binding: PersonaBinding | None  # None: unbound (tombstone)
 
 
-class TriggerReceived(InboxRecord):
-    type: Literal["trigger"] = "trigger"
+class TriggerReceived(_Inbox, frozen=True, kw_only=True, tag="trigger"):
     request: TriggerRequest
     #: How long the trigger waits for a binding if its persona has none (ms).
     hold_ms: int = 0
 
 
-class ControlReceived(InboxRecord):
-    type: Literal["control"] = "control"
+class ControlReceived(_Inbox, frozen=True, kw_only=True, tag="control"):
     command: ControlCommand
 
 
-class RunFinished(InboxRecord):
+class RunFinished(_Inbox, frozen=True, kw_only=True, tag="run_finished"):
     """The run agent saw a run end (reported by its executor, or cancelled)."""
 
-    type: Literal["run_finished"] = "run_finished"
     persona: str
     run_id: str
     lease_id: str
@@ -81,25 +74,15 @@ class RunFinished(InboxRecord):
     event_id: str
 
 
-class LeaseTick(InboxRecord):
-    """The lease reaper saw a lease that may have expired at ``at_ms``."""
+class Tick(_Inbox, frozen=True, kw_only=True, tag="tick"):
+    """A timer saw something of this persona fall due by ``at_ms`` (a lease expiry, a
+    cron occurrence, a held trigger's grace): the transition decides what is due."""
 
-    type: Literal["lease_tick"] = "lease_tick"
     persona: str
 
 
-class ScheduleTick(InboxRecord):
-    """The schedule ticker saw a cron occurrence due by ``at_ms`` (the tick decides which)."""
-
-    type: Literal["schedule_tick"] = "schedule_tick"
-    persona: str
-
-
-PersonaInput = Annotated[
-    Union[BindingChanged, TriggerReceived, ControlReceived, RunFinished, LeaseTick, ScheduleTick],
-    Field(discriminator="type"),
-]
-PERSONA_INPUT: TypeAdapter[PersonaInput] = TypeAdapter(PersonaInput)
+PersonaInput = Union[BindingChanged, TriggerReceived, ControlReceived, RunFinished, Tick]
+PERSONA_INPUT = msgspec.json.Decoder(PersonaInput)
 
 
 def persona_of(record: PersonaInput) -> str:
@@ -113,10 +96,9 @@ def persona_of(record: PersonaInput) -> str:
 # --------------------------------------------------------------------- run inbox
 
 
-class RunRegistered(InboxRecord):
+class RunRegistered(_Inbox, frozen=True, kw_only=True, tag="registered"):
     """The persona agent dispatched a run; the run agent now owns its lifecycle."""
 
-    type: Literal["registered"] = "registered"
     run_id: str
     persona: str
     lease_id: str
@@ -128,29 +110,24 @@ class RunRegistered(InboxRecord):
     limits: RunLimits
 
 
-class RunReported(InboxRecord):
-    type: Literal["event"] = "event"
+class RunReported(_Inbox, frozen=True, kw_only=True, tag="event"):
     event: RunEvent
 
 
-class RunCommanded(InboxRecord):
-    type: Literal["control"] = "control"
+class RunCommanded(_Inbox, frozen=True, kw_only=True, tag="control"):
     command: RunControl
 
 
-class RunLeaseLost(InboxRecord):
+class RunLeaseLost(_Inbox, frozen=True, kw_only=True, tag="lease_lost"):
     """The persona agent expired or replaced the run's lease; later reports are fenced."""
 
-    type: Literal["lease_lost"] = "lease_lost"
     run_id: str
     lease_id: str
     reason: str
 
 
-RunInput = Annotated[
-    Union[RunRegistered, RunReported, RunCommanded, RunLeaseLost], Field(discriminator="type")
-]
-RUN_INPUT: TypeAdapter[RunInput] = TypeAdapter(RunInput)
+RunInput = Union[RunRegistered, RunReported, RunCommanded, RunLeaseLost]
+RUN_INPUT = msgspec.json.Decoder(RunInput)
 
 
 def run_of(record: RunInput) -> str:
@@ -159,3 +136,7 @@ def run_of(record: RunInput) -> str:
     if isinstance(record, RunCommanded):
         return record.command.run_id
     return record.run_id
+
+
+def encode(record: _Inbox) -> bytes:
+    return msgspec.json.encode(record)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import Any
+
+import msgspec
 from pydantic import BaseModel
 
 from .codec import encode
@@ -11,8 +14,8 @@ from .codec import encode
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to publish. ``value`` is a contract model, or its JSON already encoded;
-    None is a tombstone (compacted topics).
+    """One record to publish. ``value`` is a contract model (pydantic), its fast twin or an
+    inbox record (msgspec), or JSON already encoded; None is a tombstone (compacted topics).
 
     Outputs of a lower ``phase`` are acknowledged before any of a higher phase is sent:
     a run's registration in the run inbox must land before executors can see its dispatch.
@@ -21,7 +24,7 @@ class Output:
 
     role: str
     key: str | bytes | None
-    value: BaseModel | bytes | None
+    value: BaseModel | msgspec.Struct | bytes | Any
     headers: tuple[tuple[str, str], ...] = field(default=())
     phase: int = 0
     partition: int | None = None
@@ -35,7 +38,9 @@ class Output:
         value = self.value
         if value is None or isinstance(value, bytes):
             return value
-        return encode(value)
+        if isinstance(value, BaseModel):
+            return encode(value)
+        return _encode(value)
 
     def header_list(self) -> list[tuple[str, bytes]]:
         return [(name, value.encode()) for name, value in self.headers]
@@ -45,3 +50,6 @@ class Output:
             if key == name:
                 return value
         return None
+
+
+_encode = msgspec.json.Encoder().encode

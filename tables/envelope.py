@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from streams.records import PersonaBinding, TriggerEnvelope
+from streams.wire import PersonaBinding, TriggerEnvelope
 
 from .timefmt import format_ms
 

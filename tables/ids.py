@@ -10,8 +10,16 @@ import uuid
 NAMESPACE = uuid.UUID("6f1c2a8e-5d0b-4c57-9a43-2f3b8e1d7c90")
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 def _uuid(*parts: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
+    """``str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))``, without building UUID objects."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def run_id(persona: str, request_id: str, decision: int) -> str:

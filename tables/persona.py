@@ -5,54 +5,47 @@
 to publish (outbox events, receipts, run notices, dispatches, dead letters). No clock, no
 randomness: time is the record's event time, ids derive from the input.
 
-Gates for new work, in the seed's order (catalog 000.8): paused -> queued; disabled ->
-dead-lettered; budget -> budget_exhausted; completed work key -> duplicate; active lease
--> lease_busy (queued, then drained when the lease frees: a deliberate change); else the
-run, inline (the trigger carries its cost, or the binding says ``inline``) or dispatched
-to an executor (``external``).
+Gates for new work, in the seed's order: paused -> queued; disabled -> dead-lettered;
+budget -> budget_exhausted; completed work key -> duplicate; active lease -> lease_busy
+(queued, then drained when the lease frees); else the run, inline (the trigger carries
+its cost, or the binding says ``inline``) or dispatched to an executor (``external``).
 
-Decisions on the seed's quirks (catalog 000.18), each pinned by a test in
-``tests/tables/test_persona_quirks.py``:
+A trigger for a persona that has no binding waits ``hold_ms`` (carried by the record)
+for one: if the binding arrives in time the trigger is handled under it, else it is
+rejected. Everything with a deadline (a lease, the next cron occurrence, a held trigger)
+has a row in the timer index (:mod:`tables.timers`), which the wall-clock timer reads
+to tick the persona; the tick's transition decides what is due at the tick's time.
 
-* Q000-1 ``resume`` does not lift ``disabled`` (it gets a ``rejected`` receipt); ``enable`` does.
-* Q000-2 an expired lease is released with ``persona.lease.expired``, by the lease reaper's
-  tick or by the next input at or after its expiry.
-* Q000-3 ``draining`` queues new work (reason ``draining``); ``failed`` still accepts work.
-* Q000-4 kept: the GitHub PR work key ignores ``kind``.
-* Q000-5 sticky exhaustion lasts until the end of the window it happened in.
-* Q000-6 queued items are typed rows; a malformed one cannot be written, so status never fails.
-* Q000-7 drain order is priority, then age (not work-key order).
-* Q000-8 the persona's clock never goes backwards: an input older than the last one is
-  handled at the last one's time, so no spend is ever "in the future".
-* Q000-9 kept: the budget gate runs before the duplicate gate.
-* Q000-10 ``binding.triggers`` stays informational; schedules fire from a ticker.
-* Q000-11 one agent per partition serialises every persona: no lease race, O(1) per input.
+The decisions on the seed's quirks are in ``docs/behaviour.md``; each is pinned by a
+test in ``tests/tables/test_persona_quirks.py``.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import msgspec
+
 from streams.inbox import (
+    PERSONA_INPUT,
     BindingChanged,
     ControlReceived,
-    LeaseTick,
     PersonaInput,
     RunFinished,
     RunLeaseLost,
     RunRegistered,
-    ScheduleTick,
+    Tick,
     TriggerReceived,
     persona_of,
 )
 from streams.outputs import Output
-from streams.records import PersonaLease, Receipt, RunCost, RunDispatch, TriggerEnvelope
+from streams.wire import PersonaLease, Receipt, RunCost, RunDispatch, TriggerEnvelope, encode
 
 from . import budget as budgets
 from . import ids
 from .envelope import SCHEDULE_PROVIDER, normalize_trigger_envelope, schedule_envelope, schedule_name
-from .schedule import due
-from .state import VALUE_RING, CompletedWork, LeaseRecord, PersonaHead, PersonaState, QueueItem
+from .schedule import due, earliest_due, next_occurrence
+from .state import PERSONAS, VALUE_RING, CompletedWork, LeaseRecord, PersonaHead, PersonaState, QueueItem, RequestRecord
 from .status import PAUSED_EVENT_POLICY
 from .step import Step, receipt_output
 from .store import Transaction
@@ -61,31 +54,53 @@ from .value import completion_deltas, run_value_metadata, value_event, value_rec
 
 LEASE_HOLDER = "persona-runtime"
 NO_COST = RunCost(cost_usd=0.0, tokens=0)
+#: Triggers one persona may have waiting for its binding; more are rejected at once.
+MAX_HELD = 1000
+
+
+class Held(msgspec.Struct, frozen=True):
+    """A trigger waiting for its persona's binding, with its inbox offset."""
+
+    position: int | None
+    record: TriggerReceived
+
+
+_HELD = msgspec.json.Decoder(Held)
 
 
 def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -> list[Output]:
     """Apply one inbox record; ``position`` is its inbox offset (None in pure tests)."""
     persona = persona_of(record)
     state = PersonaState(txn, persona)
-    head = state.head()
-    if head is not None and position is not None and position <= head.applied:
-        return _replayed(state, record)
     redelivered = _redelivered(state, record)
     if redelivered is not None:
         return redelivered
+    head = state.head()
     if head is None or not head.bound:
-        if isinstance(record, (TriggerReceived, ControlReceived)):
+        if isinstance(record, ControlReceived) or (isinstance(record, TriggerReceived) and record.hold_ms <= 0):
             return [_unknown_persona(record)]
+        if isinstance(record, TriggerReceived):
+            return _hold(state, head or PersonaHead(name=persona), record, position)
         if head is None and not (isinstance(record, BindingChanged) and record.binding is not None):
             return []  # a notice about a persona that never existed: nothing to change
+        assert head is not None or isinstance(record, BindingChanged)
         head = head or PersonaHead(name=persona)
     step = Step(state, head, max(head.clock_ms, record.at_ms), _cause(record, position))
     HANDLERS[type(record)](step, record)
-    step.head.clock_ms = step.now
-    if position is not None:
-        step.head.applied = position
-    state.put_head(step.head)
+    _finish(step)
     return step.outputs
+
+
+def _finish(step: Step) -> None:
+    """Store the head, or drop it when nothing of the persona is left (a persona that was
+    never bound and whose held triggers were all rejected)."""
+    head = step.head
+    head.clock_ms = step.now
+    _refresh_next_run(head, step.now)
+    if head.binding is None and not head.bound and head.held.count == 0 and head.seq == 0:
+        step.state.txn.delete(PERSONAS, head.name)
+    else:
+        step.state.put_head(head)
 
 
 # ------------------------------------------------------------------ idempotency
@@ -110,19 +125,16 @@ def _redelivered(state: PersonaState, record: PersonaInput) -> list[Output] | No
     return [receipt_output(seen.last)] if seen.last is not None else []
 
 
-def _replayed(state: PersonaState, record: PersonaInput) -> list[Output]:
-    """An inbox record at or below the applied offset: its effects are already stored."""
-    return _redelivered(state, record) or []
+def _rejection(persona: str, kind: str, request_id: str, at_ms: int, error: str) -> Receipt:
+    return Receipt(status="rejected", persona=persona, request_id=request_id,
+                   receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0), at_ms=at_ms, error=error)
 
 
 def _unknown_persona(record: TriggerReceived | ControlReceived) -> Output:
     persona = persona_of(record)
     kind, request_id = _request_key(record)  # type: ignore[misc]
-    return receipt_output(Receipt(
-        status="rejected", persona=persona, request_id=request_id,
-        receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0), at_ms=record.at_ms,
-        error=f"unknown persona {persona!r}: it has no binding on persona.bindings",
-    ))
+    return receipt_output(_rejection(persona, kind, request_id, record.at_ms,
+                                     f"unknown persona {persona!r}: it has no binding on persona.bindings"))
 
 
 def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
@@ -135,20 +147,89 @@ def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
     return record.cause(position)
 
 
+# ------------------------------------------------------ triggers awaiting a binding
+
+
+def _hold(state: PersonaState, head: PersonaHead, record: TriggerReceived, position: int | None) -> list[Output]:
+    """Keep a trigger for a persona without a binding until one arrives (or it expires)."""
+    request_id = record.request.request_id
+    if head.held.count >= MAX_HELD:
+        return [receipt_output(_rejection(head.name, "trigger", request_id, record.at_ms,
+                                          f"unknown persona {head.name!r}: {MAX_HELD} triggers already wait for"
+                                          " its binding on persona.bindings"))]
+    step = Step(state, head, max(head.clock_ms, record.at_ms), _cause(record, position))
+    state.put_held(head.held.next, encode(Held(position, record)))
+    head.held.next += 1
+    step.remember("trigger", request_id)
+    if head.held.count == 1:
+        step.set_timer("hold", record.at_ms + record.hold_ms)
+    _finish(step)
+    return step.outputs
+
+
+def _held_front(step: Step) -> Held | None:
+    raw = step.state.held(step.head.held.first)
+    return None if raw is None else _HELD.decode(raw)
+
+
+def _pop_held(step: Step) -> None:
+    step.state.put_held(step.head.held.first, None)
+    step.head.held.first += 1
+
+
+def _reject_expired_holds(step: Step) -> None:
+    while step.head.held.count:
+        held = _held_front(step)
+        assert held is not None, "held trigger row is missing"
+        record = held.record
+        if record.at_ms + record.hold_ms > step.now:
+            step.set_timer("hold", record.at_ms + record.hold_ms)
+            return
+        _pop_held(step)
+        receipt = _rejection(step.persona, "trigger", record.request.request_id, step.now,
+                             f"unknown persona {step.persona!r}: no binding arrived on persona.bindings within"
+                             f" {record.hold_ms} ms of the trigger")
+        step.state.put_request("trigger", record.request.request_id, RequestRecord(decisions=1, last=receipt))
+        step.outputs.append(receipt_output(receipt))
+    step.set_timer("hold", None)
+
+
+def _release_holds(step: Step) -> None:
+    """The persona is bound: handle its held triggers, oldest first, under the binding."""
+    cause = step.cause
+    while step.head.held.count:
+        held = _held_front(step)
+        assert held is not None, "held trigger row is missing"
+        _pop_held(step)
+        step.cause = _cause(held.record, held.position)
+        _on_trigger(step, held.record)
+    step.cause = cause
+    step.set_timer("hold", None)
+
+
 # --------------------------------------------------------------------- handlers
 
 
 def _on_binding(step: Step, record: BindingChanged) -> None:
+    source = record.source
+    if source is not None:
+        if source.offset <= step.head.binding_offset:
+            return  # forwarded twice (ingress re-read it after a crash): applied already
+        step.head.binding_offset = source.offset
     if record.binding is None:
         if step.head.bound:
             step.head.bound = False
             step.emit("persona.binding.removed", {"persona": step.persona, "removed_at_ms": step.now})
+            step.set_timer("schedule", None)
         return
     step.head.binding = record.binding
     step.head.bound = True
+    step.head.next_run_base_ms = None  # recompute: the schedules may have changed
     if step.head.schedule_cursor_ms is None:
         step.head.schedule_cursor_ms = step.now
-    step.emit("persona.binding.updated", {"binding": record.binding.model_dump(mode="json"), "updated_at_ms": step.now})
+    step.emit("persona.binding.updated", {"binding": record.binding, "updated_at_ms": step.now})
+    _schedule_timer(step)
+    _release_holds(step)
     _settle(step)
 
 
@@ -158,30 +239,50 @@ def _on_trigger(step: Step, record: TriggerReceived) -> None:
     if request.provider.lower() == SCHEDULE_PROVIDER:
         schedule = schedule_name(step.binding, request.metadata.get("schedule"))
         envelope = schedule_envelope(step.binding, schedule, step.now)
-        step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope.model_dump(mode="json")})
+        step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope})
     else:
         envelope = normalize_trigger_envelope(request.provider, request.kind, request.metadata, step.now,
                                               request.request_id, request.raw)
-        step.emit("persona.trigger.received", {"persona": step.persona, "envelope": envelope.model_dump(mode="json")})
+        step.emit("persona.trigger.received", {"persona": step.persona, "envelope": envelope})
     _gate_new(step, _item(step, request.request_id, envelope, request.cost, request.priority))
 
 
-def _on_schedule_tick(step: Step, record: ScheduleTick) -> None:
+def _on_tick(step: Step, record: Tick) -> None:
+    """Whatever fell due by the tick's time: a held trigger's grace, a lease, cron."""
+    if not step.head.bound:
+        _reject_expired_holds(step)
+        return
     _settle(step)
+    _fire_schedules(step)
+
+
+def _fire_schedules(step: Step) -> None:
+    binding = step.binding
+    if not binding.schedules:
+        return
     cursor = step.head.schedule_cursor_ms if step.head.schedule_cursor_ms is not None else step.now
-    for schedule, at_ms in due(step.binding, cursor, step.now):
+    for schedule, at_ms in due(binding, cursor, step.now):
         request_id = f"schedule:{schedule}@{format_ms(at_ms)}"
         if step.state.request("trigger", request_id) is not None:
             continue
-        envelope = schedule_envelope(step.binding, schedule, at_ms)
-        step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope.model_dump(mode="json")})
+        envelope = schedule_envelope(binding, schedule, at_ms)
+        step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope})
         _gate_new(step, _item(step, request_id, envelope, None, 0))
     step.head.schedule_cursor_ms = max(cursor, step.now)
+    _schedule_timer(step)
+
+
+def _schedule_timer(step: Step) -> None:
+    binding = step.head.binding
+    cursor = step.head.schedule_cursor_ms
+    due_at = None
+    if step.head.bound and binding is not None and binding.schedules and cursor is not None:
+        due_at = earliest_due(binding.schedules, cursor)
+    step.set_timer("schedule", due_at)
 
 
 def _on_control(step: Step, record: ControlReceived) -> None:
-    command = record.command
-    CONTROL[command.action](step, record)
+    CONTROL[record.command.action](step, record)
 
 
 def _on_run_finished(step: Step, record: RunFinished) -> None:
@@ -189,9 +290,9 @@ def _on_run_finished(step: Step, record: RunFinished) -> None:
     if lease is None or lease.lease.id != record.lease_id or lease.run_id != record.run_id:
         step.dead_letter(record, record.run_id,
                          f"run {record.run_id} finished ({record.outcome}) but persona {step.persona!r} no longer"
-                         f" holds its lease {record.lease_id}: the report is ignored")
+                         f" holds its lease {record.lease_id}: the report is ignored", "stale_report")
         return
-    step.state.put_lease(None)
+    _drop_lease(step)
     if record.outcome == "completed":
         budget_receipt = _complete_run(step, lease, record.cost or NO_COST)
         step.receipt("trigger", lease.request_id, "completed", work_key=lease.lease.work_key, run_id=lease.run_id,
@@ -210,17 +311,12 @@ def _on_run_finished(step: Step, record: RunFinished) -> None:
     _settle(step)
 
 
-def _on_lease_tick(step: Step, record: LeaseTick) -> None:
-    _settle(step)
-
-
 HANDLERS: dict[type, Callable[[Step, PersonaInput], None]] = {
     BindingChanged: _on_binding,  # type: ignore[dict-item]
     TriggerReceived: _on_trigger,  # type: ignore[dict-item]
     ControlReceived: _on_control,  # type: ignore[dict-item]
     RunFinished: _on_run_finished,  # type: ignore[dict-item]
-    LeaseTick: _on_lease_tick,  # type: ignore[dict-item]
-    ScheduleTick: _on_schedule_tick,  # type: ignore[dict-item]
+    Tick: _on_tick,  # type: ignore[dict-item]
 }
 
 
@@ -278,7 +374,7 @@ def _drain(step: Step, record: ControlReceived) -> None:
 
 def _record_spend_command(step: Step, record: ControlReceived) -> None:
     command = record.command
-    assert command.cost is not None  # the record validator requires it
+    assert command.cost is not None, "record_spend without a cost passed validation"
     exhausted = _enforce(step, command.cost)
     if exhausted is not None:
         step.receipt("control", command.command_id, "budget_exhausted", error=exhausted)
@@ -315,7 +411,7 @@ def _gate_new(step: Step, item: QueueItem) -> None:
         _enqueue(step, item, "draining", held=True)
         step.receipt("trigger", item.request_id, "queued", work_key=item.work_key, queued=True)
     elif mode == "disabled":
-        step.emit("persona.trigger.dead_lettered", {"work_key": item.work_key, "envelope": item.envelope.model_dump(mode="json"),
+        step.emit("persona.trigger.dead_lettered", {"work_key": item.work_key, "envelope": item.envelope,
                                                     "reason": "disabled"})
         step.head.disabled_events += 1
         step.receipt("trigger", item.request_id, "dead_lettered", work_key=item.work_key, error="persona is disabled")
@@ -326,8 +422,8 @@ def _gate_new(step: Step, item: QueueItem) -> None:
 def _enqueue(step: Step, item: QueueItem, reason: str, held: bool = False) -> None:
     item.reason = reason
     replaced = step.queue.push(item, "held" if held else "ready")
-    step.emit("persona.trigger.queued", {"work_key": item.work_key, "envelope": item.envelope.model_dump(mode="json"),
-                                         "cost": (item.cost or NO_COST).model_dump(mode="json"), "reason": reason})
+    step.emit("persona.trigger.queued", {"work_key": item.work_key, "envelope": item.envelope,
+                                         "cost": item.cost or NO_COST, "reason": reason})
     if replaced is not None and replaced.request_id != item.request_id:
         step.receipt("trigger", replaced.request_id, "duplicate", work_key=replaced.work_key,
                      error=f"superseded by request {item.request_id!r} for the same work key")
@@ -339,14 +435,13 @@ def _is_external(step: Step, item: QueueItem) -> bool:
 
 def _enforce(step: Step, cost: RunCost) -> str | None:
     """G3: on failure write ``persona.budget.exhausted`` and return the receipt error."""
-    record = step.state.budget()
-    reason = budgets.enforce(step.binding.budget, record, cost.cost_usd, cost.tokens, step.now)
+    reason = budgets.enforce(step.binding.budget, step.head.budget, cost.cost_usd, cost.tokens, step.now)
     if reason is None:
         return None
     receipt_id = ids.budget_receipt_id(step.persona, step.next_seq())
     step.emit("persona.budget.exhausted", {"receipt_id": receipt_id, "reason": reason, "attempted_cost_usd": cost.cost_usd,
                                            "attempted_tokens": cost.tokens, "persona": step.persona})
-    step.state.put_budget(budgets.exhausted(record, reason, receipt_id, step.now))
+    budgets.mark_exhausted(step.head.budget, reason, receipt_id, step.now)
     error = f"persona budget exhausted: {reason}"
     step.head.last_error = error
     return error
@@ -364,7 +459,7 @@ def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
                      queued=queued is not None, error=error)
         return
     if step.state.completed(item.work_key) is not None:
-        step.emit("persona.trigger.duplicate", {"work_key": item.work_key, "envelope": item.envelope.model_dump(mode="json"),
+        step.emit("persona.trigger.duplicate", {"work_key": item.work_key, "envelope": item.envelope,
                                                 "reason": "already_completed"})
         if queued is not None:
             step.queue.remove(queued)
@@ -373,8 +468,8 @@ def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
     active = step.active_lease()
     if active is not None:
         assert queued is None, "queued work is only taken up while the lease is free"
-        step.emit("persona.lease.conflict", {"active_lease": active.lease.model_dump(mode="json"),
-                                             "requested_work_key": item.work_key, "at_ms": step.now})
+        step.emit("persona.lease.conflict", {"active_lease": active.lease, "requested_work_key": item.work_key,
+                                             "at_ms": step.now})
         _enqueue(step, item, "lease_busy")
         step.receipt("trigger", item.request_id, "lease_busy", work_key=item.work_key, lease=active.lease,
                      queued=True, error="active lease already owns persona work")
@@ -397,7 +492,7 @@ def _start_run(step: Step, item: QueueItem) -> tuple[str, PersonaLease]:
     lease = PersonaLease(id=ids.lease_id(step.persona, item.request_id, decision), holder=LEASE_HOLDER,
                          work_key=item.work_key, acquired_at_ms=step.now,
                          expires_at_ms=step.now + step.binding.lease_ttl_ms)
-    step.emit("persona.lease.acquired", lease.model_dump(mode="json"))
+    step.emit("persona.lease.acquired", lease)
     if step.head.mode == "failed":
         step.head.mode = "idle"
     step.emit("persona.run.started", {"work_key": item.work_key, "run_id": run_id, "started_at_ms": step.now,
@@ -419,6 +514,7 @@ def _dispatch(step: Step, item: QueueItem) -> None:
     run_id, lease = _start_run(step, item)
     record = LeaseRecord(lease=lease, run_id=run_id, request_id=item.request_id, envelope=item.envelope, external=True)
     step.state.put_lease(record)
+    step.set_timer("lease", lease.expires_at_ms)
     binding = step.binding
     # The run agent must know the run before an executor can report on it: phase 0 vs 1.
     step.send("run_inbox", run_id, RunRegistered(
@@ -432,12 +528,17 @@ def _dispatch(step: Step, item: QueueItem) -> None:
     step.receipt("trigger", item.request_id, "dispatched", work_key=item.work_key, run_id=run_id, lease=lease)
 
 
+def _drop_lease(step: Step) -> None:
+    step.state.put_lease(None)
+    step.set_timer("lease", None)
+
+
 def _record_spend(step: Step, cost: RunCost, lease_id: str | None) -> str:
     """E11 ``persona.budget.recorded``; returns its receipt id."""
     receipt_id = ids.budget_receipt_id(step.persona, step.next_seq())
     step.emit("persona.budget.recorded", {"receipt_id": receipt_id, "persona": step.persona, "cost_usd": cost.cost_usd,
                                           "tokens": cost.tokens, "lease_id": lease_id})
-    step.state.put_budget(budgets.recorded(step.state.budget(), cost.cost_usd, cost.tokens, receipt_id, step.now))
+    budgets.record(step.head.budget, cost.cost_usd, cost.tokens, receipt_id, step.now)
     return receipt_id
 
 
@@ -491,7 +592,7 @@ def _expire_lease(step: Step) -> None:
     if record is None or record.lease.expires_at_ms > step.now:
         return
     lease = record.lease
-    step.state.put_lease(None)
+    _drop_lease(step)
     step.emit("persona.lease.expired", {"id": lease.id, "work_key": lease.work_key, "expired_at_ms": step.now})
     error = f"lease {lease.id} expired before run {record.run_id} reported its outcome"
     step.head.last_error = error
@@ -500,3 +601,26 @@ def _expire_lease(step: Step) -> None:
     if record.external:
         step.send("run_inbox", record.run_id, RunLeaseLost(at_ms=step.now, run_id=record.run_id, lease_id=lease.id,
                                                            reason="expired"))
+
+
+def _refresh_next_run(head: PersonaHead, now_ms: int) -> None:
+    """The seed's ``next_scheduled_run`` (the earliest occurrence after the last run, or
+    after now before the first run), recomputed only when what it depends on moved."""
+    binding = head.binding
+    if binding is None or not binding.schedules:
+        head.next_run_ms = head.next_run_base_ms = None
+        return
+    base = now_ms if head.last_run_ms is None else head.last_run_ms
+    fresh = head.next_run_base_ms is not None and (
+        head.next_run_base_ms == base
+        or (head.last_run_ms is None and head.next_run_ms is not None and head.next_run_base_ms <= base < head.next_run_ms))
+    if fresh:
+        return
+    found = [t for t in (next_occurrence(e, base) for e in binding.schedules) if t is not None]
+    head.next_run_ms = min(found) if found else None
+    head.next_run_base_ms = base
+
+
+def decode(value: bytes) -> PersonaInput:
+    """An inbox record from its bytes (raises ``msgspec.DecodeError``/``ValidationError``)."""
+    return PERSONA_INPUT.decode(value)

@@ -61,6 +61,7 @@ class Queue:
         level.tail = item.work_key
         level.count += 1
         self.index.count += 1
+        self.index.version += 1
         self.state.put_item(item)
 
     def remove(self, item: QueueItem) -> None:
@@ -86,6 +87,7 @@ class Queue:
         if level.count == 0:
             del levels[priority]
         self.index.count -= 1
+        self.index.version += 1
         self.state.drop_item(item.work_key)
 
     def hold(self, item: QueueItem, reason: str | None = None) -> None:
@@ -98,6 +100,7 @@ class Queue:
     def release_held(self) -> None:
         """Make every item held so far eligible (resume, enable, drain)."""
         self.index.epoch += 1
+        self.index.version += 1
 
     def next_eligible(self) -> QueueItem | None:
         """The item to take up next: highest priority, then lowest sequence number."""

@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from pydantic import TypeAdapter
+import msgspec
 
-from streams.codec import DecodeError, decode_union
 from streams.inbox import PERSONA_INPUT, RUN_INPUT
 from streams.outputs import Output
 
@@ -25,8 +24,7 @@ from .store import MemoryStore
 InboxRecord = tuple[int, int, bytes | None]  # partition, offset, value
 
 
-def fold(records: Iterable[InboxRecord], adapter: TypeAdapter[Any], name: str,
-         apply: Callable[..., list[Output]]) -> list[Output]:
+def fold(records: Iterable[InboxRecord], decoder: msgspec.json.Decoder, apply: Callable[..., list[Output]]) -> list[Output]:
     """Apply every decodable record, per partition in offset order, from empty state."""
     store = MemoryStore()
     outputs: list[Output] = []
@@ -34,18 +32,21 @@ def fold(records: Iterable[InboxRecord], adapter: TypeAdapter[Any], name: str,
         if value is None:
             continue
         try:
-            record = decode_union(adapter, name, value)
-        except DecodeError:
+            record = decoder.decode(value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
             continue  # the live agent dead-letters these too
         txn = store.transaction()
-        outputs.extend(apply(txn, record, offset))
+        try:
+            produced = apply(txn, record, offset)
+        except Exception:  # noqa: BLE001 - as live: the record is dead-lettered, the state stays
+            continue
+        outputs.extend(produced)
         store.apply(txn)
     return outputs
 
 
 def expected_outputs(persona_inbox: Iterable[InboxRecord], run_inbox: Iterable[InboxRecord]) -> list[Output]:
-    return (fold(persona_inbox, PERSONA_INPUT, "persona inbox record", persona.apply)
-            + fold(run_inbox, RUN_INPUT, "run inbox record", runs.apply))
+    return fold(persona_inbox, PERSONA_INPUT, persona.apply) + fold(run_inbox, RUN_INPUT, runs.apply)
 
 
 @dataclass

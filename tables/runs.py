@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+import msgspec
 
 from streams.inbox import (
     RunCommanded,
@@ -27,10 +27,10 @@ from streams.inbox import (
     run_of,
 )
 from streams.outputs import Output
-from streams.records import RunCost, RunDispatch, TriggerRequest
+from streams.wire import RunCost, RunDispatch, TriggerRequest, encode
 
 from . import ids
-from .state import State, dump, load
+from .state import Row
 from .step import dead_letter_output, outbox_output
 from .store import Transaction
 
@@ -42,17 +42,16 @@ RECENT_IDS = 64
 RunStatus = Literal["dispatched", "running", "paused", "completed", "failed", "cancelled", "expired"]
 
 
-class RunRecord(State):
+class RunRecord(Row, kw_only=True):
     """A run: what the persona agent registered, and what happened to it since."""
 
     registration: RunRegistered
     status: RunStatus = "dispatched"
     seq: int = 0
-    applied: int = -1
     clock_ms: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
-    recent: list[str] = Field(default_factory=list)
+    recent: list[str] = msgspec.field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -65,6 +64,9 @@ class RunRecord(State):
     @property
     def lease_id(self) -> str:
         return self.registration.lease_id
+
+
+_RUN = msgspec.json.Decoder(RunRecord)
 
 
 class RunStep:
@@ -80,8 +82,8 @@ class RunStep:
         self.outputs.append(outbox_output(f"run:{run.run_id}", run.seq, kind, run.persona, run.run_id, self.now,
                                           payload, self.cause))
 
-    def send(self, role: str, key: str, value: BaseModel) -> None:
-        self.outputs.append(Output(role, key, value, (("run_id", self.run.run_id),)))
+    def send(self, role: str, key: str, value: Any) -> None:
+        self.outputs.append(Output(role, key, encode(value), (("run_id", self.run.run_id),)))
 
     def dispatch(self, action: str, command_id: str | None = None, reason: str | None = None, content: Any = None) -> None:
         run = self.run.registration
@@ -101,8 +103,8 @@ class RunStep:
         self.run.recent = (self.run.recent + [identifier])[-RECENT_IDS:]
 
 
-def _rejection(record: RunInput, key: str, error: str) -> Output:
-    return dead_letter_output(record, key, error, record.at_ms, "persona.run.inbox")
+def _rejection(record: RunInput, key: str, error: str, reason: str) -> Output:
+    return dead_letter_output(record, key, error, record.at_ms, "persona.run.inbox", reason)
 
 
 def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
@@ -115,9 +117,7 @@ def _cause(record: RunInput, position: int | None) -> dict[str, Any]:
 
 def apply(txn: Transaction, record: RunInput, position: int | None = None) -> list[Output]:
     run_id = run_of(record)
-    run = load(RunRecord, txn.get(RUNS, run_id))
-    if run is not None and position is not None and position <= run.applied:
-        return []
+    run = txn.load(RUNS, run_id, _RUN)
     if isinstance(record, RunRegistered):
         if run is not None:
             return []  # registered before (a replayed dispatch)
@@ -127,14 +127,14 @@ def apply(txn: Transaction, record: RunInput, position: int | None = None) -> li
                                      "work_key": record.envelope.subject_key, "entry_workflow": record.entry_workflow,
                                      "deadline_ms": record.deadline_ms})
     elif run is None:
-        return [_rejection(record, run_id, f"unknown run {run_id!r}: no run with this id was dispatched")]
+        return [_rejection(record, run_id, f"unknown run {run_id!r}: no run with this id was dispatched", "unknown_run")]
     else:
         identifier = _identifier(record)
         if identifier is not None and identifier in run.recent:
             return []  # a redelivered report or command
         problem = _fenced(run, record)
         if problem is not None:
-            return [_rejection(record, run_id, problem)]
+            return [_rejection(record, run_id, problem, "stale_report")]
         step = RunStep(run, max(run.clock_ms, record.at_ms), _cause(record, position))
         if isinstance(record, RunReported):
             _on_report(step, record)
@@ -145,9 +145,7 @@ def apply(txn: Transaction, record: RunInput, position: int | None = None) -> li
         if identifier is not None:
             step.remember(identifier)
         run.clock_ms = step.now
-    if position is not None:
-        run.applied = position
-    txn.put(RUNS, run_id, dump(run))
+    txn.put(RUNS, run_id, run)
     return step.outputs
 
 
@@ -204,8 +202,7 @@ def _on_report(step: RunStep, record: RunReported) -> None:
     else:  # completed / failed
         cost = event.cost or (RunCost(cost_usd=run.cost_usd, tokens=run.tokens) if run.tokens or run.cost_usd else None)
         run.status = "completed" if kind == "completed" else "failed"
-        step.emit(f"run.{kind}", {"cost": None if cost is None else cost.model_dump(mode="json"),
-                                  **_present(event, "output", "error", "retryable")})
+        step.emit(f"run.{kind}", {"cost": cost, **_present(event, "output", "error", "retryable")})
         step.finish("completed" if kind == "completed" else "failed", cost, event.error, event.event_id)
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from croniter import croniter
 
-from streams.records import PersonaBinding
+from streams.wire import PersonaBinding
 
 from .timefmt import EPOCH, format_ms, to_datetime
 

@@ -1,56 +1,57 @@
-"""Persona state: one record type per table, and typed access through a transaction.
+"""Persona state: one row type per table, and typed access through a transaction.
 
-Tables (all keyed by persona first, all co-partitioned with ``persona.inbox``):
+Tables (all keyed by persona first, all in the partition of the persona's inbox):
 
 =============  ===============================  ==========================================
 table          key                              value
 =============  ===============================  ==========================================
 ``personas``   persona                          :class:`PersonaHead`: binding, lifecycle,
-                                                clock, counters, queue index, and the last
-                                                applied inbox offset (the commit record)
+                                                clock, counters, budget windows, queue
+                                                index, held triggers, timers
 ``leases``     persona                          :class:`LeaseRecord`: the active lease
-``budgets``    persona                          :class:`BudgetRecord`: current windows
 ``queues``     [persona, work_key]              :class:`QueueItem`: one queued work item
 ``completed``  [persona, work_key]              :class:`CompletedWork` (permanent dedupe)
 ``requests``   [persona, "trigger"|"control",   :class:`RequestRecord`: decisions made and
                id]                              the last receipt (redelivery answer)
-``values``     [persona, slot]                  last 100 value receipts, a ring
+``values``     [persona, slot]                  the last value receipts, a ring (JSON)
+``held``       [persona, n]                     a trigger waiting for its persona's binding
+``timers``     "<due ms>/<kind>/<persona>"      nothing: the key is a time-ordered index
 =============  ===============================  ==========================================
 
 Everything a transition reads is O(1) in the persona's history: no table is scanned.
+Rows are msgspec structs (JSON on the changelog); a transaction decodes each row once.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
-from streams.records import PersonaBinding, PersonaLease, PersonaValueReceipt, Receipt, RunCost, TriggerEnvelope
+from streams.wire import PersonaBinding, PersonaLease, Receipt, RunCost, TriggerEnvelope
 
 from .store import Transaction, key
 
 PERSONAS = "personas"
 LEASES = "leases"
-BUDGETS = "budgets"
 QUEUES = "queues"
 COMPLETED = "completed"
 REQUESTS = "requests"
 VALUES = "values"
-#: Tables written alongside the head; the head is written last and commits them.
-DEPENDENT_TABLES = (LEASES, BUDGETS, QUEUES, COMPLETED, REQUESTS, VALUES)
+HELD = "held"
+TIMERS = "timers"
 
-#: Value receipts kept per persona (status shows the last this many).
-VALUE_RING = 100
+#: Value receipts kept per persona (the status shows these; the outbox has them all).
+VALUE_RING = 20
 
 Mode = Literal["idle", "paused", "disabled", "draining", "failed"]
 
 
-class State(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+class Row(msgspec.Struct, kw_only=True):
+    """Base of state rows: mutable structs, encoded to JSON when committed."""
 
 
-class QueueLevel(State):
+class QueueLevel(Row, kw_only=True):
     """One doubly linked FIFO: the items of one list at one priority."""
 
     head: str | None = None
@@ -58,55 +59,26 @@ class QueueLevel(State):
     count: int = 0
 
 
-class QueueIndex(State):
+class QueueIndex(Row, kw_only=True):
     """Where the queue's lists start. Lists are keyed by priority (as text: JSON keys).
 
     ``ready`` items are taken up whenever the lease is free and the persona may work.
     ``held`` items wait for the next resume/enable/drain: a held item is eligible once
     ``epoch`` (bumped by those commands) is greater than the epoch it was held in.
+    ``version`` changes with every change to the queue (status caches key on it).
     """
 
-    ready: dict[str, QueueLevel] = Field(default_factory=dict)
-    held: dict[str, QueueLevel] = Field(default_factory=dict)
+    ready: dict[str, QueueLevel] = msgspec.field(default_factory=dict)
+    held: dict[str, QueueLevel] = msgspec.field(default_factory=dict)
     count: int = 0
     next_seq: int = 0
     epoch: int = 0
+    version: int = 0
 
 
-class PersonaHead(State):
-    name: str
-    #: The last binding; kept after an unbind so runs in flight can still finish.
-    binding: PersonaBinding | None = None
-    #: False after a tombstone on persona.bindings: new requests are rejected.
-    bound: bool = False
-    #: Resting lifecycle state; "running" is derived from an active lease.
-    mode: Mode = "idle"
-    #: Event time of the last transition (never goes backwards).
-    clock_ms: int = 0
-    #: Inbox offset of the last applied record (-1: none); replays at or below are skipped.
-    applied: int = -1
-    #: Last outbox sequence number of stream ``persona:<name>``.
-    seq: int = 0
-    last_run_ms: int | None = None
-    last_error: str | None = None
-    disabled_events: int = 0
-    #: Value receipts written so far (the ring slot of the next one is ``values % VALUE_RING``).
-    values: int = 0
-    queue: QueueIndex = Field(default_factory=QueueIndex)
-    #: Cron occurrences at or before this instant have been handled.
-    schedule_cursor_ms: int | None = None
+class Budget(Row, kw_only=True):
+    """Spend in the current UTC day and hour windows, and the last exhaustion."""
 
-
-class LeaseRecord(State):
-    lease: PersonaLease
-    run_id: str
-    request_id: str
-    envelope: TriggerEnvelope
-    external: bool
-    attempt: int = 1
-
-
-class BudgetRecord(State):
     day_start: int = 0
     spent_day: float = 0.0
     tokens_day: int = 0
@@ -118,7 +90,59 @@ class BudgetRecord(State):
     exhausted_at_ms: int | None = None
 
 
-class QueueItem(State):
+class Held(Row, kw_only=True):
+    """Triggers waiting for a binding: rows ``first`` .. ``next - 1`` of ``held``."""
+
+    first: int = 0
+    next: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.next - self.first
+
+
+class PersonaHead(Row, kw_only=True):
+    name: str
+    #: The last binding; kept after an unbind so runs in flight can still finish.
+    binding: PersonaBinding | None = None
+    #: False until bound, and after a tombstone on persona.bindings.
+    bound: bool = False
+    #: Offset (in persona.bindings) of the last binding record applied: a binding
+    #: forwarded twice (ingress replayed after a crash) is applied once.
+    binding_offset: int = -1
+    #: Resting lifecycle state; "running" is derived from an active lease.
+    mode: Mode = "idle"
+    #: Event time of the last transition (never goes backwards).
+    clock_ms: int = 0
+    #: Last outbox sequence number of stream ``persona:<name>``.
+    seq: int = 0
+    last_run_ms: int | None = None
+    last_error: str | None = None
+    disabled_events: int = 0
+    #: Value receipts written so far (the ring slot of the next one is ``values % VALUE_RING``).
+    values: int = 0
+    queue: QueueIndex = msgspec.field(default_factory=QueueIndex)
+    budget: Budget = msgspec.field(default_factory=Budget)
+    held: Held = msgspec.field(default_factory=Held)
+    #: Cron occurrences at or before this instant have been handled.
+    schedule_cursor_ms: int | None = None
+    #: Timer rows this persona has, kind -> due time (see :mod:`tables.timers`).
+    timers: dict[str, int] = msgspec.field(default_factory=dict)
+    #: The seed's next_scheduled_run, kept with what it was computed from.
+    next_run_ms: int | None = None
+    next_run_base_ms: int | None = None
+
+
+class LeaseRecord(Row, kw_only=True):
+    lease: PersonaLease
+    run_id: str
+    request_id: str
+    envelope: TriggerEnvelope
+    external: bool
+    attempt: int = 1
+
+
+class QueueItem(Row, kw_only=True):
     work_key: str
     request_id: str
     envelope: TriggerEnvelope
@@ -133,81 +157,79 @@ class QueueItem(State):
     next: str | None = None
 
 
-class CompletedWork(State):
+class CompletedWork(Row, kw_only=True):
     run_id: str
     completed_at_ms: int
 
 
-class RequestRecord(State):
+class RequestRecord(Row, kw_only=True):
     decisions: int = 0
     last: Receipt | None = None
 
 
-M = TypeVar("M", bound=BaseModel)
+_HEAD = msgspec.json.Decoder(PersonaHead)
+_LEASE = msgspec.json.Decoder(LeaseRecord)
+_ITEM = msgspec.json.Decoder(QueueItem)
+_COMPLETED = msgspec.json.Decoder(CompletedWork)
+_REQUEST = msgspec.json.Decoder(RequestRecord)
 
 
-def load(model: type[M], raw: bytes | None) -> M | None:
-    """A stored row as its model (rows are JSON bytes)."""
-    return None if raw is None else model.model_validate_json(raw)
-
-
-def dump(model: BaseModel) -> bytes:
-    return model.model_dump_json().encode()
-
-
-def applied_of(head: bytes) -> int:
-    """The inbox offset a stored head row records as applied."""
-    return PersonaHead.model_validate_json(head).applied
+def decode_head(raw: bytes) -> PersonaHead:
+    return _HEAD.decode(raw)
 
 
 class PersonaState:
     """Typed reads and writes of one persona's tables through a transaction."""
+
+    __slots__ = ("txn", "persona")
 
     def __init__(self, txn: Transaction, persona: str) -> None:
         self.txn = txn
         self.persona = persona
 
     def head(self) -> PersonaHead | None:
-        return load(PersonaHead, self.txn.get(PERSONAS, self.persona))
+        return self.txn.load(PERSONAS, self.persona, _HEAD)
 
     def put_head(self, head: PersonaHead) -> None:
-        self.txn.put(PERSONAS, self.persona, dump(head))
+        self.txn.put(PERSONAS, self.persona, head)
 
     def lease(self) -> LeaseRecord | None:
-        return load(LeaseRecord, self.txn.get(LEASES, self.persona))
+        return self.txn.load(LEASES, self.persona, _LEASE)
 
     def put_lease(self, record: LeaseRecord | None) -> None:
-        self.txn.put(LEASES, self.persona, None if record is None else dump(record))
-
-    def budget(self) -> BudgetRecord:
-        return load(BudgetRecord, self.txn.get(BUDGETS, self.persona)) or BudgetRecord()
-
-    def put_budget(self, record: BudgetRecord) -> None:
-        self.txn.put(BUDGETS, self.persona, dump(record))
+        self.txn.put(LEASES, self.persona, record)
 
     def item(self, work_key: str) -> QueueItem | None:
-        return load(QueueItem, self.txn.get(QUEUES, key(self.persona, work_key)))
+        return self.txn.load(QUEUES, key(self.persona, work_key), _ITEM)
 
     def put_item(self, item: QueueItem) -> None:
-        self.txn.put(QUEUES, key(self.persona, item.work_key), dump(item))
+        self.txn.put(QUEUES, key(self.persona, item.work_key), item)
 
     def drop_item(self, work_key: str) -> None:
         self.txn.delete(QUEUES, key(self.persona, work_key))
 
     def completed(self, work_key: str) -> CompletedWork | None:
-        return load(CompletedWork, self.txn.get(COMPLETED, key(self.persona, work_key)))
+        return self.txn.load(COMPLETED, key(self.persona, work_key), _COMPLETED)
 
     def put_completed(self, work_key: str, record: CompletedWork) -> None:
-        self.txn.put(COMPLETED, key(self.persona, work_key), dump(record))
+        self.txn.put(COMPLETED, key(self.persona, work_key), record)
 
     def request(self, kind: str, request_id: str) -> RequestRecord | None:
-        return load(RequestRecord, self.txn.get(REQUESTS, key(self.persona, kind, request_id)))
+        return self.txn.load(REQUESTS, key(self.persona, kind, request_id), _REQUEST)
 
     def put_request(self, kind: str, request_id: str, record: RequestRecord) -> None:
-        self.txn.put(REQUESTS, key(self.persona, kind, request_id), dump(record))
+        self.txn.put(REQUESTS, key(self.persona, kind, request_id), record)
 
-    def value(self, slot: int) -> PersonaValueReceipt | None:
-        return load(PersonaValueReceipt, self.txn.get(VALUES, key(self.persona, slot)))
+    def value(self, slot: int) -> bytes | None:
+        """A value receipt, as its JSON."""
+        return self.txn.get(VALUES, key(self.persona, slot))
 
-    def put_value(self, slot: int, receipt: PersonaValueReceipt) -> None:
-        self.txn.put(VALUES, key(self.persona, slot), dump(receipt))
+    def put_value(self, slot: int, receipt: bytes) -> None:
+        self.txn.put(VALUES, key(self.persona, slot), receipt)
+
+    def held(self, number: int) -> bytes | None:
+        """A held trigger (an encoded inbox record)."""
+        return self.txn.get(HELD, key(self.persona, number))
+
+    def put_held(self, number: int, record: bytes | None) -> None:
+        self.txn.put(HELD, key(self.persona, number), record)

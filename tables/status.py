@@ -1,24 +1,32 @@
-"""The status projection (seed 000.15), computed at the event time of the last transition."""
+"""The status projection (seed 000.15), computed at the event time of the last transition.
+
+Cheap by construction: the head carries the counters, the budget windows and the next
+scheduled run; the queue is read only as far as the listed items; the value receipts are
+stored as JSON and spliced in without being decoded.
+"""
 
 from __future__ import annotations
 
-from streams.records import (
+import msgspec
+
+from streams.wire import (
     PersonaAssignmentStatus,
     PersonaHandoffInboxItem,
     PersonaQueuedWork,
     PersonaStatus,
+    encode,
 )
 
 from . import budget
 from .queue import Queue
-from .schedule import next_scheduled_run
 from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
+from .schedule import earliest_due as next_after
 from .timefmt import format_ms
 
 PAUSED_EVENT_POLICY = "queue_then_drain_on_resume"
 #: ``queued_work`` (and so ``handoff_inbox``) lists at most this many items, in drain
-#: order; ``queued_events`` is always the exact count. Keeps a status record bounded.
-STATUS_LIST_LIMIT = 100
+#: order; ``queued_events`` is always the exact count. Keeps a status record small.
+STATUS_LIST_LIMIT = 20
 
 
 def lifecycle_state(head: PersonaHead, lease_active: bool) -> str:
@@ -53,24 +61,28 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
     assert head.binding is not None, "an unbound persona has no status"
     binding = head.binding
     now = head.clock_ms if now_ms is None else now_ms
-    record = state.lease()
+    record = state.lease() if "lease" in head.timers else None
     lease = record.lease if record is not None and record.lease.expires_at_ms > now else None
-    work = [queued_work(item) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)]
+    work = [queued_work(item) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)] if head.queue.count else []
     first = max(0, head.values - VALUE_RING)
-    values = [v for v in (state.value(i % VALUE_RING) for i in range(first, head.values)) if v is not None]
+    values = [msgspec.Raw(raw) for raw in (state.value(i % VALUE_RING) for i in range(first, head.values))
+              if raw is not None]
+    next_run = head.next_run_ms
+    if now_ms is not None and now_ms != head.clock_ms and head.last_run_ms is None:
+        next_run = next_after(binding.schedules, now_ms)
     return PersonaStatus(
         name=binding.name,
         template_ref=binding.template_ref,
-        state=lifecycle_state(head, lease is not None),  # type: ignore[arg-type]
+        state=lifecycle_state(head, lease is not None),
         entry_workflow=binding.entry_workflow,
         role=binding.name,
         current_assignment=None if lease is None else PersonaAssignmentStatus(
             work_key=lease.work_key, lease_id=lease.id, holder=lease.holder,
             acquired_at=format_ms(lease.acquired_at_ms), expires_at=format_ms(lease.expires_at_ms)),
         last_run=None if head.last_run_ms is None else format_ms(head.last_run_ms),
-        next_scheduled_run=next_scheduled_run(binding, head.last_run_ms, now),
+        next_scheduled_run=None if next_run is None else format_ms(next_run),
         active_lease=lease,
-        budget=budget.status(binding.budget, state.budget(), now),
+        budget=budget.status(binding.budget, head.budget, now),
         last_error=head.last_error,
         queued_events=head.queue.count,
         queued_work=work,
@@ -79,3 +91,7 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
         disabled_events=head.disabled_events,
         paused_event_policy=PAUSED_EVENT_POLICY,
     )
+
+
+def status_json(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -> bytes:
+    return encode(project(state, head, now_ms))

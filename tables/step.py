@@ -6,15 +6,13 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from streams.inbox import InboxRecord
 from streams.outputs import Output
-from streams.records import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, ReceiptStatus
+from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, encode
 
 from . import ids
 from .queue import Queue
 from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
+from .timers import set_timer
 
 RequestKind = str  # "trigger" | "control"
 
@@ -22,25 +20,27 @@ RequestKind = str  # "trigger" | "control"
 def outbox_output(stream: str, seq: int, kind: str, persona: str, run_id: str | None, now: int,
                   payload: dict[str, Any], cause: dict[str, Any]) -> Output:
     """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers."""
-    event = OutboxEvent(event_id=ids.event_id(stream, seq), stream=stream, seq=seq, kind=kind, persona=persona,
+    event_id = ids.event_id(stream, seq)
+    event = OutboxEvent(event_id=event_id, stream=stream, seq=seq, kind=kind, persona=persona,
                         run_id=run_id, occurred_at_ms=now, payload=payload, cause=cause)
-    return Output("outbox", persona, event, (("persona", persona), ("kind", kind), ("event_id", event.event_id)))
+    return Output("outbox", persona, encode(event), (("persona", persona), ("kind", kind), ("event_id", event_id)))
 
 
-def dead_letter_output(record: InboxRecord, key: str, error: str, at_ms: int, inbox: str) -> Output:
+def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str, reason: str) -> Output:
     """A dead letter about an inbox record, pointing at the public record it came from."""
     source = record.source
-    return Output("dlq", key, DeadLetter(
+    letter = DeadLetter(
         source_topic=source.topic if source else inbox,
         partition=source.partition if source else -1,
         offset=source.offset if source else -1,
-        key=key, value_b64=base64.b64encode(record.model_dump_json().encode()).decode(),
+        key=key, value_b64=base64.b64encode(encode(record)).decode(),
         error=error, at_ms=at_ms,
-    ))
+    )
+    return Output("dlq", key, encode(letter), (("error", error[:200]), ("reason", reason)))
 
 
 def receipt_output(receipt: Receipt) -> Output:
-    return Output("receipts", receipt.persona, receipt,
+    return Output("receipts", receipt.persona, encode(receipt),
                   (("persona", receipt.persona), ("status", receipt.status), ("receipt_id", receipt.receipt_id)))
 
 
@@ -87,17 +87,18 @@ class Step:
         record = self.state.request(kind, request_id)
         return 0 if record is None else record.decisions
 
-    def receipt(self, kind: RequestKind, request_id: str, status: ReceiptStatus, *,
+    def receipt(self, kind: RequestKind, request_id: str, status: str, *,
                 work_key: str | None = None, run_id: str | None = None, lease: PersonaLease | None = None,
                 queued: bool = False, error: str | None = None, budget_receipt_id: str | None = None) -> Receipt:
         """Issue the next decision's receipt about a request and remember it."""
-        record = self.state.request(kind, request_id) or RequestRecord()
+        record = self.state.request(kind, request_id)
+        decisions = 0 if record is None else record.decisions
         receipt = Receipt(
             status=status, persona=self.persona, run_id=run_id, work_key=work_key, lease=lease,
             queued=queued, error=error, budget_receipt_id=budget_receipt_id, request_id=request_id,
-            receipt_id=ids.receipt_id(self.persona, f"{kind}:{request_id}", record.decisions), at_ms=self.now,
+            receipt_id=ids.receipt_id(self.persona, f"{kind}:{request_id}", decisions), at_ms=self.now,
         )
-        self.state.put_request(kind, request_id, RequestRecord(decisions=record.decisions + 1, last=receipt))
+        self.state.put_request(kind, request_id, RequestRecord(decisions=decisions + 1, last=receipt))
         self.outputs.append(receipt_output(receipt))
         return receipt
 
@@ -108,16 +109,19 @@ class Step:
 
     # ------------------------------------------------------------ other outputs
 
-    def send(self, role: str, key: str, value: BaseModel, phase: int = 0) -> None:
-        self.outputs.append(Output(role, key, value, (("persona", self.persona),), phase))
+    def send(self, role: str, key: str, value: Any, phase: int = 0) -> None:
+        self.outputs.append(Output(role, key, encode(value), (("persona", self.persona),), phase))
 
-    def dead_letter(self, record: InboxRecord, key: str, error: str) -> None:
-        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox"))
+    def dead_letter(self, record: Any, key: str, error: str, reason: str) -> None:
+        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason))
 
-    # ------------------------------------------------------------------ leases
+    # ------------------------------------------------------------- leases, time
 
     def active_lease(self) -> LeaseRecord | None:
         record = self.state.lease()
         if record is not None and record.lease.expires_at_ms > self.now:
             return record
         return None
+
+    def set_timer(self, kind: str, due_ms: int | None) -> None:
+        set_timer(self.state, self.head, kind, due_ms)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.records import PersonaLease, PersonaValueReceipt, RunCost, TriggerEnvelope
+from streams.wire import PersonaLease, PersonaValueReceipt, RunCost, TriggerEnvelope, encode
 
 
 def run_value_metadata(envelope: TriggerEnvelope, lease: PersonaLease, cost: RunCost) -> dict[str, Any]:
@@ -57,10 +57,11 @@ def value_event(persona: str, template_ref: str | None, run_id: str, delta: dict
     }
 
 
-def value_receipt(event: dict[str, Any]) -> PersonaValueReceipt:
-    return PersonaValueReceipt(
+def value_receipt(event: dict[str, Any]) -> bytes:
+    """The seed's ``PersonaValueReceipt`` of a value event, as JSON (status splices it in)."""
+    return encode(PersonaValueReceipt(
         kind=event["kind"], run_id=event["run_id"], occurred_at=event["occurred_at"],
         paid_cost_usd=event["paid_cost_usd"], avoided_cost_usd=event["avoided_cost_usd"],
         deterministic_steps=event["deterministic_steps"], llm_steps=event["llm_steps"],
         metadata=event["metadata"],
-    )
+    ))

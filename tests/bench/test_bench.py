@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from streams.inbox import BindingChanged, TriggerReceived
 from engine.kafka import new_producer
-from streams.records import PersonaBinding, TriggerRequest
+from streams.wire import PersonaBinding, TriggerRequest
 from tables import persona as transition
 from tables.store import MemoryStore
 
@@ -80,7 +81,7 @@ def bench_pure_transition(measured: int, rounds: int, histories: list[int]) -> d
     def feed(n: int) -> None:
         nonlocal offset
         txn = store.transaction()
-        req = TriggerRequest.model_validate(request("bench", n, at + n))
+        req = msgspec.convert(request("bench", n, at + n), TriggerRequest)
         transition.apply(txn, TriggerReceived(at_ms=at + n, request=req), offset)
         store.apply(txn)
         offset += 1

@@ -21,7 +21,7 @@ def test_valid_trigger_is_forwarded_keyed_by_persona_with_record_time_and_source
     verdict = admit("triggers", raw(trigger_bytes()))
     assert isinstance(verdict, Forward)
     assert (verdict.inbox, verdict.key, verdict.record.at_ms) == ("persona_inbox", "merge_captain", 1_000)
-    assert verdict.record.source.as_cause() == {"topic": "persona.triggers", "partition": 3, "offset": 42}
+    assert verdict.record.cause(None) == {"type": "trigger", "topic": "persona.triggers", "partition": 3, "offset": 42}
 
 
 def test_received_at_ms_overrides_the_record_timestamp():

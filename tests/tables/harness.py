@@ -1,14 +1,19 @@
-"""Drive the pure persona transition the way the agent does: record by record, in
-inbox order, applying each transaction to a memory store."""
+"""Drive the pure persona transition the way the runtime does: record by record, in
+inbox order, applying each transaction to a memory store. Outputs are read back the
+way consumers read them: the published bytes, parsed by the contract's models (so every
+assertion also checks that what the transition publishes is contract-valid)."""
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable
 
-from streams.inbox import BindingChanged, ControlReceived, LeaseTick, RunFinished, ScheduleTick, TriggerReceived
+import msgspec
+
+from streams import records, wire
+from streams.inbox import PERSONA_INPUT, RUN_INPUT, BindingChanged, ControlReceived, RunFinished, Tick, TriggerReceived
 from streams.outputs import Output
-from streams.records import ControlCommand, OutboxEvent, PersonaBinding, PersonaStatus, Receipt, RunCost, TriggerRequest
 from tables import persona as transition
 from tables.state import PersonaState
 from tables.status import project
@@ -17,19 +22,71 @@ from tables.timefmt import parse_rfc3339_ms
 
 T0 = parse_rfc3339_ms("2026-04-24T12:00:00Z")
 
+#: How consumers parse each output topic.
+PARSERS = {
+    "receipts": records.Receipt.model_validate_json,
+    "outbox": records.OutboxEvent.model_validate_json,
+    "status": records.PersonaStatus.model_validate_json,
+    "dlq": records.DeadLetter.model_validate_json,
+    "dispatch": records.RunDispatch.model_validate_json,
+    "persona_inbox": PERSONA_INPUT.decode,
+    "run_inbox": RUN_INPUT.decode,
+}
 
-def merge_captain(**budget: float | None) -> PersonaBinding:
+
+@dataclass(frozen=True)
+class Seen:
+    """One output as a consumer sees it: topic role, key, parsed value, bytes."""
+
+    role: str
+    key: Any
+    value: Any
+    raw: bytes | None
+    headers: tuple[tuple[str, str], ...] = ()
+    phase: int = 0
+
+    def value_bytes(self) -> bytes | None:
+        return self.raw
+
+
+def seen(outputs: Iterable[Output]) -> list[Seen]:
+    result = []
+    for output in outputs:
+        raw = output.value_bytes()
+        value = None if raw is None else PARSERS[output.role](raw)
+        result.append(Seen(output.role, output.key, value, raw, output.headers, output.phase))
+    return result
+
+
+def binding(**fields: Any) -> Any:
+    """A validated binding as the pipeline carries it (the contract model's twin)."""
+    return wire.from_model(records.PersonaBinding.model_validate({"entry_workflow": "wf", **fields}))
+
+
+def replace(struct: Any, **changes: Any) -> Any:
+    return msgspec.structs.replace(struct, **changes)
+
+
+def merge_captain(**budget: float | None) -> Any:
     """The seed tests' binding (catalog 000.17)."""
     policy = {"daily_usd": 0.02, "hourly_usd": None, "run_usd": 0.02, "max_tokens": 100}
     policy.update(budget)
-    return PersonaBinding.model_validate({
-        "name": "merge_captain", "template_ref": "software_factory@v0", "entry_workflow": "workflows/merge.harn#run",
-        "schedules": ["*/30 * * * *"], "triggers": ["github.pr_opened"], "budget": policy,
-    })
+    return binding(name="merge_captain", template_ref="software_factory@v0", entry_workflow="workflows/merge.harn#run",
+                   schedules=["*/30 * * * *"], triggers=["github.pr_opened"], budget=policy)
 
 
-def cost(cost_usd: float = 0.0, tokens: int = 0, **extra: Any) -> RunCost:
-    return RunCost.model_validate({"cost_usd": cost_usd, "tokens": tokens, **extra})
+def external(**changes: Any) -> Any:
+    return replace(merge_captain(), execution="external", **changes)
+
+
+def cost(cost_usd: float = 0.0, tokens: int = 0, **extra: Any) -> Any:
+    return wire.from_model(records.RunCost.model_validate({"cost_usd": cost_usd, "tokens": tokens, **extra}))
+
+
+def request(persona: str, provider: str, kind: str, metadata: dict[str, str] | None = None, *,
+            request_id: str, cost: Any = None, priority: int = 0) -> Any:
+    return wire.TriggerRequest(request_id=request_id, persona=persona, provider=provider, kind=kind,
+                               metadata=metadata or {}, cost=cost, priority=priority)
 
 
 class Harness:
@@ -37,70 +94,68 @@ class Harness:
         self.store = MemoryStore()
         self.offsets = itertools.count()
         self.ids = itertools.count(1)
-        self.outputs: list[Output] = []
+        self.outputs: list[Seen] = []
 
     # ------------------------------------------------------------- feeding
 
-    def feed(self, record: Any, position: int | None = None) -> list[Output]:
+    def feed(self, record: Any, position: int | None = None) -> list[Seen]:
         txn = self.store.transaction()
-        outputs = transition.apply(txn, record, next(self.offsets) if position is None else position)
+        outputs = seen(transition.apply(txn, record, next(self.offsets) if position is None else position))
         self.store.apply(txn)
         self.outputs.extend(outputs)
         return outputs
 
-    def bind(self, binding: PersonaBinding, at_ms: int = T0) -> list[Output]:
-        return self.feed(BindingChanged(at_ms=at_ms, persona=binding.name, binding=binding))
+    def bind(self, bound: Any, at_ms: int = T0) -> list[Seen]:
+        return self.feed(BindingChanged(at_ms=at_ms, persona=bound.name, binding=bound))
 
-    def unbind(self, persona: str, at_ms: int = T0) -> list[Output]:
+    def unbind(self, persona: str, at_ms: int = T0) -> list[Seen]:
         return self.feed(BindingChanged(at_ms=at_ms, persona=persona, binding=None))
 
     def trigger(self, persona: str, provider: str, kind: str, metadata: dict[str, str] | None = None, *,
-                cost: RunCost | None = None, at_ms: int = T0, priority: int = 0,
-                request_id: str | None = None) -> Receipt:
-        request = TriggerRequest(request_id=request_id or f"req-{next(self.ids)}", persona=persona, provider=provider,
-                                 kind=kind, metadata=metadata or {}, cost=cost, priority=priority)
-        outputs = self.feed(TriggerReceived(at_ms=at_ms, request=request))
-        return self.receipts_in(outputs, request.request_id)[-1]
+                cost: Any = None, at_ms: int = T0, priority: int = 0, request_id: str | None = None,
+                hold_ms: int = 0) -> records.Receipt | None:
+        req = request(persona, provider, kind, metadata, request_id=request_id or f"req-{next(self.ids)}", cost=cost,
+                      priority=priority)
+        outputs = self.feed(TriggerReceived(at_ms=at_ms, request=req, hold_ms=hold_ms))
+        found = self.receipts_in(outputs, req.request_id)
+        return found[-1] if found else None
 
-    def control(self, persona: str, action: str, at_ms: int = T0, cost: RunCost | None = None,
-                command_id: str | None = None) -> list[Output]:
-        command = ControlCommand(command_id=command_id or f"cmd-{next(self.ids)}", persona=persona, action=action,
-                                 actor="test", cost=cost)
+    def control(self, persona: str, action: str, at_ms: int = T0, cost: Any = None,
+                command_id: str | None = None) -> list[Seen]:
+        command = wire.ControlCommand(command_id=command_id or f"cmd-{next(self.ids)}", persona=persona, action=action,
+                                      actor="test", cost=cost)
         return self.feed(ControlReceived(at_ms=at_ms, command=command))
 
     def finish(self, persona: str, run_id: str, lease_id: str, outcome: str = "completed", *,
-               cost: RunCost | None = None, error: str | None = None, at_ms: int = T0) -> list[Output]:
+               cost: Any = None, error: str | None = None, at_ms: int = T0) -> list[Seen]:
         return self.feed(RunFinished(at_ms=at_ms, persona=persona, run_id=run_id, lease_id=lease_id, outcome=outcome,
                                      cost=cost, error=error, event_id=f"ev-{next(self.ids)}"))
 
-    def tick(self, persona: str, at_ms: int) -> list[Output]:
-        return self.feed(LeaseTick(at_ms=at_ms, persona=persona))
-
-    def schedule_tick(self, persona: str, at_ms: int) -> list[Output]:
-        return self.feed(ScheduleTick(at_ms=at_ms, persona=persona))
+    def tick(self, persona: str, at_ms: int) -> list[Seen]:
+        return self.feed(Tick(at_ms=at_ms, persona=persona))
 
     # ------------------------------------------------------------- reading
 
-    def status(self, persona: str, now_ms: int | None = None) -> PersonaStatus:
+    def status(self, persona: str, now_ms: int | None = None) -> records.PersonaStatus:
         state = PersonaState(self.store.transaction(), persona)
         head = state.head()
         assert head is not None
-        return project(state, head, now_ms)
+        return records.PersonaStatus.model_validate_json(wire.encode(project(state, head, now_ms)))
 
     @staticmethod
-    def receipts_in(outputs: list[Output], request_id: str | None = None) -> list[Receipt]:
-        return [o.value for o in outputs if o.role == "receipts" and isinstance(o.value, Receipt)
+    def receipts_in(outputs: list[Seen], request_id: str | None = None) -> list[records.Receipt]:
+        return [o.value for o in outputs if o.role == "receipts"
                 and (request_id is None or o.value.request_id == request_id)]
 
-    def receipts(self, request_id: str | None = None) -> list[Receipt]:
+    def receipts(self, request_id: str | None = None) -> list[records.Receipt]:
         return self.receipts_in(self.outputs, request_id)
 
-    def events(self, persona: str | None = None, kind_prefix: str = "") -> list[OutboxEvent]:
-        return [o.value for o in self.outputs if o.role == "outbox" and isinstance(o.value, OutboxEvent)
+    def events(self, persona: str | None = None, kind_prefix: str = "") -> list[records.OutboxEvent]:
+        return [o.value for o in self.outputs if o.role == "outbox"
                 and (persona is None or o.value.persona == persona) and o.value.kind.startswith(kind_prefix)]
 
-    def kinds(self, outputs: list[Output]) -> list[str]:
-        return [o.value.kind for o in outputs if o.role == "outbox"]  # type: ignore[union-attr]
+    def kinds(self, outputs: list[Seen]) -> list[str]:
+        return [o.value.kind for o in outputs if o.role == "outbox"]
 
     def role(self, role: str) -> list[Any]:
         return [o.value for o in self.outputs if o.role == role]

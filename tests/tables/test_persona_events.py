@@ -7,7 +7,7 @@ from streams.records import RunDispatch
 from tables import ids
 from tables.timefmt import parse_rfc3339_ms
 
-from .harness import T0, Harness, cost, merge_captain
+from .harness import T0, Harness, cost, merge_captain, replace
 
 PR = {"repository": "burin-labs/harn", "number": "462"}
 RUN_KINDS = ["persona.lease.acquired", "persona.run.started", "persona.value.run_started", "persona.budget.recorded"]
@@ -155,7 +155,7 @@ def test_the_same_inbox_gives_the_same_outputs_every_time():
 
 def test_external_dispatch_registers_the_run_before_executors_see_it():
     h = Harness()
-    binding = merge_captain().model_copy(update={"execution": "external", "estimated_run_usd": 0.001})
+    binding = replace(merge_captain(), execution="external", estimated_run_usd=0.001)
     h.bind(binding)
     receipt = h.trigger("merge_captain", "github", "pull_request", PR)
     assert receipt.status == "dispatched" and receipt.lease is not None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from streams.inbox import RunLeaseLost, TriggerReceived
-from streams.records import DeadLetter, TriggerRequest
+from streams.records import DeadLetter
+from streams.wire import TriggerRequest
+from tables.state import VALUE_RING
+from tables.status import STATUS_LIST_LIMIT
 from tables.timefmt import parse_rfc3339_ms
 
-from .harness import T0, Harness, cost, merge_captain
-
-
-def external(**changes):
-    return merge_captain().model_copy(update={"execution": "external", **changes})
+from .harness import T0, Harness, cost, external, merge_captain, replace
 
 
 def pr(number: int | str) -> dict[str, str]:
@@ -238,14 +237,15 @@ def test_status_lists_are_bounded_but_counts_are_exact():
     for n in range(60):
         h.trigger("merge_captain", "github", "pull_request", pr(n), cost=cost(0.0, 0, frontier_escalations=1))
     status = h.status("merge_captain")
-    assert len(status.value_receipts) == 100
+    assert len(status.value_receipts) == VALUE_RING
     assert status.value_receipts[-1].kind == "run_completed"
     assert status.value_receipts[-1].run_id == h.receipts()[-1].run_id
     h.control("merge_captain", "pause")
     for n in range(100, 250):
         h.trigger("merge_captain", "github", "pull_request", pr(n))
     status = h.status("merge_captain")
-    assert status.queued_events == 150 and len(status.queued_work) == 100
+    assert status.queued_events == 150 and len(status.queued_work) == STATUS_LIST_LIMIT
+    assert [w.work_key for w in status.queued_work] == [f"github:burin-labs/harn:pr:{n}" for n in range(100, 120)]
 
 
 def test_record_spend_counts_toward_the_budget_or_is_refused():
@@ -264,14 +264,14 @@ def test_schedule_ticks_fire_each_due_occurrence_once():
     h = Harness()
     h.bind(merge_captain())  # */30, bound at 12:00:00
     at = parse_rfc3339_ms
-    h.schedule_tick("merge_captain", at("2026-04-24T12:10:00Z"))
+    h.tick("merge_captain", at("2026-04-24T12:10:00Z"))
     assert not h.events("merge_captain", "persona.schedule.fired")
-    h.schedule_tick("merge_captain", at("2026-04-24T12:31:00Z"))
-    h.schedule_tick("merge_captain", at("2026-04-24T12:32:00Z"))
+    h.tick("merge_captain", at("2026-04-24T12:31:00Z"))
+    h.tick("merge_captain", at("2026-04-24T12:32:00Z"))
     fired = [e.payload["envelope"]["metadata"]["fired_at"] for e in h.events("merge_captain", "persona.schedule.fired")]
     assert fired == ["2026-04-24T12:30:00Z"]
     assert [r.status for r in h.receipts()] == ["completed"]
-    h.schedule_tick("merge_captain", at("2026-04-24T15:05:00Z"))  # missed 13:00..15:00: "latest" fires 15:00 once
+    h.tick("merge_captain", at("2026-04-24T15:05:00Z"))  # missed 13:00..15:00: "latest" fires 15:00 once
     fired = [e.payload["envelope"]["metadata"]["fired_at"] for e in h.events("merge_captain", "persona.schedule.fired")]
     assert fired == ["2026-04-24T12:30:00Z", "2026-04-24T15:00:00Z"]
     assert h.status("merge_captain").next_scheduled_run == "2026-04-24T15:30:00Z"
@@ -279,9 +279,9 @@ def test_schedule_ticks_fire_each_due_occurrence_once():
 
 def test_schedule_catchup_skip_drops_occurrences_noticed_late():
     h = Harness()
-    h.bind(merge_captain().model_copy(update={"schedule_catchup": "skip"}))
-    h.schedule_tick("merge_captain", parse_rfc3339_ms("2026-04-24T12:30:30Z"))  # 30 s late: on time
-    h.schedule_tick("merge_captain", parse_rfc3339_ms("2026-04-24T14:05:00Z"))  # 5 min late: skipped
+    h.bind(replace(merge_captain(), schedule_catchup="skip"))
+    h.tick("merge_captain", parse_rfc3339_ms("2026-04-24T12:30:30Z"))  # 30 s late: on time
+    h.tick("merge_captain", parse_rfc3339_ms("2026-04-24T14:05:00Z"))  # 5 min late: skipped
     fired = [e.payload["envelope"]["metadata"]["fired_at"] for e in h.events("merge_captain", "persona.schedule.fired")]
     assert fired == ["2026-04-24T12:30:00Z"]
 

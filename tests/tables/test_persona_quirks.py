@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+import msgspec
 
 from streams.inbox import TriggerReceived
-from streams.records import TriggerRequest
+from streams.wire import TriggerRequest
 from tables.state import QueueItem
 from tables.store import MemoryStore
 from tables import persona as transition
 
-from .harness import T0, Harness, cost, merge_captain
+from .harness import T0, Harness, cost, merge_captain, replace, seen
 
 PR = {"repository": "burin-labs/harn", "number": "462"}
 
@@ -29,7 +29,7 @@ def test_q000_1_resume_does_not_lift_disabled_enable_does():
 
 def test_q000_2_expired_leases_are_written_as_persona_lease_expired():
     h = Harness()
-    h.bind(merge_captain().model_copy(update={"execution": "external", "lease_ttl_ms": 50}))
+    h.bind(replace(merge_captain(), execution="external", lease_ttl_ms=50))
     h.trigger("merge_captain", "github", "pull_request", PR)
     h.tick("merge_captain", T0 + 50)
     assert [e.kind for e in h.events("merge_captain", "persona.lease.")] == ["persona.lease.acquired", "persona.lease.expired"]
@@ -37,12 +37,12 @@ def test_q000_2_expired_leases_are_written_as_persona_lease_expired():
 
 def test_q000_3_draining_queues_new_work_and_failed_still_accepts_it():
     h = Harness()
-    h.bind(merge_captain().model_copy(update={"execution": "external"}))
+    h.bind(replace(merge_captain(), execution="external"))
     run = h.trigger("merge_captain", "github", "pull_request", PR)
     h.control("merge_captain", "drain")
     assert h.trigger("merge_captain", "linear", "issue", {"issue_key": "A"}).status == "queued"
     h2 = Harness()
-    h2.bind(merge_captain().model_copy(update={"execution": "external"}))
+    h2.bind(replace(merge_captain(), execution="external"))
     first = h2.trigger("merge_captain", "github", "pull_request", PR)
     h2.finish("merge_captain", first.run_id, first.lease.id, "failed", error="boom")
     assert h2.status("merge_captain").state == "failed"
@@ -69,9 +69,9 @@ def test_q000_5_sticky_exhaustion_ends_with_its_window():
 
 
 def test_q000_6_queued_work_is_typed_so_a_malformed_item_cannot_be_stored():
-    with pytest.raises(ValidationError):
-        QueueItem.model_validate({"work_key": "k", "request_id": "r", "envelope": {"provider": "x"}, "seq": 0,
-                                  "reason": "paused", "queued_at_ms": 0})
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"work_key": "k", "request_id": "r", "envelope": {"provider": "x"}, "seq": 0,
+                         "reason": "paused", "queued_at_ms": 0}, QueueItem)
     h = Harness()
     h.bind(merge_captain())
     h.control("merge_captain", "pause")
@@ -118,12 +118,12 @@ def test_q000_11_two_triggers_in_one_batch_cannot_both_take_the_lease():
     store = MemoryStore()
     h = Harness()
     h.store = store
-    h.bind(merge_captain().model_copy(update={"execution": "external"}))
+    h.bind(replace(merge_captain(), execution="external"))
     txn = store.transaction()  # one transaction = one batch of the agent
     outputs = []
     for n in (1, 2):
         request = TriggerRequest(request_id=f"r{n}", persona="merge_captain", provider="github", kind="pull_request",
                                  metadata={"repository": "r", "number": str(n)})
-        outputs += transition.apply(txn, TriggerReceived(at_ms=T0, request=request), 100 + n)
+        outputs += seen(transition.apply(txn, TriggerReceived(at_ms=T0, request=request), 100 + n))
     statuses = [o.value.status for o in outputs if o.role == "receipts"]
     assert statuses == ["dispatched", "lease_busy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.records import TriggerEnvelope
+from streams.wire import TriggerEnvelope
 from tables.queue import Queue
 from tables.state import PersonaHead, PersonaState, QueueItem
 from tables.store import MemoryStore

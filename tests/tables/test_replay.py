@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams.codec import decode_union, encode
-from streams.inbox import PERSONA_INPUT, BindingChanged, TriggerReceived
-from streams.records import TriggerRequest
+from streams.inbox import PERSONA_INPUT, BindingChanged, TriggerReceived, encode
+from streams.wire import TriggerRequest
 from tables.replay import compare, verify
 
 from .harness import T0, Harness, cost, merge_captain
@@ -24,7 +23,7 @@ def inbox() -> list[tuple[int, int, bytes]]:
 def published(records) -> tuple[list[dict], list[dict]]:
     h = Harness()
     for _, offset, raw in records:
-        h.feed(decode_union(PERSONA_INPUT, "x", raw), position=offset)
+        h.feed(PERSONA_INPUT.decode(raw), position=offset)
     values = lambda role: [json.loads(o.value_bytes()) for o in h.outputs if o.role == role]  # noqa: E731
     return values("receipts"), values("outbox")
 

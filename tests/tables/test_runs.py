@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 
 from streams.inbox import RunCommanded, RunFinished, RunLeaseLost, RunRegistered, RunReported, TriggerReceived
-from streams.records import DeadLetter, RunControl, RunDispatch, RunEvent, RunLimits, TriggerEnvelope
+from streams.records import DeadLetter, RunDispatch
+from streams.wire import RunControl, RunEvent, RunLimits, TriggerEnvelope
 from tables import runs
 from tables.store import MemoryStore
 
-from .harness import T0
+from .harness import T0, seen
 
 ENVELOPE = TriggerEnvelope(provider="github", kind="pull_request", subject_key="github:r:pr:1", received_at_ms=T0)
 
@@ -22,7 +23,7 @@ class RunHarness:
 
     def feed(self, record):
         txn = self.store.transaction()
-        outputs = runs.apply(txn, record, next(self.offsets))
+        outputs = seen(runs.apply(txn, record, next(self.offsets)))
         self.store.apply(txn)
         self.outputs += outputs
         return outputs
@@ -41,7 +42,7 @@ class RunHarness:
                                                                        action=action, actor="ops", **fields)))
 
     def record(self):
-        return runs.RunRecord.model_validate_json(self.store.get(runs.RUNS, "run-1"))
+        return runs._RUN.decode(self.store.get(runs.RUNS, "run-1"))
 
 
 def kinds(outputs):

@@ -6,18 +6,25 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+from typing import Callable
 
 from aiohttp import web as aioweb
 
 from engine.kafka import BrokerAddress, TopicLayoutError, ensure_topics
 from engine.runtime import Engine, EngineConfig
-from engine.state import reset_stale_state
+from engine.state import PartitionStore, reset_stale_state
 from streams.settings import Settings
+from tables.state import LEASES, QUEUES
 from tables.store import Transaction
 
 from . import ingress, persona, runs, timers, web
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The worker cannot start; the message says why and what to do."""
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -31,9 +38,20 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 def build(settings: Settings, broker: BrokerAddress) -> Engine:
     engine = Engine(settings, broker, engine_config(settings))
-    engine.metrics.add_gauges("personaflow_consumer_lag", "Input records not yet processed, per input partition",
-                              ["topic", "partition"],
-                              lambda: [((topic, str(p)), float(lag)) for (topic, p), lag in engine.lag().items()])
+    metrics = engine.metrics
+    metrics.add_gauges("personaflow_consumer_lag", "Input records not yet processed, per input partition",
+                       ["topic", "partition"],
+                       lambda: [((topic, str(p)), float(lag)) for (topic, p), lag in engine.lag().items()])
+
+    def per_partition(count: Callable[[PartitionStore], int]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
+        return lambda: [((str(p),), float(count(task.store))) for p, task in sorted(engine.tasks.items()) if task.active]
+
+    metrics.add_gauges("personaflow_active_leases", "Work leases held by runs in flight, per partition", ["partition"],
+                       per_partition(lambda store: store.count(LEASES)))
+    metrics.add_gauges("personaflow_queued_items", "Queued work items, per partition", ["partition"],
+                       per_partition(lambda store: store.count(QUEUES)))
+    metrics.add_gauges("personaflow_runs_in_flight", "Dispatched runs not finished yet, per partition", ["partition"],
+                       per_partition(runs.in_flight))
     return engine
 
 
@@ -47,7 +65,12 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event) 
     runner = aioweb.AppRunner(app, access_log=None)
     await runner.setup()
     site = aioweb.TCPSite(runner, settings.web_bind, settings.web_port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot serve HTTP on {settings.web_bind}:{settings.web_port} ({exc.strerror});"
+                           " set PERSONAFLOW_WEB_PORT to a free port") from None
     try:
         await engine.start()
         loop_task = asyncio.create_task(engine.run())
@@ -78,7 +101,7 @@ def run_worker(settings: Settings, broker: BrokerAddress) -> int:
 
     try:
         asyncio.run(main())
-    except TopicLayoutError as exc:
-        print(f"personaflow worker: {exc}", flush=True)
+    except (TopicLayoutError, StartupError) as exc:
+        print(f"personaflow worker: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0

@@ -53,7 +53,8 @@ async def fetch_highwaters(client: Any, partitions: Iterable[TopicPartition]) ->
     wanted = list(partitions)
     if not wanted:
         return {}
-    await client.force_metadata_update()
+    if any(client.cluster.leader_for_partition(tp) in (None, -1) for tp in wanted):
+        await client.force_metadata_update()
     leaders: dict[TopicPartition, int] = {}
     for tp in wanted:
         node = client.cluster.leader_for_partition(tp)

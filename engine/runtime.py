@@ -45,7 +45,7 @@ from streams.topics import TopicNames
 from . import compat
 from .assignor import CopartitionedAssignor
 from .checkpoint import Checkpoint, TaskCommit
-from .kafka import BrokerAddress, changelog_topic, new_consumer, new_producer
+from .kafka import BrokerAddress, changelog_topic, end_offsets, new_consumer, new_producer
 from .metrics import EngineMetrics
 from .publish import Partitioner, Publisher, Record
 from .recovery import StaleStore, recover
@@ -189,8 +189,10 @@ class Engine:
 
         def lag(topic: str) -> int | None:
             highwater = consumer.highwater(TopicPartition(topic, task.partition))
-            if highwater is None:
-                return None
+            if highwater is None:  # no fetch response has named it yet: its end when the task started
+                highwater = task.ends.get(topic)
+                if highwater is None:
+                    return None
             return highwater - task.next_fetched.get(topic, task.positions.get(topic, 0))
         return lag
 
@@ -353,12 +355,14 @@ class Engine:
                 await recover(consumer, self.changelog, [t.store for t in tasks], self.broker.embedded)
         finally:
             await consumer.stop()
+        ends = await self._input_ends(tasks)
         async with self.lock:
             for task in tasks:
                 if self.tasks.get(task.partition) is not task:
                     continue  # revoked while recovering
                 task.load_positions()
                 task.reset_buffers()
+                task.ends = {tp.topic: end for tp, end in ends.items() if tp.partition == task.partition}
                 for tp in self._input_tps(task.partition):
                     if tp not in self.consumer.assignment():
                         continue
@@ -372,6 +376,17 @@ class Engine:
                 task.active = True
         self.metrics.recovery_seconds.observe(time.monotonic() - started)
         log.info("partitions %s active after %.2fs", [t.partition for t in tasks], time.monotonic() - started)
+
+    async def _input_ends(self, tasks: list[Task]) -> dict[TopicPartition, int]:
+        """End offsets of the tasks' inputs now: the merger's lag until fetches report them."""
+        consumer = new_consumer(self.settings, self.broker.bootstrap)
+        await consumer.start()
+        try:
+            tps = [tp for task in tasks for tp in self._input_tps(task.partition)]
+            consumer.assign(tps)
+            return await end_offsets(consumer, tps, self.broker.embedded)
+        finally:
+            await consumer.stop()
 
     # ------------------------------------------------------------------- reading
 

@@ -60,6 +60,10 @@ class PartitionStore(abc.ABC):
         """(key, value) of ``table`` with ``start <= key`` (and ``key < stop``), in key
         order for ordered tables (any order for others)."""
 
+    def count(self, table: str) -> int:
+        """Rows in ``table``."""
+        return sum(1 for _ in self.items(table))
+
     def close(self) -> None:
         """Release resources; the data stays where it is kept."""
 
@@ -99,6 +103,9 @@ class MemoryStore(PartitionStore):
     @property
     def changelog_offset(self) -> int:
         return self._offset
+
+    def count(self, table: str) -> int:
+        return len(self.tables.get(table, ()))
 
     def items(self, table: str, start: str = "", stop: str | None = None) -> Iterator[tuple[str, bytes]]:
         data = self.tables.get(table, {})

@@ -85,6 +85,7 @@ class Task:
         self.buffers: dict[str, deque[ConsumerRecord]] = {}
         self.mergers: dict[str, Merger[ConsumerRecord]] = {}
         self.next_fetched: dict[str, int] = {}  # topic -> offset after the last record fetched
+        self.ends: dict[str, int] = {}  # topic -> end offset when the task became active
         for source in self.sources:
             topics = [topic_of(role) for role in source.roles]
             for topic in topics:

@@ -29,14 +29,26 @@ def main() -> None:
 @main.command()
 @click.option("--port", type=int, default=None, help="Loopback port (default: a free one).")
 def broker(port: int | None) -> None:
-    """Run the embedded Tansu broker until interrupted; other commands find it."""
+    """Run the embedded Tansu broker until interrupted; other commands find it.
+
+    The project's topics are created as soon as it answers (partition count, compaction),
+    so producers may publish before any worker runs.
+    """
+    import asyncio
+
+    from engine.kafka import ensure_topics
+
     settings = settings_or_exit()
     embedded = EmbeddedBroker(settings.data_dir, port, tie_to_parent=True)
     try:
         address = embedded.start()
+        asyncio.run(ensure_topics(settings, address.bootstrap))
     except BrokerNotFound as exc:
+        embedded.stop()
         raise click.ClickException(str(exc)) from None
-    click.echo(f"embedded broker on {address.bootstrap} (address in {settings.data_dir / 'broker.json'})")
+    click.echo(f"embedded broker on {address.bootstrap} (address in {settings.data_dir / 'broker.json'});"
+               f" topics created with {settings.partitions} partitions"
+               + (f", prefix {settings.topic_prefix!r}" if settings.topic_prefix else ""))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -67,6 +67,7 @@ class Tail:
         self.from_beginning = from_beginning
         self.consumer: AIOKafkaConsumer | None = None
         self.seen: list[Seen] = []
+        self.next: dict[TopicPartition, int] = {}  # offset after the last record read, per partition
 
     async def start(self) -> "Tail":
         consumer = new_consumer(self.client.settings, self.client.bootstrap)
@@ -82,15 +83,20 @@ class Tail:
         consumer.assign(tps)
         if self.from_beginning:
             await consumer.seek_to_beginning(*tps)
+            self.next = {tp: 0 for tp in tps}
         else:
             for tp, offset in (await end_offsets(consumer, tps, self.client.embedded)).items():
                 consumer.seek(tp, offset)
+                self.next[tp] = offset
         self.consumer = consumer
         return self
 
     async def poll(self, timeout_s: float = 0.2) -> list[Seen]:
         assert self.consumer is not None, "start() the tail first"
         batch = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=10_000)
+        for tp, records in batch.items():
+            if records:
+                self.next[tp] = records[-1].offset + 1
         fresh = [to_seen(record) for records in batch.values() for record in records]
         self.seen.extend(fresh)
         return fresh
@@ -101,7 +107,7 @@ class Tail:
         ends = await end_offsets(self.consumer, list(self.consumer.assignment()), self.client.embedded)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while [tp for tp, end in ends.items() if await self.consumer.position(tp) < end]:
+        while [tp for tp, end in ends.items() if self.next.get(tp, 0) < end]:
             if loop.time() > deadline:
                 raise TimeoutError(f"could not catch up with {self.topic} within {timeout_s}s")
             await self.poll(0.1)

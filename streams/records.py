@@ -34,8 +34,14 @@ PersonaName = Annotated[str, StringConstraints(pattern=PERSONA_NAME_PATTERN)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+#: Upper bounds of amounts: generous, and low enough that no sum the pipeline keeps can
+#: overflow (a float sum reaching infinity could not be stored as JSON).
+MAX_USD = 1e12
+MAX_COUNT = 2**40  # about a trillion: sums of these stay exact 64-bit integers
+NonNegativeFloat = Annotated[float, Field(ge=0, le=MAX_USD)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+SignedUsd = Annotated[float, Field(ge=-MAX_USD, le=MAX_USD)]
+StepCount = Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
 EpochMs = Annotated[int, Field(ge=0, le=253402300799999)]  # up to 9999-12-31
 
 
@@ -133,10 +139,10 @@ class RunCost(Record):
 
     cost_usd: NonNegativeFloat
     tokens: NonNegativeInt
-    avoided_cost_usd: float = 0.0
-    deterministic_steps: int = 0
-    llm_steps: int = 0
-    frontier_escalations: int = 0
+    avoided_cost_usd: SignedUsd = 0.0
+    deterministic_steps: StepCount = 0
+    llm_steps: StepCount = 0
+    frontier_escalations: StepCount = 0
     metadata: Any = None
 
 

@@ -10,6 +10,7 @@ from streams.records import (
     PersonaBinding,
     PersonaStatus,
     Receipt,
+    RunCost,
     RunEvent,
     TriggerRequest,
 )
@@ -104,3 +105,13 @@ def test_receipt_and_status_field_names_match_the_seed():
         "name", "template_ref", "state", "entry_workflow", "role", "current_assignment", "last_run",
         "next_scheduled_run", "active_lease", "budget", "last_error", "queued_events", "queued_work",
         "handoff_inbox", "value_receipts", "disabled_events", "paused_event_policy"]
+
+
+def test_amounts_are_bounded_so_that_no_sum_the_pipeline_keeps_can_overflow():
+    # Two 1.7e308 costs would add up to infinity, which JSON cannot carry: such a
+    # persona's state could never be stored again.
+    with pytest.raises(ValidationError, match="cost_usd\n  Input should be less than or equal to 1000000000000"):
+        RunCost.model_validate({"cost_usd": 1.7e308, "tokens": 0})
+    with pytest.raises(ValidationError, match="tokens\n  Input should be less than or equal to"):
+        RunCost.model_validate({"cost_usd": 0.0, "tokens": 2**63})
+    RunCost.model_validate({"cost_usd": 1e12, "tokens": 2**40, "avoided_cost_usd": -1e12})

@@ -24,6 +24,10 @@ class SyncTail:
     def until(self, done: Callable[[list[Seen]], bool], timeout_s: float = 60.0, what: str = "condition") -> list[Seen]:
         return self.owner.run(self.tail.until(done, timeout_s, what))
 
+    def catch_up(self) -> list[Seen]:
+        """Everything the topic holds right now (read to its end offsets)."""
+        return self.owner.run(self.tail.catch_up())
+
     def values(self, keep: Callable[[Seen], bool] = lambda r: True) -> list[Any]:
         return [record.value for record in self.seen if keep(record)]
 

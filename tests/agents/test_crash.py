@@ -8,8 +8,10 @@ each kill lands right after the first receipt of a wave, while the rest is in fl
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -44,20 +46,44 @@ def make_scenario(prefix: str, personas: int, triggers: int, seed: int) -> tuple
     return names, requests
 
 
-async def flood(kafka, requests: list[dict[str, Any]], controls: list[dict[str, Any]]) -> None:
-    import json
-
+async def flood(kafka, requests: list[dict[str, Any]], controls: list[dict[str, Any]], per_second: float = 0) -> None:
+    """Publish the requests (at most ``per_second`` of them a second, if given), then the controls."""
     client = kafka.client
     producer = new_producer(client.settings, client.bootstrap, linger_ms=5)
     await producer.start()
     try:
-        pending = [await producer.send(client.names.triggers, json.dumps(r).encode(), key=r["persona"].encode())
-                   for r in requests]
+        pending = []
+        started = time.monotonic()
+        for n, r in enumerate(requests):
+            pending.append(await producer.send(client.names.triggers, json.dumps(r).encode(), key=r["persona"].encode()))
+            if per_second and n % 50 == 49:
+                await asyncio.sleep(max(0.0, started + (n + 1) / per_second - time.monotonic()))
         pending += [await producer.send(client.names.control, json.dumps(c).encode(), key=c["persona"].encode())
                     for c in controls]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+
+
+class Background:
+    """Runs one coroutine to completion on a thread of its own (the test thread kills meanwhile)."""
+
+    def __init__(self, work) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self.thread.start()
+
+    def _run(self, work) -> None:
+        try:
+            asyncio.run(work)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self.error = exc
+
+    def join(self, timeout_s: float = 120) -> None:
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "the producer did not finish"
+        if self.error is not None:
+            raise self.error
 
 
 def run_crash_scenario(worker, kafka, persona_name: str, personas: int, triggers: int, kills: int, seed: int) -> None:
@@ -80,12 +106,15 @@ def run_crash_scenario(worker, kafka, persona_name: str, personas: int, triggers
         waves = [requests[i * len(requests) // (kills + 1):(i + 1) * len(requests) // (kills + 1)]
                  for i in range(kills + 1)]
         for wave in waves[:-1]:
+            # The wave goes out over about a second; the kill lands after its first receipt,
+            # while the rest is still being published and processed.
             ids = {r["request_id"] for r in wave}
-            kafka.run(flood(kafka, wave, []))
+            producer = Background(flood(kafka, wave, [], per_second=len(wave)))
             probe.receipts.until(lambda seen: any((r.value or {}).get("request_id") in ids for r in seen),
                                  180, "the wave's first receipt before the kill")
             decided = len({(r.value or {}).get("request_id") for r in probe.receipts.seen} & ids)
             worker.restart(kill=True)
+            producer.join()
             assert decided < len(ids), "the kill must land while the wave is still in flight"
         kafka.run(flood(kafka, waves[-1], resumes))
 

@@ -9,7 +9,6 @@ partition (murmur2 in pure Python). Building the record batches ourselves
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -40,16 +39,8 @@ class Partitioner:
         return found
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record to publish, already encoded, with its partition chosen."""
-
-    topic: str
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
-    timestamp_ms: int | None = None
+#: One record to publish, encoded, its partition chosen: (topic, partition, key, value, headers).
+Record = tuple[str, int, "bytes | None", "bytes | None", Sequence[tuple[str, bytes]]]
 
 
 class Publisher:
@@ -64,20 +55,18 @@ class Publisher:
         record, the offset the broker gave it."""
         batches: dict[tuple[str, int], list[tuple[BatchBuilder, list[int]]]] = {}
         count = 0
-        for index, record in enumerate(records):
+        for index, (topic, partition, key, value, headers) in enumerate(records):
             count += 1
-            slot = (record.topic, record.partition)
+            slot = (topic, partition)
             chain = batches.get(slot)
             if chain is None:
                 chain = batches[slot] = [(self._builder(), [])]
             builder, members = chain[-1]
-            if builder.append(timestamp=record.timestamp_ms, key=record.key, value=record.value,
-                              headers=record.headers) is None:
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                 builder, members = self._builder(), []
                 chain.append((builder, members))
-                if builder.append(timestamp=record.timestamp_ms, key=record.key, value=record.value,
-                                  headers=record.headers) is None:
-                    raise ValueError(f"a record for {record.topic} is larger than {BATCH_BYTES} bytes")
+                if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                    raise ValueError(f"a record for {topic} is larger than {BATCH_BYTES} bytes")
             members.append(index)
         offsets = [-1] * count
         pending: list[tuple[asyncio.Future, list[int]]] = []

@@ -107,6 +107,7 @@ class Engine:
         self._last_offset_commit = 0.0
         self._recoveries: set[asyncio.Task] = set()
         self.topics = sorted({self.names.name(role) for source in config.sources for role in source.roles})
+        self._topic = self.names.name
         self.role_of = {self.names.name(role): role for source in config.sources for role in source.roles}
         self.consumer: AIOKafkaConsumer | None = None
         self.publisher: Publisher | None = None
@@ -218,7 +219,8 @@ class Engine:
             batches.append((task, batch, positions))
         if not batches:
             return
-        outputs = [(o.phase, self._record(o, task.partition)) for task, batch, _ in batches for o in batch.outputs]
+        outputs = [(output.phase, self._record(output, task.partition))
+                   for task, batch, _ in batches for output in batch.outputs]
         commits = [TaskCommit(task, list(batch.txn.changes()), positions) for task, batch, positions in batches]
         await self._commit(outputs, commits)
         self.metrics.observe_pass(handled, (o for _, b, _ in batches for o in b.outputs), time.perf_counter() - started)
@@ -271,7 +273,7 @@ class Engine:
         key = output.key_bytes()
         target = output.partition if output.partition is not None else (
             partition if key is None else self.partitioner(key))
-        return Record(self.names.name(output.role), target, key, output.value_bytes(), output.header_list())
+        return self._topic(output.role), target, key, output.value_bytes(), output.header_list()
 
     async def _commit(self, outputs: list[tuple[int, Record]], commits: list[TaskCommit]) -> None:
         """Commit a pass; retried while the broker is unreachable (re-publishing the same

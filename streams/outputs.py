@@ -2,37 +2,48 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from typing import Any
+from typing import Any, Sequence
 
 import msgspec
 from pydantic import BaseModel
 
 from .codec import encode
 
+_encode = msgspec.json.Encoder().encode
 
-@dataclass(frozen=True, slots=True)
+Header = tuple[str, "str | bytes"]
+
+
 class Output:
     """One record to publish. ``value`` is a contract model (pydantic), its fast twin or an
     inbox record (msgspec), or JSON already encoded; None is a tombstone (compacted topics).
+    Headers are a tuple of (name, text or bytes), or a list of (name, bytes) that is
+    passed to the producer as it is (the hot paths build that: nothing to convert).
 
     Outputs of a lower ``phase`` are acknowledged before any of a higher phase is sent:
     a run's registration in the run inbox must land before executors can see its dispatch.
     ``partition`` overrides the key's partition (None: by key, as Kafka's default).
     """
 
-    role: str
-    key: str | bytes | None
-    value: BaseModel | msgspec.Struct | bytes | Any
-    headers: tuple[tuple[str, str], ...] = field(default=())
-    phase: int = 0
-    partition: int | None = None
+    __slots__ = ("role", "key", "value", "headers", "phase", "partition")
+
+    def __init__(self, role: str, key: str | bytes | None, value: Any, headers: Sequence[Header] = (),
+                 phase: int = 0, partition: int | None = None) -> None:
+        self.role = role
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.phase = phase
+        self.partition = partition
+
+    def __repr__(self) -> str:
+        return f"Output({self.role!r}, {self.key!r}, {self.value!r}, {self.headers!r}, phase={self.phase})"
 
     def key_bytes(self) -> bytes | None:
-        if self.key is None or isinstance(self.key, bytes):
-            return self.key
-        return self.key.encode()
+        key = self.key
+        if key is None or isinstance(key, bytes):
+            return key
+        return key.encode()
 
     def value_bytes(self) -> bytes | None:
         value = self.value
@@ -43,13 +54,15 @@ class Output:
         return _encode(value)
 
     def header_list(self) -> list[tuple[str, bytes]]:
-        return [(name, value.encode()) for name, value in self.headers]
+        """Headers as the producer takes them. A list is taken to hold bytes already (the hot
+        paths build it so); a tuple may hold text."""
+        headers = self.headers
+        if type(headers) is list:
+            return headers  # type: ignore[return-value]
+        return [(name, item if isinstance(item, bytes) else item.encode()) for name, item in headers]
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
             if key == name:
-                return value
+                return value.decode() if isinstance(value, bytes) else value
         return None
-
-
-_encode = msgspec.json.Encoder().encode

@@ -17,13 +17,20 @@ from .timers import set_timer
 RequestKind = str  # "trigger" | "control"
 
 
+_KINDS: dict[str, bytes] = {}
+
+
 def outbox_output(stream: str, seq: int, kind: str, persona: str, run_id: str | None, now: int,
                   payload: dict[str, Any], cause: dict[str, Any]) -> Output:
     """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers."""
     event_id = ids.event_id(stream, seq)
     event = OutboxEvent(event_id=event_id, stream=stream, seq=seq, kind=kind, persona=persona,
                         run_id=run_id, occurred_at_ms=now, payload=payload, cause=cause)
-    return Output("outbox", persona, encode(event), (("persona", persona), ("kind", kind), ("event_id", event_id)))
+    kind_bytes = _KINDS.get(kind)
+    if kind_bytes is None:
+        kind_bytes = _KINDS[kind] = kind.encode()
+    key = persona.encode()
+    return Output("outbox", key, encode(event), [("persona", key), ("kind", kind_bytes), ("event_id", event_id.encode())])
 
 
 def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str, reason: str) -> Output:
@@ -40,8 +47,9 @@ def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str
 
 
 def receipt_output(receipt: Receipt) -> Output:
-    return Output("receipts", receipt.persona, encode(receipt),
-                  (("persona", receipt.persona), ("status", receipt.status), ("receipt_id", receipt.receipt_id)))
+    key = receipt.persona.encode()
+    return Output("receipts", key, encode(receipt),
+                  [("persona", key), ("status", receipt.status.encode()), ("receipt_id", receipt.receipt_id.encode())])
 
 
 @dataclass
@@ -110,7 +118,7 @@ class Step:
     # ------------------------------------------------------------ other outputs
 
     def send(self, role: str, key: str, value: Any, phase: int = 0) -> None:
-        self.outputs.append(Output(role, key, encode(value), (("persona", self.persona),), phase))
+        self.outputs.append(Output(role, key, encode(value), (("persona", self.persona.encode()),), phase))
 
     def dead_letter(self, record: Any, key: str, error: str, reason: str) -> None:
         self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason))

@@ -14,10 +14,10 @@ A written row that encodes to the bytes it was read as is not a change.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterator, Protocol
 
 import msgspec
+import orjson
 
 Value = bytes
 _encode = msgspec.json.Encoder().encode
@@ -26,7 +26,7 @@ _ABSENT = object()
 
 def key(*parts: str | int) -> str:
     """A composite table key, unambiguous for any part contents (a compact JSON list)."""
-    return json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(parts).decode()
 
 
 class Reader(Protocol):

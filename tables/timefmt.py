@@ -11,13 +11,20 @@ EPOCH_TEXT = "1970-01-01T00:00:00Z"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+_last_second: list = [None, ""]  # the last second formatted, and its text: events come in bursts
+
+
 def format_ms(ms: int) -> str:
     """RFC3339 in UTC; no fraction when the milliseconds are zero (``2026-04-24T12:30:00Z``)."""
     try:
         seconds, millis = divmod(int(ms), 1000)
         if seconds < 0 or seconds > 253402300799:
             return EPOCH_TEXT
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        if _last_second[0] == seconds:
+            text = _last_second[1]
+        else:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            _last_second[0], _last_second[1] = seconds, text
     except (OverflowError, ValueError, OSError):
         return EPOCH_TEXT
     if millis:

@@ -34,9 +34,9 @@ test: install-test
 chaos: install-test
 	$(PYTEST) -q -m chaos
 
-## Benchmarks; results are written to bench-results/.
+## Benchmarks (about ten minutes): bench/results.json and docs/BENCHMARKS.md.
 bench: install-test
-	$(PYTEST) -q -m bench -s
+	$(PYTEST) -q -m bench -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .personaflow .pytest_cache *.egg-info

@@ -31,6 +31,8 @@ class EngineMetrics:
         self.receipts = Counter("personaflow_receipts", "Receipts published, per status", ["status"], registry=r)
         self.dead_letters = Counter("personaflow_dead_letters", "Dead letters published, per reason", ["reason"],
                                     registry=r)
+        self.changelog_records = Counter("personaflow_changelog_records",
+                                         "State records written to the changelog (rows and positions)", registry=r)
         self.processing_errors = Counter("personaflow_processing_errors",
                                          "Handler errors (each record involved was dead-lettered)", registry=r)
         self.pass_records = Histogram("personaflow_batch_records", "Input records handled per loop pass",

@@ -31,7 +31,7 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -50,9 +50,10 @@ from .metrics import EngineMetrics
 from .publish import Partitioner, Publisher, Record
 from .recovery import StaleStore, recover
 from .state import MemoryStore, PartitionStore, RocksDBStore
-from .task import Punctuator, Source, Task, TaskBatch
+from .task import Forwarded, Punctuator, Source, Task, TaskBatch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Records fetched per pass at most (bounds a pass's latency and memory).
 MAX_POLL_RECORDS = 4000
@@ -198,41 +199,77 @@ class Engine:
         return lag
 
     async def _pass(self) -> None:
+        """One pass: stage 0 (ingress), its outputs published and fed back to this worker's
+        own inputs, then stage 1 (the state machines) and the punctuators, then commit."""
         now = wall_ms()
         monotonic = time.monotonic()
         due = [p for p in self.config.punctuators if self._next_punctuation[p.name] <= monotonic]
         for punctuator in due:
             self._next_punctuation[punctuator.name] = monotonic + punctuator.interval_s
         started = time.perf_counter()
-        batches: list[tuple[Task, TaskBatch, dict[str, int]]] = []
         handled: dict[str, int] = defaultdict(int)
-        for task in list(self.tasks.values()):
-            if not task.active:
+        active = [task for task in self.tasks.values() if task.active]
+        positions: dict[int, dict[str, int]] = {}
+        forwarded: list[tuple[int, Output]] = []
+
+        for task in active:
+            work = task.ready(now, self._lag(task), stage=0)
+            if work:
+                batch, positions[task.partition] = self._process(task, work, (), now, dict(task.positions))
+                assert not batch.txn.changed, "stage-0 sources must not change state"
+                self._count(work, handled)
+                forwarded.extend((task.partition, output) for output in batch.outputs)
+        if forwarded:
+            await self._forward(forwarded)
+
+        batches: list[tuple[Task, TaskBatch, dict[str, int]]] = []
+        for task in active:
+            work = task.ready(now, self._lag(task), stage=1)
+            if not work and not due and task.partition not in positions:
                 continue
-            work = task.ready(now, self._lag(task))
-            if not work and not due:
-                continue
-            batch, positions = self._process(task, work, due, now)
-            for _, records in work:
-                for record in records:
-                    handled[self.role_of[record.topic]] += 1
-            batches.append((task, batch, positions))
+            batch, done = self._process(task, work, due, now, positions.get(task.partition, dict(task.positions)))
+            self._count(work, handled)
+            batches.append((task, batch, done))
         if not batches:
             return
         outputs = [(output.phase, self._record(output, task.partition))
                    for task, batch, _ in batches for output in batch.outputs]
-        commits = [TaskCommit(task, list(batch.txn.changes()), positions) for task, batch, positions in batches]
+        commits = [TaskCommit(task, list(batch.txn.changes()), done) for task, batch, done in batches]
+        written = self.checkpoint.changelog_records if self.checkpoint else 0
         await self._commit(outputs, commits)
-        self.metrics.observe_pass(handled, (o for _, b, _ in batches for o in b.outputs), time.perf_counter() - started)
+        if self.checkpoint is not None:
+            self.metrics.changelog_records.inc(self.checkpoint.changelog_records - written)
+        self.metrics.observe_pass(handled, [*(o for _, o in forwarded), *(o for _, b, _ in batches for o in b.outputs)],
+                                  time.perf_counter() - started)
         await self._maybe_commit_offsets()
 
+    def _count(self, work: list[tuple[Source, list[ConsumerRecord]]], handled: dict[str, int]) -> None:
+        for _, records in work:
+            for record in records:
+                handled[self.role_of[record.topic]] += 1
+
+    async def _forward(self, outputs: list[tuple[int, Output]]) -> None:
+        """Publish stage-0 outputs now; hand those addressed to this worker's own inputs
+        straight to their task (see :meth:`engine.task.Task.feed`), saving a fetch."""
+        records = [self._record(output, partition) for partition, output in outputs]
+        offsets = await self._retrying(lambda: self.publisher.publish(records))  # type: ignore[union-attr]
+        now = wall_ms()
+        by_input: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
+        for (topic, partition, key, value, headers), offset in zip(records, offsets):
+            by_input[(topic, partition)].append(Forwarded(topic, partition, offset, key, value, now, headers))
+        for (topic, partition), fed in by_input.items():
+            task = self.tasks.get(partition)
+            if task is not None and task.active:
+                task.feed(topic, fed)
+
     def _process(self, task: Task, work: list[tuple[Source, list[ConsumerRecord]]], due: Sequence[Punctuator],
-                 now: int) -> tuple[TaskBatch, dict[str, int]]:
-        """Run the handlers over ``work``; on a handler error, start over without that record."""
+                 now: int, start: dict[str, int]) -> tuple[TaskBatch, dict[str, int]]:
+        """Run the handlers over ``work``; on a handler error, start over without that record.
+        Returns the pass and the positions after it (``start``: the positions before)."""
         poisoned: dict[tuple[str, int], str] = {}
         while True:
             batch = TaskBatch(task.partition, task.store, self.config.transaction(task.store), now)
-            positions = dict(task.positions)
+            positions = dict(start)
             try:
                 for source, records in work:
                     for record in records:
@@ -276,18 +313,21 @@ class Engine:
         return self._topic(output.role), target, key, output.value_bytes(), output.header_list()
 
     async def _commit(self, outputs: list[tuple[int, Record]], commits: list[TaskCommit]) -> None:
-        """Commit a pass; retried while the broker is unreachable (re-publishing the same
-        records is safe: same ids)."""
         assert self.checkpoint is not None
+        checkpoint = self.checkpoint
+        await self._retrying(lambda: checkpoint.commit(outputs, commits))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Publish or commit, again while the broker is unreachable: publishing the same
+        records again is safe (same ids), and state is written only after its outputs."""
         delay = 0.2
         while True:
             try:
-                await self.checkpoint.commit(outputs, commits)
-                return
+                return await attempt()
             except KafkaError as exc:
                 if self.stopping.is_set():
                     raise
-                log.warning("commit failed (%s); retrying in %.1fs", exc, delay)
+                log.warning("publishing failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

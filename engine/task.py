@@ -55,13 +55,29 @@ class Source:
     """Input topics handled by one handler. ``in_time_order``: the topics' partitions are
     merged by record timestamp (see :mod:`engine.merge`); otherwise each topic is handled
     in offset order. ``finish`` runs once per pass, after the records (e.g. to publish
-    the status of what changed)."""
+    the status of what changed).
+
+    ``stage``: sources of stage 0 (ingress) are handled first and their outputs published
+    at once, so that what they forward to this worker's own inputs is handled in the same
+    pass (see :meth:`Task.feed`); they must not change state."""
 
     name: str
     roles: tuple[str, ...]
     handle: Handler
     in_time_order: bool = False
     finish: Callable[[TaskBatch], None] | None = None
+    stage: int = 1
+
+
+class Forwarded:
+    """A record this worker published to one of its own inputs, as if fetched."""
+
+    __slots__ = ("topic", "partition", "offset", "key", "value", "timestamp", "headers")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 timestamp: int, headers: Any) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value, self.timestamp, self.headers = key, value, timestamp, headers
 
 
 @dataclass(frozen=True)
@@ -126,10 +142,28 @@ class Task:
         else:
             self.buffers[topic].extend(fresh)
 
-    def ready(self, now_ms: int, lag: Callable[[str], int | None]) -> list[tuple[Source, list[ConsumerRecord]]]:
-        """The records that may be processed now, per source, in processing order."""
+    def feed(self, topic: str, records: Sequence[Forwarded]) -> int:
+        """Take records this worker itself just published to ``topic`` (this partition), in
+        offset order, if they continue exactly what was fetched: then they are handled now
+        and the copies the consumer fetches later are dropped as seen. If anything else was
+        appended in between, nothing is taken; the fetch brings everything in order."""
+        if not records or topic not in self.source_of or self.source_of[topic].in_time_order:
+            return 0
+        expected = self.next_fetched.get(topic, self.positions.get(topic, 0))
+        if records[0].offset != expected or any(b.offset != a.offset + 1 for a, b in zip(records, records[1:])):
+            return 0
+        self.buffers[topic].extend(records)  # type: ignore[arg-type]
+        self.next_fetched[topic] = records[-1].offset + 1
+        return len(records)
+
+    def ready(self, now_ms: int, lag: Callable[[str], int | None],
+              stage: int | None = None) -> list[tuple[Source, list[ConsumerRecord]]]:
+        """The records that may be processed now, per source (of ``stage``, or all), in
+        processing order."""
         work = []
         for source in self.sources:
+            if stage is not None and source.stage != stage:
+                continue
             merger = self.mergers.get(source.name)
             if merger is not None:
                 released = [record for _, record in merger.release(now_ms, lag)]

@@ -2,7 +2,7 @@
 
 Two sources. ``persona.bindings``, ``persona.control`` and ``persona.triggers`` are
 merged in record-timestamp order (ties: in that order) before they are forwarded, so
-the persona inbox holds them in the order producers meant (contract guarantee 7).
+the persona inbox holds them in the order producers meant (docs/behaviour.md, section 2).
 ``persona.run.events`` and ``persona.run.control`` go to the run inbox in offset order.
 Admission itself is the pure :func:`streams.admission.admit`; bad input never stops the
 stream.

@@ -85,15 +85,19 @@ class Publisher:
     def _builder(size: int = BATCH_BYTES) -> BatchBuilder:
         return BatchBuilder(size, 0)
 
-    async def publish_batch(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]],
-                            headers: Sequence[tuple[str, bytes]], size: int) -> int:
-        """Write ``records`` as ONE record batch (atomic: all or none is appended);
-        return the offset of its first record."""
+    async def send_batch(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]],
+                         headers: Sequence[tuple[str, bytes]], size: int) -> asyncio.Future:
+        """Send ``records`` as ONE record batch (atomic: all or none is appended); return the
+        future of its acknowledgement (its metadata's offset is the first record's)."""
         builder = self._builder(size + 1024 * len(records) + 65536)
         for key, value in records:
-            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            if builder.append(timestamp=None, key=key, value=value, headers=list(headers)) is None:
                 raise ValueError(f"{len(records)} records of {size} bytes do not fit one batch for {topic}")
         builder.close()
-        metadata = await (await self.producer.send_batch(builder, topic, partition=partition))
         self.sent += len(records)
-        return metadata.offset
+        return await self.producer.send_batch(builder, topic, partition=partition)
+
+    async def publish_batch(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]],
+                            headers: Sequence[tuple[str, bytes]], size: int) -> int:
+        """:meth:`send_batch` and wait for it; return the offset of its first record."""
+        return (await (await self.send_batch(topic, partition, records, headers, size))).offset

@@ -44,7 +44,7 @@ from streams.topics import TopicNames
 
 from . import compat
 from .assignor import CopartitionedAssignor
-from .checkpoint import Checkpoint, TaskCommit
+from .checkpoint import Checkpoint, LostStateWrite, TaskCommit
 from .kafka import BrokerAddress, changelog_topic, end_offsets, new_consumer, new_producer
 from .metrics import EngineMetrics
 from .publish import Partitioner, Publisher, Record
@@ -123,7 +123,11 @@ class Engine:
 
     def _open_store(self, partition: int) -> PartitionStore:
         if self.settings.store == "rocksdb://":
-            return RocksDBStore(partition, self.state_dir / "rocksdb", self.config.ordered_tables)
+            store = RocksDBStore(partition, self.state_dir / "rocksdb", self.config.ordered_tables)
+            if store.rebuilt:
+                log.warning("partition %d: the local store held a state batch the changelog may not have"
+                            " (the worker stopped uncleanly); rebuilding it from the changelog", partition)
+            return store
         return MemoryStore(partition, self.config.ordered_tables)
 
     async def start(self) -> None:
@@ -145,6 +149,9 @@ class Engine:
         for recovery in list(self._recoveries):
             recovery.cancel()
         async with self.lock:
+            if self.checkpoint is not None:
+                with contextlib.suppress(LostStateWrite):
+                    await self.checkpoint.flush()
             for task in [*self.tasks.values(), *self.suspended.values()]:
                 task.store.close()
             self.tasks.clear()
@@ -349,6 +356,8 @@ class Engine:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:
+            if self.checkpoint is not None:  # others recover from the changelog: it must be complete
+                await self.checkpoint.flush()
             for partition in sorted({tp.partition for tp in revoked}):
                 task = self.tasks.pop(partition, None)
                 if task is not None:

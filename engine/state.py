@@ -1,12 +1,15 @@
 """Local state of one partition: a small interface and its two implementations.
 
 A :class:`PartitionStore` holds the rows of one partition (``table``, ``key`` -> bytes)
-and the changelog offset they reflect. It changes only through :meth:`apply`, once a
-batch of rows is durable in the changelog, so the local state is always the state after
-some whole committed batch. :class:`MemoryStore` keeps rows in dicts (recovered from
-the changelog at every start); :class:`RocksDBStore` keeps them in RocksDB (rocksdict)
-with the changelog offset in the same atomic write, so a restart reads only the newer
-part of the changelog.
+and the changelog offset they reflect. It changes only through :meth:`apply`: a whole
+batch at a time, either already durable in the changelog (recovery: with its offset) or
+just sent to it (a commit: without an offset, confirmed by :meth:`confirm` once the
+broker acknowledged it). :class:`MemoryStore` keeps rows in dicts (recovered from the
+changelog at every start); :class:`RocksDBStore` keeps them in RocksDB (rocksdict) with
+the changelog offset in the same atomic write, so a restart reads only the newer part of
+the changelog. A RocksDB store that was left holding an unconfirmed batch (the process
+died before the acknowledgement) is rebuilt from the changelog when it is opened again:
+that batch may never have reached the changelog.
 
 Tables named in ``ordered`` can be scanned in key order (the timer index); the memory
 store keeps a sorted key list for them, RocksDB is ordered anyway.
@@ -24,6 +27,8 @@ from sortedcontainers import SortedList
 Row = tuple[str, str, bytes | None]  # table, key, value (None: delete)
 SEPARATOR = "\x1f"
 OFFSET_KEY = b"\x00changelog_offset"
+#: Set while the store holds rows whose changelog batch is not acknowledged yet.
+UNCONFIRMED_KEY = b"\x00unconfirmed"
 
 
 def flat_key(table: str, key: str) -> str:
@@ -47,8 +52,13 @@ class PartitionStore(abc.ABC):
         """The stored value, or None."""
 
     @abc.abstractmethod
-    def apply(self, rows: Sequence[Row], changelog_offset: int) -> None:
-        """Write ``rows`` and record ``changelog_offset`` as reached, atomically."""
+    def apply(self, rows: Sequence[Row], changelog_offset: int | None) -> None:
+        """Write ``rows`` and record ``changelog_offset`` as reached, atomically; with no
+        offset the rows are unconfirmed until :meth:`confirm`."""
+
+    @abc.abstractmethod
+    def confirm(self, changelog_offset: int) -> None:
+        """The changelog acknowledged everything applied so far, up to this offset."""
 
     @property
     @abc.abstractmethod
@@ -82,9 +92,13 @@ class MemoryStore(PartitionStore):
         rows = self.tables.get(table)
         return None if rows is None else rows.get(key)
 
-    def apply(self, rows: Sequence[Row], changelog_offset: int) -> None:
+    def apply(self, rows: Sequence[Row], changelog_offset: int | None) -> None:
         for table, key, value in rows:
             self._put(table, key, value)
+        if changelog_offset is not None:
+            self._offset = changelog_offset
+
+    def confirm(self, changelog_offset: int) -> None:
         self._offset = changelog_offset
 
     def _put(self, table: str, key: str, value: bytes | None) -> None:
@@ -133,13 +147,19 @@ class RocksDBStore(PartitionStore):
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self.db = Rdict(str(self.path), options)
+        self.rebuilt = False
+        if self.db.get(UNCONFIRMED_KEY) is not None:
+            self.db.close()
+            self.destroy(Path(directory), partition)
+            self.db = Rdict(str(self.path), options)
+            self.rebuilt = True
         raw = self.db.get(OFFSET_KEY)
         self._offset = -1 if raw is None else int(raw)
 
     def get(self, table: str, key: str) -> bytes | None:
         return self.db.get(flat_key(table, key).encode())
 
-    def apply(self, rows: Sequence[Row], changelog_offset: int) -> None:
+    def apply(self, rows: Sequence[Row], changelog_offset: int | None) -> None:
         from rocksdict import WriteBatch
 
         batch = WriteBatch(raw_mode=True)
@@ -149,7 +169,20 @@ class RocksDBStore(PartitionStore):
                 batch.delete(flat)
             else:
                 batch.put(flat, value)
+        if changelog_offset is None:
+            batch.put(UNCONFIRMED_KEY, b"1")
+        else:
+            batch.put(OFFSET_KEY, str(changelog_offset).encode())
+        self.db.write(batch)
+        if changelog_offset is not None:
+            self._offset = changelog_offset
+
+    def confirm(self, changelog_offset: int) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
         batch.put(OFFSET_KEY, str(changelog_offset).encode())
+        batch.delete(UNCONFIRMED_KEY)
         self.db.write(batch)
         self._offset = changelog_offset
 

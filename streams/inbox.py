@@ -19,7 +19,7 @@ import msgspec
 from .wire import ControlCommand, PersonaBinding, RunControl, RunCost, RunEvent, RunLimits, TriggerEnvelope, TriggerRequest
 
 
-class Source(msgspec.Struct, frozen=True):
+class Source(msgspec.Struct, frozen=True, gc=False):
     """Where a forwarded record was read: topic, partition, offset."""
 
     topic: str
@@ -27,7 +27,7 @@ class Source(msgspec.Struct, frozen=True):
     offset: int
 
 
-class _Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class _Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     #: Event time of the input, in ms (the transition's "now").
     at_ms: int
     source: Source | None = None

@@ -1,6 +1,6 @@
 """The wire contract: every public record as a strict pydantic v2 model.
 
-Field names are exact (contract section 2, seed 000 data model). Validation is strict:
+Field names are exact (see docs/behaviour.md for what each record means). Validation is strict:
 unknown fields, wrong JSON types, NaN/infinity and oversized values are rejected, so a
 producer finds out at once (the record goes to ``persona.dlq`` with the reason).
 """
@@ -77,7 +77,7 @@ class Record(BaseModel):
 
 
 class BudgetPolicy(Record):
-    """Seed ``PersonaBudgetPolicy``; ``null`` means no limit."""
+    """A persona's budget; ``null`` means no limit."""
 
     daily_usd: NonNegativeFloat | None = None
     hourly_usd: NonNegativeFloat | None = None
@@ -135,7 +135,7 @@ class PersonaBinding(Record):
 
 
 class RunCost(Record):
-    """Seed ``PersonaRunCost``: what one run cost and saved."""
+    """What one run cost and saved."""
 
     cost_usd: NonNegativeFloat
     tokens: NonNegativeInt
@@ -235,7 +235,7 @@ RunControlAction = Literal[
 
 
 class RunControl(Record):
-    """An inbox message for a running execution (seed 001)."""
+    """A control message for a running execution."""
 
     command_id: Id
     run_id: Id
@@ -250,7 +250,7 @@ class RunControl(Record):
 
 
 class TriggerEnvelope(Record):
-    """Seed ``PersonaTriggerEnvelope``: the normalized trigger."""
+    """The normalized trigger (docs/behaviour.md, section 3)."""
 
     provider: str
     kind: str
@@ -283,7 +283,7 @@ ReceiptStatus = Literal[
 
 
 class Receipt(Record):
-    """Seed ``PersonaRunReceipt`` plus correlation ids: one per decision about a request."""
+    """One per decision about a request, with its correlation ids."""
 
     status: ReceiptStatus
     persona: str
@@ -402,7 +402,7 @@ LifecycleState = Literal[
 
 
 class PersonaStatus(Record):
-    """Seed ``PersonaStatus``, exact field names, computed at the last transition's event time."""
+    """A persona's status, computed at the last transition's event time."""
 
     name: str
     template_ref: str | None = None

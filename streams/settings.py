@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_CAFILE"))
     # Wall-clock timers: they only put tick records, stamped with their time, into the inbox.
     timer_interval_s: float = Field(1.0, gt=0, le=3600, validation_alias=_env("PERSONAFLOW_TIMER_INTERVAL_S"))
-    # Event-time order across persona.bindings/control/triggers (contract guarantee 7):
+    # Event-time order across persona.bindings/control/triggers (docs/behaviour.md, section 2):
     # how long a caught-up input with no data may hold back the others (Kafka Streams'
     # max.task.idle.ms); an input with unfetched data is always waited for.
     max_task_idle_ms: int = Field(0, ge=0, le=600_000, validation_alias=_env("PERSONAFLOW_MAX_TASK_IDLE_MS"))

@@ -1,4 +1,4 @@
-"""Topic catalogue (contract section 1) with the configurable prefix."""
+"""The topics (README, "Topics") with the configurable prefix."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Budgets (seed 000.10): enforcement, recording, and the status view.
+"""Budgets: enforcement, recording, and the status view (docs/behaviour.md, section 8).
 
-The seed recomputes spend by folding every ``persona.budget.recorded`` event; here the
+Rather than folding every ``persona.budget.recorded`` event again, the
 head's :class:`~tables.state.Budget` keeps the current UTC day and hour windows, rolled
 forward as the persona's event clock (which never goes backwards) crosses a boundary.
-Sums are accumulated in event order, so the floating-point results equal the seed's.
+Sums are accumulated in event order, so the floating-point results equal such a fold's.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _sticky_reason(budget: Budget, now_ms: int) -> str | None:
 
 
 def status(policy: BudgetPolicy, budget: Budget, now_ms: int) -> PersonaBudgetStatus:
-    """Seed ``budget_status`` at ``now_ms`` (``>=`` against each limit), plus the sticky flag."""
+    """The budget status at ``now_ms`` (``>=`` against each limit), plus the sticky flag."""
     spent_day, tokens, spent_hour = window(budget, now_ms)
     reason: str | None = None
     if policy.daily_usd is not None and spent_day >= policy.daily_usd and policy.daily_usd >= 0:

@@ -1,7 +1,7 @@
-"""Trigger normalization (seed 000.7) and schedule envelopes (000.7.1).
+"""Trigger normalization and schedule envelopes (docs/behaviour.md, section 3).
 
 The subject key is the work key: it is what dedupe, queueing and leases are about.
-Where the seed appends a random UUIDv7 (webhook and other providers without
+Where the original runtime appended a random UUIDv7 (webhook and other providers without
 ``dedupe_key``/``event_id``) we append the request id instead, so the key is unique
 per request, never deduplicated across requests, and the same on every replay.
 """
@@ -27,7 +27,7 @@ def _first(metadata: Mapping[str, str], *keys: str) -> str | None:
 
 
 def subject_key(provider: str, kind: str, metadata: Mapping[str, str], request_id: str) -> str:
-    """The work key by the seed's provider rules; ``provider`` is already lowercase."""
+    """The work key by the provider rules; ``provider`` is already lowercase."""
     if provider == "github":
         repo = _first(metadata, "repository", "repository.full_name") or "unknown"
         number = _first(metadata, "pr", "pull_request.number", "number")
@@ -52,8 +52,8 @@ def subject_key(provider: str, kind: str, metadata: Mapping[str, str], request_i
 
 def normalize_trigger_envelope(provider: str, kind: str, metadata: Mapping[str, str], now_ms: int,
                                request_id: str, raw: object = None) -> TriggerEnvelope:
-    """Seed ``normalize_trigger_envelope``; ``raw`` defaults to ``{"metadata": ...}`` as the seed."""
-    provider = "".join(c.lower() if c.isascii() else c for c in provider)  # ASCII-only, as the seed
+    """The normalized envelope; ``raw`` defaults to ``{"metadata": ...}``."""
+    provider = "".join(c.lower() if c.isascii() else c for c in provider)  # ASCII letters only
     items = dict(metadata)
     return TriggerEnvelope(
         provider=provider,
@@ -74,7 +74,7 @@ def schedule_name(binding: PersonaBinding, requested: str | None = None) -> str:
 
 
 def schedule_envelope(binding: PersonaBinding, schedule: str, now_ms: int) -> TriggerEnvelope:
-    """Seed ``fire_schedule`` envelope: one work key per persona, schedule and instant."""
+    """A schedule's envelope: one work key per persona, schedule and instant."""
     fired_at = format_ms(now_ms)
     return TriggerEnvelope(
         provider=SCHEDULE_PROVIDER,

@@ -23,7 +23,7 @@ def _uuid(*parts: str) -> str:
 
 
 def run_id(persona: str, request_id: str, decision: int) -> str:
-    """The run started by decision ``decision`` about request ``request_id`` (a UUID, as the seed)."""
+    """The run started by decision ``decision`` about request ``request_id`` (a UUID)."""
     return _uuid("run", persona, request_id, str(decision))
 
 

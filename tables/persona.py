@@ -1,11 +1,11 @@
-"""The persona transition: seed 000's persona runtime over one ordered inbox.
+"""The persona transition: a persona's behaviour (docs/behaviour.md) over one ordered inbox.
 
 ``apply(txn, record, position)`` is a pure function of the persona's state (read through
 ``txn``) and one inbox record: it leaves the new state in ``txn`` and returns the records
 to publish (outbox events, receipts, run notices, dispatches, dead letters). No clock, no
 randomness: time is the record's event time, ids derive from the input.
 
-Gates for new work, in the seed's order: paused -> queued; disabled -> dead-lettered;
+Gates for new work, in this order: paused -> queued; disabled -> dead-lettered;
 budget -> budget_exhausted; completed work key -> duplicate; active lease -> lease_busy
 (queued, then drained when the lease frees); else the run, inline (the trigger carries
 its cost, or the binding says ``inline``) or dispatched to an executor (``external``).
@@ -16,7 +16,7 @@ rejected. Everything with a deadline (a lease, the next cron occurrence, a held 
 has a row in the timer index (:mod:`tables.timers`), which the wall-clock timer reads
 to tick the persona; the tick's transition decides what is due at the tick's time.
 
-The decisions on the seed's quirks are in ``docs/behaviour.md``; each is pinned by a
+The decisions on the original runtime's quirks are in ``docs/behaviour.md``; each is pinned by a
 test in ``tests/tables/test_persona_quirks.py``.
 """
 
@@ -402,7 +402,7 @@ def _item(step: Step, request_id: str, envelope: TriggerEnvelope, cost: RunCost 
 
 
 def _gate_new(step: Step, item: QueueItem) -> None:
-    """G1 paused (and draining) -> queued; G2 disabled -> dead-lettered; else G3..G6."""
+    """Paused (and draining) -> queued; disabled -> dead-lettered; else the other gates."""
     mode = step.head.mode
     if mode == "paused":
         _enqueue(step, item, "paused")
@@ -434,7 +434,7 @@ def _is_external(step: Step, item: QueueItem) -> bool:
 
 
 def _enforce(step: Step, cost: RunCost) -> str | None:
-    """G3: on failure write ``persona.budget.exhausted`` and return the receipt error."""
+    """The budget gate: on failure write ``persona.budget.exhausted``, return the receipt error."""
     reason = budgets.enforce(step.binding.budget, step.head.budget, cost.cost_usd, cost.tokens, step.now)
     if reason is None:
         return None
@@ -448,7 +448,7 @@ def _enforce(step: Step, cost: RunCost) -> str | None:
 
 
 def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
-    """G3 budget, G4 duplicate, G5 lease, G6 run. ``queued`` is the stored item when draining."""
+    """Budget, duplicate, lease, then the run. ``queued`` is the stored item when draining."""
     external = _is_external(step, item)
     gate_cost = RunCost(cost_usd=step.binding.estimated_run_usd or 0.0, tokens=0) if external else (item.cost or NO_COST)
     error = _enforce(step, gate_cost)
@@ -486,7 +486,7 @@ def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
 
 
 def _start_run(step: Step, item: QueueItem) -> tuple[str, PersonaLease]:
-    """E14 lease acquired, E15 run started, value run_started."""
+    """Lease acquired, run started, value run_started."""
     decision = step.decisions("trigger", item.request_id)
     run_id = ids.run_id(step.persona, item.request_id, decision)
     lease = PersonaLease(id=ids.lease_id(step.persona, item.request_id, decision), holder=LEASE_HOLDER,
@@ -534,7 +534,7 @@ def _drop_lease(step: Step) -> None:
 
 
 def _record_spend(step: Step, cost: RunCost, lease_id: str | None) -> str:
-    """E11 ``persona.budget.recorded``; returns its receipt id."""
+    """``persona.budget.recorded``; returns its receipt id."""
     receipt_id = ids.budget_receipt_id(step.persona, step.next_seq())
     step.emit("persona.budget.recorded", {"receipt_id": receipt_id, "persona": step.persona, "cost_usd": cost.cost_usd,
                                           "tokens": cost.tokens, "lease_id": lease_id})
@@ -543,7 +543,7 @@ def _record_spend(step: Step, cost: RunCost, lease_id: str | None) -> str:
 
 
 def _complete_run(step: Step, record: LeaseRecord, cost: RunCost) -> str:
-    """E11, value events, E17 run completed, E18 lease released (seed order)."""
+    """Budget recorded, value events, run completed, lease released (in this order)."""
     lease = record.lease
     budget_receipt = _record_spend(step, cost, lease.id)
     metadata = run_value_metadata(record.envelope, lease, cost)
@@ -604,7 +604,7 @@ def _expire_lease(step: Step) -> None:
 
 
 def _refresh_next_run(head: PersonaHead, now_ms: int) -> None:
-    """The seed's ``next_scheduled_run`` (the earliest occurrence after the last run, or
+    """``next_scheduled_run`` (the earliest occurrence after the last run, or
     after now before the first run), recomputed only when what it depends on moved."""
     binding = head.binding
     if binding is None or not binding.schedules:

@@ -1,6 +1,6 @@
 """Replay the inboxes through the transitions and compare with what was published.
 
-Contract guarantee 3: folding ``persona.inbox`` and ``persona.run.inbox`` through the
+Replayable: folding ``persona.inbox`` and ``persona.run.inbox`` through the
 transition functions reproduces ``persona.receipts`` and ``persona.outbox`` exactly. The
 live pipeline may have published some records twice (after a crash) but always with the
 same id and the same content, so the comparison is by id: every expected id present

@@ -1,4 +1,4 @@
-"""Cron schedules (seed 000.13): next run, and which occurrences a tick makes due."""
+"""Cron schedules: next run, and which occurrences a tick makes due."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def latest_occurrence(expression: str, at_or_before_ms: int) -> int | None:
 
 
 def next_scheduled_run(binding: PersonaBinding, last_run_ms: int | None, now_ms: int) -> str | None:
-    """Seed rule: the earliest occurrence after the last run (or now), over all schedules."""
+    """The earliest occurrence after the last run (or now), over all schedules."""
     base = now_ms if last_run_ms is None else last_run_ms
     found = [t for t in (next_occurrence(e, base) for e in binding.schedules) if t is not None]
     return format_ms(min(found)) if found else None

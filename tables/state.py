@@ -47,8 +47,9 @@ VALUE_RING = 20
 Mode = Literal["idle", "paused", "disabled", "draining", "failed"]
 
 
-class Row(msgspec.Struct, kw_only=True):
-    """Base of state rows: mutable structs, encoded to JSON when committed."""
+class Row(msgspec.Struct, kw_only=True, gc=False):
+    """Base of state rows: mutable structs of plain data, encoded to JSON when committed
+    (never part of a reference cycle, so not tracked by the garbage collector)."""
 
 
 class QueueLevel(Row, kw_only=True):
@@ -128,7 +129,7 @@ class PersonaHead(Row, kw_only=True):
     schedule_cursor_ms: int | None = None
     #: Timer rows this persona has, kind -> due time (see :mod:`tables.timers`).
     timers: dict[str, int] = msgspec.field(default_factory=dict)
-    #: The seed's next_scheduled_run, kept with what it was computed from.
+    #: The status's next_scheduled_run, kept with what it was computed from.
     next_run_ms: int | None = None
     next_run_base_ms: int | None = None
 

@@ -1,4 +1,4 @@
-"""The status projection (seed 000.15), computed at the event time of the last transition.
+"""The status projection, computed at the event time of the last transition.
 
 Cheap by construction: the head carries the counters, the budget windows and the next
 scheduled run; the queue is read only as far as the listed items; the value receipts are

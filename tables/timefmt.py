@@ -1,4 +1,4 @@
-"""Time helpers (seed 000.16): RFC3339 formatting and UTC hour/day windows."""
+"""Time helpers: RFC3339 formatting and UTC hour/day windows."""
 
 from __future__ import annotations
 

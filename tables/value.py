@@ -1,4 +1,4 @@
-"""Value events (seed 000.12): what a run cost, saved and escalated."""
+"""Value events: what a run cost, saved and escalated (docs/behaviour.md, section 12)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from streams.wire import PersonaLease, PersonaValueReceipt, RunCost, TriggerEnve
 
 
 def run_value_metadata(envelope: TriggerEnvelope, lease: PersonaLease, cost: RunCost) -> dict[str, Any]:
-    """Seed ``run_value_metadata``: run facts, with the cost's own metadata merged in last."""
+    """Run facts, with the cost's own metadata merged in last."""
     metadata: dict[str, Any] = {
         "work_key": envelope.subject_key,
         "trigger_provider": envelope.provider,
@@ -26,7 +26,7 @@ def run_value_metadata(envelope: TriggerEnvelope, lease: PersonaLease, cost: Run
 
 
 def completion_deltas(cost: RunCost) -> list[dict[str, Any]]:
-    """The value events after ``run_started`` for a completed run, in the seed's order."""
+    """The value events after ``run_started`` for a completed run, in order."""
     deltas: list[dict[str, Any]] = []
     if cost.avoided_cost_usd > 0 or cost.deterministic_steps > 0:
         deltas.append({"kind": "deterministic_execution", "avoided_cost_usd": cost.avoided_cost_usd,
@@ -42,7 +42,7 @@ def completion_deltas(cost: RunCost) -> list[dict[str, Any]]:
 
 def value_event(persona: str, template_ref: str | None, run_id: str, delta: dict[str, Any],
                 metadata: dict[str, Any], occurred_at: str) -> dict[str, Any]:
-    """Seed ``PersonaValueEvent`` (costs and steps clamped to >= 0)."""
+    """A value event (costs and steps clamped to >= 0)."""
     return {
         "persona_id": persona,
         "template_ref": template_ref,
@@ -58,7 +58,7 @@ def value_event(persona: str, template_ref: str | None, run_id: str, delta: dict
 
 
 def value_receipt(event: dict[str, Any]) -> bytes:
-    """The seed's ``PersonaValueReceipt`` of a value event, as JSON (status splices it in)."""
+    """The value receipt of a value event, as JSON (status splices it in)."""
     return encode(PersonaValueReceipt(
         kind=event["kind"], run_id=event["run_id"], occurred_at=event["occurred_at"],
         paid_cost_usd=event["paid_cost_usd"], avoided_cost_usd=event["avoided_cost_usd"],

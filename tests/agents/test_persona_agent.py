@@ -3,9 +3,9 @@
 Inputs go to persona.bindings / persona.triggers / persona.control (and persona.run.events,
 acting as an executor); assertions read persona.receipts, persona.outbox and persona.status.
 
-The seed tests run at a fixed instant *tomorrow* at 12:00Z rather than the seed's date:
+The original runtime's tests run at a fixed instant *tomorrow* at 12:00Z rather than their date:
 the worker's schedule ticker runs on the wall clock and would otherwise fire the test
-binding's ``*/30`` schedule. The pure tests pin the seed's literal dates.
+binding's ``*/30`` schedule. The pure tests pin the literal dates.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.broker
 
 T0 = (int(time.time() * 1000) // DAY_MS + 1) * DAY_MS + 12 * 3_600_000  # tomorrow 12:00:00Z
 MINUTE = 60_000
-SEED_BINDING = {
+ORIGINAL_BINDING = {
     "template_ref": "software_factory@v0", "entry_workflow": "workflows/merge.harn#run",
     "schedules": ["*/30 * * * *"], "triggers": ["github.pr_opened"],
     "budget": {"daily_usd": 0.02, "hourly_usd": None, "run_usd": 0.02, "max_tokens": 100},
@@ -38,15 +38,15 @@ def persona(worker, kafka, persona_name):
     probe.close()
 
 
-def seed_binding(**budget) -> dict:
-    return {**SEED_BINDING, "budget": {**SEED_BINDING["budget"], **budget}}
+def original_binding(**budget) -> dict:
+    return {**ORIGINAL_BINDING, "budget": {**ORIGINAL_BINDING["budget"], **budget}}
 
 
-# ------------------------------------------------------------------ seed tests
+# ------------------------------------------------- the original runtime's tests
 
 
 def test_schedule_tick_records_lifecycle_status_and_receipt(persona):
-    persona.bind(seed_binding(), at_ms=T0)
+    persona.bind(original_binding(), at_ms=T0)
     receipt = persona.trigger("schedule", "cron.tick", cost={"cost_usd": 0.01, "tokens": 10}, at_ms=T0 + 30 * MINUTE)
     assert receipt["status"] == "completed"
     assert receipt["lease"] is not None
@@ -58,7 +58,7 @@ def test_schedule_tick_records_lifecycle_status_and_receipt(persona):
 
 
 def test_paused_personas_queue_and_resume_drains_once(persona):
-    persona.bind(seed_binding(), at_ms=T0)
+    persona.bind(original_binding(), at_ms=T0)
     persona.control("pause", T0)
     receipt = persona.trigger("github", "pull_request", PR_462, at_ms=T0)
     assert receipt["status"] == "queued"
@@ -70,7 +70,7 @@ def test_paused_personas_queue_and_resume_drains_once(persona):
 
 
 def test_resumed_queued_work_reuses_original_budget_cost(persona):
-    persona.bind(seed_binding(run_usd=0.01), at_ms=T0)
+    persona.bind(original_binding(run_usd=0.01), at_ms=T0)
     persona.control("pause", T0)
     queued = persona.trigger("github", "pull_request", {"repository": "burin-labs/harn", "number": "1379"},
                              cost={"cost_usd": 0.02, "tokens": 1}, at_ms=T0 + 1)
@@ -83,7 +83,7 @@ def test_resumed_queued_work_reuses_original_budget_cost(persona):
 
 
 def test_duplicate_trigger_envelope_is_not_processed_twice(persona):
-    persona.bind(seed_binding(), at_ms=T0)
+    persona.bind(original_binding(), at_ms=T0)
     first = persona.trigger("github", "pull_request", PR_462, at_ms=T0)
     second = persona.trigger("github", "pull_request", PR_462, at_ms=T0 + 1000)
     assert first["status"] == "completed"
@@ -92,7 +92,7 @@ def test_duplicate_trigger_envelope_is_not_processed_twice(persona):
 
 
 def test_disabled_personas_dead_letter_events(persona):
-    persona.bind(seed_binding(), at_ms=T0)
+    persona.bind(original_binding(), at_ms=T0)
     persona.control("disable", T0)
     receipt = persona.trigger("slack", "message", {"channel": "C123", "ts": "1713988800.000100"}, at_ms=T0)
     assert receipt["status"] == "dead_lettered"
@@ -101,7 +101,7 @@ def test_disabled_personas_dead_letter_events(persona):
 
 
 def test_budget_exhaustion_blocks_expensive_work(persona):
-    persona.bind(seed_binding(daily_usd=0.01), at_ms=T0)
+    persona.bind(original_binding(daily_usd=0.01), at_ms=T0)
     receipt = persona.trigger("linear", "issue", {"issue_key": "HAR-462"}, cost={"cost_usd": 0.02, "tokens": 1}, at_ms=T0)
     assert receipt["status"] == "budget_exhausted"
     status = persona.status(lambda s: s["budget"]["exhausted"])
@@ -110,7 +110,7 @@ def test_budget_exhaustion_blocks_expensive_work(persona):
 
 
 def test_deterministic_predicate_hit_emits_value_event_with_avoided_cost(persona):
-    persona.bind(seed_binding(), at_ms=T0)
+    persona.bind(original_binding(), at_ms=T0)
     receipt = persona.trigger("github", "pull_request", {"repository": "burin-labs/harn", "number": "715"}, at_ms=T0,
                               cost={"cost_usd": 0.0, "tokens": 0, "avoided_cost_usd": 0.0042, "deterministic_steps": 1,
                                     "metadata": {"predicate": "pr_already_green", "would_have_called_model": "gpt-5.4-mini"}})
@@ -125,7 +125,7 @@ def test_deterministic_predicate_hit_emits_value_event_with_avoided_cost(persona
 
 
 def test_frontier_escalation_run_emits_value_event_with_paid_cost(persona):
-    persona.bind(seed_binding(), at_ms=T0)
+    persona.bind(original_binding(), at_ms=T0)
     receipt = persona.trigger("linear", "issue", {"issue_key": "HAR-715"}, at_ms=T0,
                               cost={"cost_usd": 0.011, "tokens": 20, "llm_steps": 1, "frontier_escalations": 1,
                                     "metadata": {"frontier_model": "gpt-5.4", "escalation_reason": "high_risk_merge"}})

@@ -63,7 +63,7 @@ class Sizes:
 
 
 FULL = Sizes(rounds=3, raw=100_000, faust=10_000, personas=1_000, inline=10_000, latency_s=10.0,
-             recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=2_000)
+             recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=5_000)
 SHORT = Sizes(rounds=1, raw=2_000, faust=200, personas=20, inline=200, latency_s=1.0,
               recovery_personas=50, recovery_keys=200, history=(10, 100), history_measured=50)
 
@@ -280,31 +280,37 @@ def bind_personas(kafka, settings, broker, names: list[str], worker: SyncWorker)
     status.stop()
 
 
+def trigger_round(kafka, settings, broker, worker: SyncWorker, names: list[str], count: int, tag: str,
+                  rng: random.Random) -> tuple[float, float, float]:
+    """Publish ``count`` inline triggers over ``names`` at once; return (triggers/s until the
+    last receipt, worker CPU ms per trigger, broker CPU ms per trigger)."""
+    triggers = [(name.encode(), trigger_bytes(name, n, tag)) for n, name in ((n, rng.choice(names)) for n in range(count))]
+
+    async def one_round() -> tuple[float, float, float]:
+        counter = await Counter(settings, broker, kafka.client.names.receipts, keep=tagged(tag)).start()
+        try:
+            before = cpu_s(worker.process.pid), cpu_s(broker.pid)
+            started = time.perf_counter()
+            await produce(settings, broker, kafka.client.names.triggers, triggers)
+            await counter.until(count, 1200, identify=lambda r: r.value)
+            elapsed = time.perf_counter() - started
+            return (count / elapsed, (cpu_s(worker.process.pid) - before[0]) * 1000 / count,
+                    (cpu_s(broker.pid) - before[1]) * 1000 / count if broker.pid else float("nan"))
+        finally:
+            await counter.stop()
+
+    return run_async(one_round())
+
+
 def bench_inline(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> dict[str, Any]:
     names = [f"bench-{n:04d}" for n in range(sizes.personas)]
     bind_personas(kafka, settings, broker, names, worker)
     rng = random.Random(7)
     rates, worker_cpu, broker_cpu, records = [], [], [], []
     for round_ in range(sizes.rounds):
-        tag = f"inline{round_}"
-        triggers = [(name.encode(), trigger_bytes(name, n, tag))
-                    for n, name in ((n, rng.choice(names)) for n in range(sizes.inline))]
-
-        async def one_round() -> tuple[float, float, float]:
-            counter = await Counter(settings, broker, kafka.client.names.receipts, keep=tagged(tag)).start()
-            try:
-                before = cpu_s(worker.process.pid), cpu_s(broker.pid)
-                started = time.perf_counter()
-                await produce(settings, broker, kafka.client.names.triggers, triggers)
-                await counter.until(sizes.inline, 600, identify=lambda r: r.value)
-                elapsed = time.perf_counter() - started
-                return (sizes.inline / elapsed, (cpu_s(worker.process.pid) - before[0]) * 1000 / sizes.inline,
-                        (cpu_s(broker.pid) - before[1]) * 1000 / sizes.inline if broker.pid else float("nan"))
-            finally:
-                await counter.stop()
-
         written_before = _records_written(worker)
-        rate, cpu_worker, cpu_broker = run_async(one_round())
+        rate, cpu_worker, cpu_broker = trigger_round(kafka, settings, broker, worker, names, sizes.inline,
+                                                     f"inline{round_}", rng)
         rates.append(rate)
         worker_cpu.append(cpu_worker)
         broker_cpu.append(cpu_broker)
@@ -428,35 +434,28 @@ def bench_recovery(settings, broker, data_dir: Path, sizes: Sizes) -> dict[str, 
 
 
 def bench_history(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> dict[str, Any]:
-    """One persona, throughput after a short and a long history of completed runs."""
-    persona = f"hist-{os.urandom(3).hex()}"
-    bind_personas(kafka, settings, broker, [persona], worker)
+    """The same personas after a short and after a long history of completed runs: per-trigger
+    cost must not grow with history."""
+    names = [f"hist-{n:04d}" for n in range(sizes.personas)]
+    bind_personas(kafka, settings, broker, names, worker)
+    rng = random.Random(11)
     done, phases = 0, {}
     for history in sizes.history:
-        if history > done:
-            async def load(first: int, count: int) -> None:
-                counter = await Counter(settings, broker, kafka.client.names.receipts, keep=tagged("h")).start()
-                try:
-                    await produce(settings, broker, kafka.client.names.triggers,
-                                  [(persona.encode(), trigger_bytes(persona, n, "h")) for n in range(first, first + count)])
-                    await counter.until(count, 1200, identify=lambda r: r.value)
-                finally:
-                    await counter.stop()
-
-            run_async(load(done, history - done))
-            done = history
+        for start in range(done, history, 10_000):  # load the history, in rounds
+            trigger_round(kafka, settings, broker, worker, names, min(10_000, history - start), f"load{start}", rng)
+        done = max(done, history)
         rates, cpus = [], []
-        for _ in range(sizes.rounds):
-            before = cpu_s(worker.process.pid)
-            started = time.perf_counter()
-            run_async(load(done, sizes.history_measured))
-            rates.append(sizes.history_measured / (time.perf_counter() - started))
-            cpus.append((cpu_s(worker.process.pid) - before) * 1000 / sizes.history_measured)
+        for round_ in range(sizes.rounds):
+            rate, cpu, _ = trigger_round(kafka, settings, broker, worker, names, sizes.history_measured,
+                                         f"after{history}-{round_}", rng)
+            rates.append(rate)
+            cpus.append(cpu)
             done += sizes.history_measured
         phases[history] = {"per_s": median(rates), "worker_cpu_ms_per_trigger": median(cpus)}
     short, long = sizes.history
-    return {"phases": phases, "cpu_ratio_long_vs_short": round(
-        phases[long]["worker_cpu_ms_per_trigger"] / phases[short]["worker_cpu_ms_per_trigger"], 3)}
+    return {"personas": sizes.personas, "phases": phases, "cpu_ratio_long_vs_short": round(
+        phases[long]["worker_cpu_ms_per_trigger"] / phases[short]["worker_cpu_ms_per_trigger"], 3),
+        "rate_ratio_long_vs_short": round(phases[long]["per_s"] / phases[short]["per_s"], 3)}
 
 
 # ------------------------------------------------------------------- the run
@@ -523,11 +522,11 @@ def render(r: dict[str, Any]) -> str:
          f"{rec['memory_s']:.2f} s", f"{rec['changelog_records']:,} changelog records"),
         ("same, rocksdb:// first start (full restore)", f"{rec['rocksdb_cold_s']:.2f} s", ""),
         ("same, rocksdb:// restart (reads only what is newer)", f"{rec['rocksdb_restart_s']:.2f} s", ""),
-        (f"one persona after {int(short):,} runs", f"{phases[short]['per_s']:,.0f} triggers/s, "
-         f"{phases[short]['worker_cpu_ms_per_trigger']:.3f} ms CPU", ""),
-        (f"one persona after {int(long):,} runs", f"{phases[long]['per_s']:,.0f} triggers/s, "
-         f"{phases[long]['worker_cpu_ms_per_trigger']:.3f} ms CPU",
-         f"CPU {hist['cpu_ratio_long_vs_short']:.2f}× the short history"),
+        (f"{hist['personas']:,} personas after {int(short):,} completed runs", f"{phases[short]['per_s']:,.0f} triggers/s, "
+         f"{phases[short]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each", ""),
+        (f"the same after {int(long):,} completed runs", f"{phases[long]['per_s']:,.0f} triggers/s, "
+         f"{phases[long]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each",
+         f"{hist['rate_ratio_long_vs_short']:.2f}× the rate, {hist['cpu_ratio_long_vs_short']:.2f}× the CPU of the short history"),
     ]
     machine = r["machine"]
     lines = [

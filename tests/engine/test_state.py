@@ -64,3 +64,24 @@ def test_rows_and_offset_of_the_rocksdb_store_survive_a_reopen(tmp_path: Path):
         assert fresh.changelog_offset == -1 and fresh.get("personas", "a") is None
     finally:
         fresh.close()
+
+
+def test_a_rocksdb_store_left_holding_unconfirmed_rows_is_rebuilt_when_reopened(tmp_path: Path):
+    store = RocksDBStore(2, tmp_path)
+    store.apply([("personas", "a", b"1")], 7)
+    store.apply([("personas", "a", b"2")], None)  # sent to the changelog, not acknowledged
+    store.close()  # the process died here
+    again = RocksDBStore(2, tmp_path)
+    try:
+        assert again.rebuilt and again.changelog_offset == -1 and again.get("personas", "a") is None
+    finally:
+        again.close()
+    confirmed = RocksDBStore(3, tmp_path)
+    confirmed.apply([("personas", "b", b"1")], None)
+    confirmed.confirm(9)
+    confirmed.close()
+    reopened = RocksDBStore(3, tmp_path)
+    try:
+        assert not reopened.rebuilt and (reopened.get("personas", "b"), reopened.changelog_offset) == (b"1", 9)
+    finally:
+        reopened.close()

@@ -97,7 +97,7 @@ def test_run_events_need_their_kind_specific_fields():
         RunEvent.model_validate({**base, "kind": "failed"})
 
 
-def test_receipt_and_status_field_names_match_the_seed():
+def test_receipt_and_status_field_names_are_exact():
     assert list(Receipt.model_fields) == [
         "status", "persona", "run_id", "work_key", "lease", "queued", "error", "budget_receipt_id",
         "request_id", "receipt_id", "at_ms"]

@@ -68,7 +68,7 @@ def replace(struct: Any, **changes: Any) -> Any:
 
 
 def merge_captain(**budget: float | None) -> Any:
-    """The seed tests' binding (catalog 000.17)."""
+    """The binding of the original runtime's tests."""
     policy = {"daily_usd": 0.02, "hourly_usd": None, "run_usd": 0.02, "max_tokens": 100}
     policy.update(budget)
     return binding(name="merge_captain", template_ref="software_factory@v0", entry_workflow="workflows/merge.harn#run",

@@ -1,4 +1,4 @@
-"""Budget enforcement, recording and status (catalog 000.10)."""
+"""Budget enforcement, recording and status (docs/behaviour.md, section 8)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_utc_windows_roll_at_the_hour_and_day():
     record = recorded(0.015, 7, "r", late)
     next_day = budget.status(POLICY, record, late + 120_000)
     assert (next_day.spent_today_usd, next_day.tokens_today, next_day.spent_this_hour_usd) == (0.0, 0, 0.0)
-    assert next_day.spent_last_run_usd == 0.015  # ignores windows, as the seed
+    assert next_day.spent_last_run_usd == 0.015  # ignores windows
     same_day_next_hour = budget.status(BudgetPolicy(hourly_usd=0.01), recorded(0.01, 0, "r", NOON), NOON + 3_600_000)
     assert same_day_next_hour.spent_today_usd == 0.01 and same_day_next_hour.spent_this_hour_usd == 0.0
 

@@ -1,4 +1,4 @@
-"""Trigger normalization (catalog 000.7) and schedule envelopes (000.7.1)."""
+"""Trigger normalization and schedule envelopes (docs/behaviour.md, section 3)."""
 
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ from tests.tables.harness import merge_captain
         ("handoff", "review", {"dedupe_key": "h1"}, "handoff:review:h1"),
     ],
 )
-def test_subject_keys_follow_the_seed_provider_rules(provider, kind, metadata, expected):
+def test_subject_keys_follow_the_provider_rules(provider, kind, metadata, expected):
     envelope = normalize_trigger_envelope(provider, kind, metadata, 1000, "req-1")
     assert envelope.subject_key == expected
     assert envelope.provider == provider.lower()
     assert envelope.kind == kind
 
 
-def test_keys_the_seed_makes_random_derive_from_the_request_id():
+def test_keys_without_a_dedupe_key_derive_from_the_request_id():
     assert subject_key("webhook", "ping", {}, "req-7") == "webhook:ping:req-7"
     assert subject_key("custom", "tick", {}, "req-8") == "custom:tick:req-8"
     # deterministic: the same request gets the same key every time
@@ -52,7 +52,7 @@ def test_envelope_fields_source_event_id_time_and_raw():
     assert normalize_trigger_envelope("x", "k", {}, 0, "r", raw={"body": 1}).raw == {"body": 1}
 
 
-def test_provider_lowercasing_is_ascii_only_as_the_seed():
+def test_provider_lowercasing_is_ascii_only():
     assert normalize_trigger_envelope("ÄBC", "k", {"event_id": "1"}, 0, "r").provider == "Äbc"
 
 

@@ -15,7 +15,7 @@ FULL_COST = cost(0.011, 20, avoided_cost_usd=0.003, deterministic_steps=2, llm_s
                  metadata={"frontier_model": "gpt-5.4", "tokens": 999})
 
 
-def test_one_inline_run_emits_the_seed_event_order():
+def test_one_inline_run_emits_its_events_in_the_specified_order():
     h = Harness()
     h.bind(merge_captain())
     h.trigger("merge_captain", "github", "pull_request", PR, cost=FULL_COST)
@@ -34,7 +34,7 @@ def test_a_schedule_run_starts_with_schedule_fired_and_a_plain_run_has_no_option
                      "persona.lease.released"]
 
 
-def test_payload_fields_are_the_seeds_exactly():
+def test_payload_fields_are_exactly_the_specified_ones():
     h = Harness()
     h.bind(merge_captain())
     receipt = h.trigger("merge_captain", "github", "pull_request", PR, cost=FULL_COST, at_ms=T0)
@@ -60,7 +60,7 @@ def test_payload_fields_are_the_seeds_exactly():
     assert started["occurred_at"] == "2026-04-24T12:00:00Z"
 
 
-def test_value_amounts_and_metadata_merge_follow_the_seed():
+def test_value_amounts_and_metadata_merge_as_specified():
     h = Harness()
     h.bind(merge_captain())
     h.trigger("merge_captain", "github", "pull_request", PR, cost=FULL_COST)
@@ -108,7 +108,7 @@ def test_receipt_fields_for_each_gate_outcome():
         assert receipt.persona == "merge_captain" and receipt.work_key and receipt.receipt_id.startswith("rcpt_")
 
 
-def test_gate_events_carry_the_seed_payloads():
+def test_gate_events_carry_the_specified_payloads():
     h = Harness()
     h.bind(merge_captain(daily_usd=0.01))
     h.trigger("merge_captain", "linear", "issue", {"issue_key": "A"}, cost=cost(0.02, 3))

@@ -204,7 +204,7 @@ def test_an_expired_lease_counts_as_free_for_the_next_trigger_even_without_a_tic
     h = Harness()
     h.bind(external(lease_ttl_ms=1000))
     h.trigger("merge_captain", "github", "pull_request", pr(1), request_id="a")
-    assert h.status("merge_captain", T0 + 1000).active_lease is None  # the seed's derived rule
+    assert h.status("merge_captain", T0 + 1000).active_lease is None  # an expired lease is not shown
     late = h.trigger("merge_captain", "github", "pull_request", pr(2), request_id="b", at_ms=T0 + 1000)
     assert late.status == "dispatched"
     assert receipts_of(h, "a") == ["dispatched", "failed"]

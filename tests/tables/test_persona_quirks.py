@@ -1,4 +1,4 @@
-"""One test per seed quirk (catalog 000.18), pinning what personaflow decided."""
+"""One test per decision on the original runtime's quirks (docs/behaviour.md, "Decisions")."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .harness import T0, Harness, cost, merge_captain, replace, seen
 PR = {"repository": "burin-labs/harn", "number": "462"}
 
 
-def test_q000_1_resume_does_not_lift_disabled_enable_does():
+def test_decision_1_resume_does_not_lift_disabled_enable_does():
     h = Harness()
     h.bind(merge_captain())
     h.control("merge_captain", "disable")
@@ -27,7 +27,7 @@ def test_q000_1_resume_does_not_lift_disabled_enable_does():
     assert h.status("merge_captain").state == "idle"
 
 
-def test_q000_2_expired_leases_are_written_as_persona_lease_expired():
+def test_decision_2_expired_leases_are_written_as_persona_lease_expired():
     h = Harness()
     h.bind(replace(merge_captain(), execution="external", lease_ttl_ms=50))
     h.trigger("merge_captain", "github", "pull_request", PR)
@@ -35,7 +35,7 @@ def test_q000_2_expired_leases_are_written_as_persona_lease_expired():
     assert [e.kind for e in h.events("merge_captain", "persona.lease.")] == ["persona.lease.acquired", "persona.lease.expired"]
 
 
-def test_q000_3_draining_queues_new_work_and_failed_still_accepts_it():
+def test_decision_3_draining_queues_new_work_and_failed_still_accepts_it():
     h = Harness()
     h.bind(replace(merge_captain(), execution="external"))
     run = h.trigger("merge_captain", "github", "pull_request", PR)
@@ -50,14 +50,14 @@ def test_q000_3_draining_queues_new_work_and_failed_still_accepts_it():
     assert run.status == "dispatched"
 
 
-def test_q000_4_kept_github_pr_work_key_ignores_kind():
+def test_decision_4_kept_github_pr_work_key_ignores_kind():
     h = Harness()
     h.bind(merge_captain())
     assert h.trigger("merge_captain", "github", "pull_request", PR).status == "completed"
     assert h.trigger("merge_captain", "github", "pull_request_review", PR).status == "duplicate"
 
 
-def test_q000_5_sticky_exhaustion_ends_with_its_window():
+def test_decision_5_sticky_exhaustion_ends_with_its_window():
     h = Harness()
     h.bind(merge_captain(run_usd=0.01))
     h.trigger("merge_captain", "linear", "issue", {"issue_key": "A"}, cost=cost(0.02, 1))
@@ -68,7 +68,7 @@ def test_q000_5_sticky_exhaustion_ends_with_its_window():
     assert (status.budget.exhausted, status.budget.reason) == (False, None)
 
 
-def test_q000_6_queued_work_is_typed_so_a_malformed_item_cannot_be_stored():
+def test_decision_6_queued_work_is_typed_so_a_malformed_item_cannot_be_stored():
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"work_key": "k", "request_id": "r", "envelope": {"provider": "x"}, "seq": 0,
                          "reason": "paused", "queued_at_ms": 0}, QueueItem)
@@ -79,7 +79,7 @@ def test_q000_6_queued_work_is_typed_so_a_malformed_item_cannot_be_stored():
     assert h.status("merge_captain").queued_work[0].metadata == {"weird": "\u0000\ud7ff"}
 
 
-def test_q000_7_drain_order_is_priority_then_age_not_work_key():
+def test_decision_7_drain_order_is_priority_then_age_not_work_key():
     h = Harness()
     h.bind(merge_captain())
     h.control("merge_captain", "pause")
@@ -90,7 +90,7 @@ def test_q000_7_drain_order_is_priority_then_age_not_work_key():
         "linear:issue:Z", "linear:issue:A"]
 
 
-def test_q000_8_an_input_older_than_the_last_is_handled_at_the_persona_clock():
+def test_decision_8_an_input_older_than_the_last_is_handled_at_the_persona_clock():
     h = Harness()
     h.bind(merge_captain())
     h.trigger("merge_captain", "linear", "issue", {"issue_key": "A"}, cost=cost(0.01, 1), at_ms=T0 + 86_400_000)
@@ -99,7 +99,7 @@ def test_q000_8_an_input_older_than_the_last_is_handled_at_the_persona_clock():
     assert status.budget.spent_today_usd == 0.02  # both in the later day: nothing counted "in the future"
 
 
-def test_q000_9_kept_budget_gate_before_duplicate_gate():
+def test_decision_9_kept_budget_gate_before_duplicate_gate():
     h = Harness()
     h.bind(merge_captain(daily_usd=0.01))
     h.trigger("merge_captain", "linear", "issue", {"issue_key": "A"}, cost=cost(0.01, 1))
@@ -108,13 +108,13 @@ def test_q000_9_kept_budget_gate_before_duplicate_gate():
     assert h.events("merge_captain")[-1].kind == "persona.budget.exhausted"
 
 
-def test_q000_10_binding_triggers_are_informational():
+def test_decision_10_binding_triggers_are_informational():
     h = Harness()
     h.bind(merge_captain())  # triggers: ["github.pr_opened"]
     assert h.trigger("merge_captain", "slack", "message", {"channel": "C", "ts": "1"}).status == "completed"
 
 
-def test_q000_11_two_triggers_in_one_batch_cannot_both_take_the_lease():
+def test_decision_11_two_triggers_in_one_batch_cannot_both_take_the_lease():
     store = MemoryStore()
     h = Harness()
     h.store = store

@@ -1,4 +1,4 @@
-"""The eight seed-000 tests (catalog 000.17) as pure transition tests."""
+"""The original persona runtime's eight tests, as pure transition tests."""
 
 from __future__ import annotations
 

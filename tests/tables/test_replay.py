@@ -1,4 +1,4 @@
-"""Replaying the inboxes reproduces the published records (contract guarantee 3)."""
+"""Replaying the inboxes reproduces the published records (README, "Guarantees")."""
 
 from __future__ import annotations
 

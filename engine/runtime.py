@@ -111,6 +111,7 @@ class Engine:
         self._topic = self.names.name
         self.role_of = {self.names.name(role): role for source in config.sources for role in source.roles}
         self.consumer: AIOKafkaConsumer | None = None
+        self.fetch_wait: compat.FetchWait | None = None
         self.publisher: Publisher | None = None
         self.checkpoint: Checkpoint | None = None
         self.started_at = time.monotonic()
@@ -142,6 +143,7 @@ class Engine:
             overrides.update(compat.CONSUMER_SETTINGS)
         self.consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
         await self.consumer.start()
+        self.fetch_wait = compat.FetchWait(self.consumer) if self.broker.embedded else None
         self.consumer.subscribe(self.topics, listener=_Listener(self))
 
     async def stop(self) -> None:
@@ -175,6 +177,8 @@ class Engine:
             fetched = await self.consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=MAX_POLL_RECORDS)
             if self.stopping.is_set():
                 return
+            if self.fetch_wait is not None:
+                self.fetch_wait.saw(bool(fetched), time.monotonic())
             async with self.lock:
                 for tp, records in fetched.items():
                     task = self.tasks.get(tp.partition)

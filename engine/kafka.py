@@ -148,7 +148,7 @@ def new_producer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKaf
 
 def new_consumer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKafkaConsumer:
     config = client_config(settings, bootstrap)
-    config.update(enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50,
+    config.update(enable_auto_commit=False, auto_offset_reset="earliest",
                   max_partition_fetch_bytes=MAX_RECORD_BYTES * 4)
     config.update(overrides)
     return AIOKafkaConsumer(**config)

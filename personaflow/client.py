@@ -70,7 +70,9 @@ class Tail:
         self.next: dict[TopicPartition, int] = {}  # offset after the last record read, per partition
 
     async def start(self) -> "Tail":
-        consumer = new_consumer(self.client.settings, self.client.bootstrap)
+        # A short fetch wait: the embedded broker holds a fetch for half its wait even when
+        # records arrive, and a tail is there to see them soon.
+        consumer = new_consumer(self.client.settings, self.client.bootstrap, fetch_max_wait_ms=50)
         await consumer.start()
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:

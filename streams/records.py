@@ -129,6 +129,9 @@ class PersonaBinding(Record):
     compensation_workflow: Label | None = None
     schedule_catchup: Literal["skip", "latest"] = "latest"
     redact_metadata_keys: Annotated[list[Label], Field(max_length=256)] = []
+    #: When an external run's lease expires: ``requeue`` the work (no attempt is spent) or
+    #: end the run ``expired``.
+    on_lease_expiry: Literal["requeue", "expire"] = "requeue"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -193,9 +196,15 @@ RunEventKind = Literal[
     "checkpoint",
     "artifact",
     "handoff",
+    "spawn",
+    "waiting",
+    "input_received",
+    "message",
     "completed",
     "failed",
 ]
+
+SpawnMode = Literal["inline", "child"]
 
 
 class RunEvent(Record):
@@ -217,6 +226,12 @@ class RunEvent(Record):
     payload: Any = None
     cost: RunCost | None = None
     at_ms: EpochMs | None = None
+    #: ``spawn``: the child's key (unique within the parent's attempt) and how it runs.
+    child_key: Label | None = None
+    entry_workflow: Label | None = None
+    spawn_mode: SpawnMode = "child"
+    background: bool = False
+    inherit_inbox: bool = False
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "RunEvent":
@@ -224,6 +239,8 @@ class RunEvent(Record):
             raise ValueError(f"kind {self.kind!r} needs 'step_id'")
         if self.kind == "handoff" and (self.target_persona is None or self.task is None):
             raise ValueError("kind 'handoff' needs 'target_persona' and 'task'")
+        if self.kind == "spawn" and (self.child_key is None or self.entry_workflow is None):
+            raise ValueError("kind 'spawn' needs 'child_key' and 'entry_workflow'")
         if self.kind == "failed" and self.error is None:
             raise ValueError("kind 'failed' needs 'error'")
         return self
@@ -277,7 +294,9 @@ ReceiptStatus = Literal[
     "duplicate",
     "lease_busy",
     "dispatched",
+    "retrying",
     "failed",
+    "cancelled",
     "rejected",
 ]
 
@@ -296,6 +315,12 @@ class Receipt(Record):
     request_id: str
     receipt_id: str
     at_ms: int
+    #: External work: the attempt this decision is about (``dispatched``, ``retrying``, ...).
+    attempt: int | None = None
+    #: ``retrying``: when the next attempt may start.
+    not_before_ms: int | None = None
+    #: The outbox event that answers the request, where there is one (run control).
+    event_id: str | None = None
 
 
 class RunDispatch(Record):
@@ -314,6 +339,11 @@ class RunDispatch(Record):
     command_id: str | None = None
     reason: str | None = None
     content: Any = None
+    #: ``work`` (a trigger's run), ``child`` (spawned by ``parent_run_id``) or
+    #: ``compensation`` (after ``parent_run_id`` failed for good).
+    kind: Literal["work", "child", "compensation"] = "work"
+    spawn_mode: SpawnMode | None = None
+    background: bool = False
 
 
 class OutboxEvent(Record):

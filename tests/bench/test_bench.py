@@ -64,7 +64,7 @@ class Sizes:
 
 FULL = Sizes(rounds=3, raw=100_000, faust=10_000, personas=1_000, inline=10_000, latency_s=10.0,
              recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=5_000)
-SHORT = Sizes(rounds=1, raw=2_000, faust=200, personas=20, inline=200, latency_s=1.0,
+SHORT = Sizes(rounds=1, raw=2_000, faust=200, personas=20, inline=200, latency_s=0.5,
               recovery_personas=50, recovery_keys=200, history=(10, 100), history_measured=50)
 
 
@@ -327,14 +327,18 @@ def _records_written(worker: SyncWorker) -> float:
         worker, "personaflow_changelog_records_total")
 
 
-def bench_latency(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> dict[str, Any]:
-    names = [f"lat-{n:03d}" for n in range(100)]
+def bench_latency(kafka, settings, broker, worker: SyncWorker, sizes: Sizes, rates: tuple[int, ...] = (20, 200),
+                  label: str = "lat") -> dict[str, Any]:
+    """Publish-to-receipt latency at each offered rate, with the worker's and the broker's
+    share of a core meanwhile."""
+    names = [f"{label}-{n:03d}" for n in range(100)]
     bind_personas(kafka, settings, broker, names, worker)
     result: dict[str, Any] = {}
-    for rate in (20, 200):
+    for rate in rates:
         per_round: list[dict[str, float]] = []
+        busy = {"worker": 0.0, "broker": 0.0, "seconds": 0.0}
         for round_ in range(sizes.rounds):
-            tag = f"lat{rate}-{round_}"
+            tag = f"{label}{rate}-{round_}"
             count = max(2, int(rate * sizes.latency_s))
 
             async def one_round() -> list[float]:
@@ -356,10 +360,16 @@ def bench_latency(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> 
                     await counter.stop()
                 return [(counter.seen[ident] - at) * 1000 for ident, at in sent.items()]
 
+            before = cpu_s(worker.process.pid), cpu_s(broker.pid), time.perf_counter()
             latencies = run_async(one_round())
+            busy["worker"] += cpu_s(worker.process.pid) - before[0]
+            busy["broker"] += cpu_s(broker.pid) - before[1]
+            busy["seconds"] += time.perf_counter() - before[2]
             per_round.append({"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
                               "p99": percentile(latencies, 0.99)})
         result[f"at_{rate}_per_s"] = {q: median([r[q] for r in per_round]) for q in ("p50", "p95", "p99")}
+        result[f"at_{rate}_per_s"]["worker_cpu_percent"] = round(100 * busy["worker"] / busy["seconds"], 1)
+        result[f"at_{rate}_per_s"]["broker_cpu_percent"] = round(100 * busy["broker"] / busy["seconds"], 1)
     return result
 
 
@@ -471,8 +481,9 @@ def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes) -> dic
         worker = SyncWorker(own, own_kafka, data_dir / f"logs-{own.app_id}")
         worker.start()
         try:
-            results["inline"] = bench_inline(own_kafka, own, broker, worker, sizes)
             results["latency"] = bench_latency(own_kafka, own, broker, worker, sizes)
+            results["inline"] = bench_inline(own_kafka, own, broker, worker, sizes)
+            results["latency_after_load"] = bench_latency(own_kafka, own, broker, worker, sizes, (200,), "late")
             results["history"] = bench_history(own_kafka, own, broker, worker, sizes)
         finally:
             worker.stop()
@@ -491,6 +502,7 @@ def render(r: dict[str, Any]) -> str:
     raw, faust, inline, lat, rec, hist = (r["raw_aiokafka"], r["faust_agent"], r["inline"], r["latency"],
                                           r["recovery"], r["history"])
     short, long = (str(h) for h in r["sizes"]["history"])
+    inline_count = r["sizes"]["inline"]
     phases = {str(k): v for k, v in hist["phases"].items()}
 
     def ratio(value: float, base: float) -> str:
@@ -513,8 +525,13 @@ def render(r: dict[str, Any]) -> str:
     ]
     for rate in (20, 200):
         q = lat[f"at_{rate}_per_s"]
-        rows.append((f"publish → receipt latency at {rate} triggers/s offered",
-                     f"p50 {q['p50']:.0f} ms · p95 {q['p95']:.0f} ms · p99 {q['p99']:.0f} ms", ""))
+        rows.append((f"publish → receipt latency at {rate} triggers/s offered (fresh topics)",
+                     f"p50 {q['p50']:.0f} ms · p95 {q['p95']:.0f} ms · p99 {q['p99']:.0f} ms",
+                     f"worker {q['worker_cpu_percent']:.0f} %, broker {q['broker_cpu_percent']:.0f} % of a core"))
+    late = r["latency_after_load"]["at_200_per_s"]
+    rows.append((f"the same at 200/s after the {r['sizes']['rounds'] * inline_count:,} inline triggers above",
+                 f"p50 {late['p50']:.0f} ms · p95 {late['p95']:.0f} ms · p99 {late['p99']:.0f} ms",
+                 f"worker {late['worker_cpu_percent']:.0f} %, broker {late['broker_cpu_percent']:.0f} % of a core"))
     rows += [
         ("external runs completed per second (reference executor, zero work)", "not measured yet",
          "needs the external-runs issue"),

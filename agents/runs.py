@@ -1,4 +1,5 @@
-"""The run source: ``persona.run.inbox`` (keyed by run id) through the pure run transition."""
+"""The run directory source: ``persona.run.inbox`` (keyed by run id) through the pure
+directory transition, which routes reports and run control to the run's persona."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from engine.state import PartitionStore
 from engine.task import Source, TaskBatch
 from streams.inbox import RUN_INPUT
 from tables import runs as transition
+from tables.state import PERSONAS, decode_head
 
 from .persona import undecodable
 
@@ -23,9 +25,8 @@ def handle(batch: TaskBatch, record: ConsumerRecord) -> None:
 
 
 def in_flight(store: PartitionStore) -> int:
-    """Runs of this partition that have not ended."""
-    return sum(1 for _, raw in store.items(transition.RUNS)
-               if transition._RUN.decode(raw).status not in transition.TERMINAL)
+    """External runs of this partition's personas that have not ended."""
+    return sum(len(decode_head(raw).open_runs) for _, raw in store.items(PERSONAS))
 
 
 def source() -> Source:

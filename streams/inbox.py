@@ -1,7 +1,8 @@
 """Internal inbox records.
 
-Everything that changes a persona goes through ``persona.inbox`` (keyed by persona);
-everything that changes a run goes through ``persona.run.inbox`` (keyed by run id).
+Everything that changes a persona, and its runs, goes through ``persona.inbox`` (keyed by
+persona). ``persona.run.inbox`` (keyed by run id) is the run directory: it learns which
+persona a run belongs to and routes executors' reports and run control there.
 Ingress forwards validated public input here, stamped with its event time and the
 position it came from; the pipeline adds internal notices. Replaying an inbox through
 the transition functions reproduces the pipeline's outputs exactly.
@@ -12,11 +13,11 @@ by the pipeline, after validation, so reading it back needs no second validation
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 import msgspec
 
-from .wire import ControlCommand, PersonaBinding, RunControl, RunCost, RunEvent, RunLimits, TriggerEnvelope, TriggerRequest
+from .wire import ControlCommand, PersonaBinding, RunControl, RunEvent, TriggerRequest
 
 
 class Source(msgspec.Struct, frozen=True, gc=False):
@@ -62,16 +63,18 @@ class ControlReceived(_Inbox, frozen=True, kw_only=True, tag="control"):
     command: ControlCommand
 
 
-class RunFinished(_Inbox, frozen=True, kw_only=True, tag="run_finished"):
-    """The run agent saw a run end (reported by its executor, or cancelled)."""
+class RunReportReceived(_Inbox, frozen=True, kw_only=True, tag="run_report"):
+    """An executor's report about one of the persona's runs (routed by the run directory)."""
 
     persona: str
-    run_id: str
-    lease_id: str
-    outcome: Literal["completed", "failed", "cancelled"]
-    cost: RunCost | None = None
-    error: str | None = None
-    event_id: str
+    event: RunEvent
+
+
+class RunControlReceived(_Inbox, frozen=True, kw_only=True, tag="run_control"):
+    """A control message for one of the persona's runs (routed by the run directory)."""
+
+    persona: str
+    command: RunControl
 
 
 class Tick(_Inbox, frozen=True, kw_only=True, tag="tick"):
@@ -81,7 +84,7 @@ class Tick(_Inbox, frozen=True, kw_only=True, tag="tick"):
     persona: str
 
 
-PersonaInput = Union[BindingChanged, TriggerReceived, ControlReceived, RunFinished, Tick]
+PersonaInput = Union[BindingChanged, TriggerReceived, ControlReceived, RunReportReceived, RunControlReceived, Tick]
 PERSONA_INPUT = msgspec.json.Decoder(PersonaInput)
 
 
@@ -97,17 +100,10 @@ def persona_of(record: PersonaInput) -> str:
 
 
 class RunRegistered(_Inbox, frozen=True, kw_only=True, tag="registered"):
-    """The persona agent dispatched a run; the run agent now owns its lifecycle."""
+    """A persona dispatched a new run: the directory now routes its reports to the persona."""
 
     run_id: str
     persona: str
-    lease_id: str
-    request_id: str
-    attempt: int
-    entry_workflow: str
-    envelope: TriggerEnvelope
-    deadline_ms: int
-    limits: RunLimits
 
 
 class RunReported(_Inbox, frozen=True, kw_only=True, tag="event"):
@@ -118,15 +114,7 @@ class RunCommanded(_Inbox, frozen=True, kw_only=True, tag="control"):
     command: RunControl
 
 
-class RunLeaseLost(_Inbox, frozen=True, kw_only=True, tag="lease_lost"):
-    """The persona agent expired or replaced the run's lease; later reports are fenced."""
-
-    run_id: str
-    lease_id: str
-    reason: str
-
-
-RunInput = Union[RunRegistered, RunReported, RunCommanded, RunLeaseLost]
+RunInput = Union[RunRegistered, RunReported, RunCommanded]
 RUN_INPUT = msgspec.json.Decoder(RunInput)
 
 

@@ -129,8 +129,10 @@ class PersonaBinding(Record):
     compensation_workflow: Label | None = None
     schedule_catchup: Literal["skip", "latest"] = "latest"
     redact_metadata_keys: Annotated[list[Label], Field(max_length=256)] = []
-    #: When an external run's lease expires: ``requeue`` the work (no attempt is spent) or
-    #: end the run ``expired``.
+    #: When an external run's lease expires: ``requeue`` the work after the retry backoff
+    #: (no attempt is spent; the ``retry.max_attempts``-th expiry of a run ends it
+    #: ``expired``, so work no executor takes cannot circulate forever) or end the run
+    #: ``expired`` at once.
     on_lease_expiry: Literal["requeue", "expire"] = "requeue"
 
 

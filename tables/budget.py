@@ -35,26 +35,42 @@ def roll(budget: Budget, now_ms: int) -> None:
 
 
 def enforce(policy: BudgetPolicy, budget: Budget, cost_usd: float, tokens: int, now_ms: int) -> str | None:
-    """The first limit this cost would break (run, daily, hourly, tokens; strict ``>``), or None."""
+    """The first limit this cost would break (run, daily, hourly, tokens; strict ``>``), or
+    None. What runs in flight have reserved counts like spend."""
     spent_day, tokens_day, spent_hour = window(budget, now_ms)
     if policy.run_usd is not None and cost_usd > policy.run_usd:
         return "run_usd"
-    if policy.daily_usd is not None and spent_day + cost_usd > policy.daily_usd:
+    if policy.daily_usd is not None and spent_day + budget.reserved_usd + cost_usd > policy.daily_usd:
         return "daily_usd"
-    if policy.hourly_usd is not None and spent_hour + cost_usd > policy.hourly_usd:
+    if policy.hourly_usd is not None and spent_hour + budget.reserved_usd + cost_usd > policy.hourly_usd:
         return "hourly_usd"
-    if policy.max_tokens is not None and tokens_day + tokens > policy.max_tokens:
+    if policy.max_tokens is not None and tokens_day + budget.reserved_tokens + tokens > policy.max_tokens:
         return "max_tokens"
     return None
 
 
-def record(budget: Budget, cost_usd: float, tokens: int, receipt_id: str, now_ms: int) -> None:
+def record(budget: Budget, cost_usd: float, tokens: int, receipt_id: str, now_ms: int,
+           last_run: bool = True) -> None:
+    """Spend recorded at ``now_ms`` (may be negative: a settlement below what usage said)."""
     roll(budget, now_ms)
     budget.spent_day += cost_usd
     budget.tokens_day += tokens
     budget.spent_hour += cost_usd
-    budget.last_run_usd = cost_usd
+    budget.spent_total_usd += cost_usd
+    budget.spent_total_tokens += tokens
+    if last_run:
+        budget.last_run_usd = cost_usd
     budget.last_receipt_id = receipt_id
+
+
+def reserve(budget: Budget, usd: float, tokens: int) -> None:
+    budget.reserved_usd += usd
+    budget.reserved_tokens += tokens
+
+
+def release(budget: Budget, usd: float, tokens: int) -> None:
+    budget.reserved_usd = max(0.0, budget.reserved_usd - usd)
+    budget.reserved_tokens = max(0, budget.reserved_tokens - tokens)
 
 
 def mark_exhausted(budget: Budget, reason: str, receipt_id: str, now_ms: int) -> None:
@@ -94,8 +110,8 @@ def status(policy: BudgetPolicy, budget: Budget, now_ms: int) -> PersonaBudgetSt
         spent_this_hour_usd=spent_hour,
         spent_last_run_usd=budget.last_run_usd,
         tokens_today=tokens,
-        remaining_today_usd=None if policy.daily_usd is None else max(policy.daily_usd - spent_day, 0.0),
-        remaining_hour_usd=None if policy.hourly_usd is None else max(policy.hourly_usd - spent_hour, 0.0),
+        remaining_today_usd=None if policy.daily_usd is None else max(policy.daily_usd - spent_day - budget.reserved_usd, 0.0),
+        remaining_hour_usd=None if policy.hourly_usd is None else max(policy.hourly_usd - spent_hour - budget.reserved_usd, 0.0),
         exhausted=reason is not None,
         reason=reason,
         last_receipt_id=budget.last_receipt_id,

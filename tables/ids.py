@@ -31,6 +31,21 @@ def lease_id(persona: str, request_id: str, decision: int) -> str:
     return "persona_lease_" + _uuid("lease", persona, request_id, str(decision))
 
 
+def attempt_lease_id(run_id: str, dispatch: int) -> str:
+    """The lease of a run's ``dispatch``-th dispatch (every attempt, and every re-dispatch
+    after an expiry, gets a new one: reports carrying an older one are fenced)."""
+    return "persona_lease_" + _uuid("lease", run_id, str(dispatch))
+
+
+def child_run_id(parent_run_id: str, parent_dispatch: int, child_key: str) -> str:
+    """A spawned child: one per key within one dispatch of its parent."""
+    return _uuid("child", parent_run_id, str(parent_dispatch), child_key)
+
+
+def compensation_run_id(failed_run_id: str) -> str:
+    return _uuid("compensation", failed_run_id)
+
+
 def budget_receipt_id(persona: str, seq: int) -> str:
     """Id of the budget record/exhaustion written as outbox event ``seq`` of the persona."""
     return "persona_budget_" + _uuid("budget", persona, str(seq))

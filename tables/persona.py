@@ -31,18 +31,17 @@ from streams.inbox import (
     BindingChanged,
     ControlReceived,
     PersonaInput,
-    RunFinished,
-    RunLeaseLost,
-    RunRegistered,
+    RunControlReceived,
+    RunReportReceived,
     Tick,
     TriggerReceived,
     persona_of,
 )
 from streams.outputs import Output
-from streams.wire import PersonaLease, Receipt, RunCost, RunDispatch, TriggerEnvelope, encode
+from streams.wire import PersonaLease, Receipt, RunCost, TriggerEnvelope, encode
 
 from . import budget as budgets
-from . import ids
+from . import execution, ids
 from .envelope import SCHEDULE_PROVIDER, normalize_trigger_envelope, schedule_envelope, schedule_name
 from .schedule import due, earliest_due, next_occurrence
 from .state import PERSONAS, VALUE_RING, CompletedWork, LeaseRecord, PersonaHead, PersonaState, QueueItem, RequestRecord
@@ -111,6 +110,8 @@ def _request_key(record: PersonaInput) -> tuple[str, str] | None:
         return "trigger", record.request.request_id
     if isinstance(record, ControlReceived):
         return "control", record.command.command_id
+    if isinstance(record, RunControlReceived):
+        return "run_control", record.command.command_id
     return None
 
 
@@ -142,8 +143,10 @@ def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
         return record.cause(position, request_id=record.request.request_id)
     if isinstance(record, ControlReceived):
         return record.cause(position, command_id=record.command.command_id)
-    if isinstance(record, RunFinished):
-        return record.cause(position, run_id=record.run_id, event_id=record.event_id)
+    if isinstance(record, RunReportReceived):
+        return record.cause(position, run_id=record.event.run_id, event_id=record.event.event_id)
+    if isinstance(record, RunControlReceived):
+        return record.cause(position, run_id=record.command.run_id, command_id=record.command.command_id)
     return record.cause(position)
 
 
@@ -285,29 +288,13 @@ def _on_control(step: Step, record: ControlReceived) -> None:
     CONTROL[record.command.action](step, record)
 
 
-def _on_run_finished(step: Step, record: RunFinished) -> None:
-    lease = step.state.lease()
-    if lease is None or lease.lease.id != record.lease_id or lease.run_id != record.run_id:
-        step.dead_letter(record, record.run_id,
-                         f"run {record.run_id} finished ({record.outcome}) but persona {step.persona!r} no longer"
-                         f" holds its lease {record.lease_id}: the report is ignored", "stale_report")
-        return
-    _drop_lease(step)
-    if record.outcome == "completed":
-        budget_receipt = _complete_run(step, lease, record.cost or NO_COST)
-        step.receipt("trigger", lease.request_id, "completed", work_key=lease.lease.work_key, run_id=lease.run_id,
-                     lease=lease.lease, budget_receipt_id=budget_receipt)
-    else:
-        error = record.error or f"run {record.outcome}"
-        budget_receipt = _record_spend(step, record.cost, lease.lease.id) if record.cost else None
-        _release(step, lease.lease)
-        step.emit("persona.run.failed", {"work_key": lease.lease.work_key, "run_id": lease.run_id, "error": error,
-                                         "failed_at_ms": step.now, "lease_id": lease.lease.id}, lease.run_id)
-        if step.head.mode in ("idle", "failed"):
-            step.head.mode = "failed"
-        step.head.last_error = error
-        step.receipt("trigger", lease.request_id, "failed", work_key=lease.lease.work_key, run_id=lease.run_id,
-                     lease=lease.lease, error=error, budget_receipt_id=budget_receipt)
+def _on_run_report(step: Step, record: RunReportReceived) -> None:
+    execution.on_report(step, record)
+    _settle(step)
+
+
+def _on_run_control(step: Step, record: RunControlReceived) -> None:
+    execution.on_control(step, record)
     _settle(step)
 
 
@@ -315,7 +302,8 @@ HANDLERS: dict[type, Callable[[Step, PersonaInput], None]] = {
     BindingChanged: _on_binding,  # type: ignore[dict-item]
     TriggerReceived: _on_trigger,  # type: ignore[dict-item]
     ControlReceived: _on_control,  # type: ignore[dict-item]
-    RunFinished: _on_run_finished,  # type: ignore[dict-item]
+    RunReportReceived: _on_run_report,  # type: ignore[dict-item]
+    RunControlReceived: _on_run_control,  # type: ignore[dict-item]
     Tick: _on_tick,  # type: ignore[dict-item]
 }
 
@@ -465,6 +453,15 @@ def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
             step.queue.remove(queued)
         step.receipt("trigger", item.request_id, "duplicate", work_key=item.work_key)
         return
+    running = _run_of_work(step, item.work_key)
+    if running is not None:
+        step.emit("persona.trigger.duplicate", {"work_key": item.work_key, "envelope": item.envelope,
+                                                "reason": "in_progress", "run_id": running})
+        if queued is not None:
+            step.queue.remove(queued)
+        step.receipt("trigger", item.request_id, "duplicate", work_key=item.work_key, run_id=running,
+                     error=f"work key {item.work_key!r} is in progress (run {running})")
+        return
     active = step.active_lease()
     if active is not None:
         assert queued is None, "queued work is only taken up while the lease is free"
@@ -477,7 +474,7 @@ def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
     if queued is not None:
         step.queue.remove(queued)
     if external:
-        _dispatch(step, item)
+        execution.start_work_run(step, item.request_id, item.envelope, step.decisions("trigger", item.request_id))
     else:
         _run_inline(step, item, item.cost or NO_COST)
 
@@ -498,7 +495,7 @@ def _start_run(step: Step, item: QueueItem) -> tuple[str, PersonaLease]:
     step.emit("persona.run.started", {"work_key": item.work_key, "run_id": run_id, "started_at_ms": step.now,
                                       "entry_workflow": step.binding.entry_workflow, "lease_id": lease.id}, run_id)
     metadata = run_value_metadata(item.envelope, lease, item.cost or NO_COST)
-    _value(step, run_id, {"kind": "run_started"}, metadata)
+    value(step, run_id, {"kind": "run_started"}, metadata)
     return run_id, lease
 
 
@@ -510,27 +507,14 @@ def _run_inline(step: Step, item: QueueItem, cost: RunCost) -> None:
                  budget_receipt_id=budget_receipt)
 
 
-def _dispatch(step: Step, item: QueueItem) -> None:
-    run_id, lease = _start_run(step, item)
-    record = LeaseRecord(lease=lease, run_id=run_id, request_id=item.request_id, envelope=item.envelope, external=True)
-    step.state.put_lease(record)
-    step.set_timer("lease", lease.expires_at_ms)
-    binding = step.binding
-    # The run agent must know the run before an executor can report on it: phase 0 vs 1.
-    step.send("run_inbox", run_id, RunRegistered(
-        at_ms=step.now, run_id=run_id, persona=step.persona, lease_id=lease.id, request_id=item.request_id,
-        attempt=1, entry_workflow=binding.entry_workflow, envelope=item.envelope,
-        deadline_ms=lease.expires_at_ms, limits=binding.run_limits), phase=0)
-    step.send("dispatch", run_id, RunDispatch(
-        run_id=run_id, persona=step.persona, lease_id=lease.id, attempt=1, entry_workflow=binding.entry_workflow,
-        envelope=item.envelope, deadline_ms=lease.expires_at_ms, limits=binding.run_limits,
-        parent_run_id=item.envelope.metadata.get("parent_run_id"), action="start"), phase=1)
-    step.receipt("trigger", item.request_id, "dispatched", work_key=item.work_key, run_id=run_id, lease=lease)
-
-
-def _drop_lease(step: Step) -> None:
-    step.state.put_lease(None)
-    step.set_timer("lease", None)
+def _run_of_work(step: Step, work_key: str) -> str | None:
+    """The unfinished external run of this work key, if any (a retry may be waiting)."""
+    state = execution.runs(step)
+    for run_id in step.head.open_runs:
+        run = state.run(run_id)
+        if run is not None and run.kind != "child" and run.work_key == work_key:
+            return run_id
+    return None
 
 
 def _record_spend(step: Step, cost: RunCost, lease_id: str | None) -> str:
@@ -548,21 +532,27 @@ def _complete_run(step: Step, record: LeaseRecord, cost: RunCost) -> str:
     budget_receipt = _record_spend(step, cost, lease.id)
     metadata = run_value_metadata(record.envelope, lease, cost)
     for delta in completion_deltas(cost):
-        _value(step, record.run_id, delta, metadata)
-    step.emit("persona.run.completed", {"work_key": lease.work_key, "run_id": record.run_id, "completed_at_ms": step.now,
-                                        "entry_workflow": step.binding.entry_workflow, "lease_id": lease.id}, record.run_id)
-    step.state.put_completed(lease.work_key, CompletedWork(run_id=record.run_id, completed_at_ms=step.now))
+        value(step, record.run_id, delta, metadata)
+    complete_work(step, record.run_id, lease.work_key, lease)
+    return budget_receipt
+
+
+def complete_work(step: Step, run_id: str, work_key: str, lease: PersonaLease) -> None:
+    """A run completed its work: run completed, the work key done for good, lease released."""
+    step.emit("persona.run.completed", {"work_key": work_key, "run_id": run_id, "completed_at_ms": step.now,
+                                        "entry_workflow": step.binding.entry_workflow, "lease_id": lease.id}, run_id)
+    step.state.put_completed(work_key, CompletedWork(run_id=run_id, completed_at_ms=step.now))
     step.head.last_run_ms = step.now
     _release(step, lease)
-    return budget_receipt
 
 
 def _release(step: Step, lease: PersonaLease) -> None:
     step.emit("persona.lease.released", {"id": lease.id, "work_key": lease.work_key, "released_at_ms": step.now})
 
 
-def _value(step: Step, run_id: str, delta: dict, metadata: dict) -> None:
-    event = value_event(step.persona, step.binding.template_ref, run_id, delta, metadata, format_ms(step.now))
+def value(step: Step, run_id: str, delta: dict, metadata: dict) -> None:
+    event = step.redacted(value_event(step.persona, step.binding.template_ref, run_id, delta, metadata,
+                                      format_ms(step.now)))
     step.emit(f"persona.value.{event['kind']}", event, run_id)
     step.state.put_value(step.head.values % VALUE_RING, value_receipt(event))
     step.head.values += 1
@@ -572,35 +562,24 @@ def _value(step: Step, run_id: str, delta: dict, metadata: dict) -> None:
 
 
 def _settle(step: Step) -> None:
-    """At the step's time: release an expired lease, take up queued work, finish a drain."""
-    _expire_lease(step)
+    """At the step's time: leases and runs that fell due, then take up waiting work (runs
+    waiting for the lease first, then the queue), then finish a drain."""
+    if step.head.binding is not None:
+        execution.settle(step)
     if not step.head.bound:
         return
     queue = step.queue
     while step.head.mode in ("idle", "failed", "draining") and step.active_lease() is None:
+        if execution.take_ready(step):
+            continue
         item = queue.next_eligible()
         if item is None:
             break
         _attempt(step, item, queued=item)
-    if step.head.mode == "draining" and step.active_lease() is None and queue.next_eligible() is None:
+    if step.head.mode == "draining" and step.active_lease() is None and queue.next_eligible() is None \
+            and not step.head.ready_runs:
         step.emit("persona.control.paused", {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY})
         step.head.mode = "paused"
-
-
-def _expire_lease(step: Step) -> None:
-    record = step.state.lease()
-    if record is None or record.lease.expires_at_ms > step.now:
-        return
-    lease = record.lease
-    _drop_lease(step)
-    step.emit("persona.lease.expired", {"id": lease.id, "work_key": lease.work_key, "expired_at_ms": step.now})
-    error = f"lease {lease.id} expired before run {record.run_id} reported its outcome"
-    step.head.last_error = error
-    step.receipt("trigger", record.request_id, "failed", work_key=lease.work_key, run_id=record.run_id,
-                 lease=lease, error=error)
-    if record.external:
-        step.send("run_inbox", record.run_id, RunLeaseLost(at_ms=step.now, run_id=record.run_id, lease_id=lease.id,
-                                                           reason="expired"))
 
 
 def _refresh_next_run(head: PersonaHead, now_ms: int) -> None:

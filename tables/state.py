@@ -89,6 +89,13 @@ class Budget(Row, kw_only=True):
     last_receipt_id: str | None = None
     exhausted_reason: str | None = None
     exhausted_at_ms: int | None = None
+    #: Held by external runs in flight (their attempts' reservations); counted by the gates.
+    reserved_usd: float = 0.0
+    reserved_tokens: int = 0
+    #: Everything ever recorded (all windows): equals the sum of the runs' ledgers' actual
+    #: costs plus inline runs and manual spend.
+    spent_total_usd: float = 0.0
+    spent_total_tokens: int = 0
 
 
 class Held(Row, kw_only=True):
@@ -132,6 +139,13 @@ class PersonaHead(Row, kw_only=True):
     #: The status's next_scheduled_run, kept with what it was computed from.
     next_run_ms: int | None = None
     next_run_base_ms: int | None = None
+    #: External runs not finished yet (any state), oldest first.
+    open_runs: list[str] = msgspec.field(default_factory=list)
+    #: Runs waiting for the persona's lease to be dispatched again (a retry that fell due,
+    #: work re-queued after its lease expired, a compensation), oldest first.
+    ready_runs: list[str] = msgspec.field(default_factory=list)
+    #: External runs ever started (the ``persona_runs`` index).
+    runs: int = 0
 
 
 class LeaseRecord(Row, kw_only=True):

@@ -19,6 +19,7 @@ from streams.wire import (
 
 from . import budget
 from .queue import Queue
+from .redaction import redact_metadata
 from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
 from .schedule import earliest_due as next_after
 from .timefmt import format_ms
@@ -36,12 +37,12 @@ def lifecycle_state(head: PersonaHead, lease_active: bool) -> str:
     return "running" if lease_active else head.mode
 
 
-def queued_work(item: QueueItem) -> PersonaQueuedWork:
+def queued_work(item: QueueItem, redact_keys: frozenset[str] = frozenset()) -> PersonaQueuedWork:
     envelope = item.envelope
     return PersonaQueuedWork(
         work_key=item.work_key, provider=envelope.provider, kind=envelope.kind,
         queued_at=format_ms(item.queued_at_ms), reason=item.reason or "queued",
-        source_event_id=envelope.source_event_id, metadata=envelope.metadata,
+        source_event_id=envelope.source_event_id, metadata=redact_metadata(envelope.metadata, redact_keys),
     )
 
 
@@ -63,7 +64,9 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
     now = head.clock_ms if now_ms is None else now_ms
     record = state.lease() if "lease" in head.timers else None
     lease = record.lease if record is not None and record.lease.expires_at_ms > now else None
-    work = [queued_work(item) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)] if head.queue.count else []
+    keys = frozenset(head.binding.redact_metadata_keys) if head.binding is not None else frozenset()
+    work = [queued_work(item, keys) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)] \
+        if head.queue.count else []
     first = max(0, head.values - VALUE_RING)
     values = [msgspec.Raw(raw) for raw in (state.value(i % VALUE_RING) for i in range(first, head.values))
               if raw is not None]

@@ -11,10 +11,11 @@ from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, 
 
 from . import ids
 from .queue import Queue
+from .redaction import redact
 from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
 from .timers import set_timer
 
-RequestKind = str  # "trigger" | "control"
+RequestKind = str  # "trigger" | "control" | "run_control"
 
 
 _KINDS: dict[str, bytes] = {}
@@ -33,14 +34,16 @@ def outbox_output(stream: str, seq: int, kind: str, persona: str, run_id: str | 
     return Output("outbox", key, encode(event), [("persona", key), ("kind", kind_bytes), ("event_id", event_id.encode())])
 
 
-def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str, reason: str) -> Output:
-    """A dead letter about an inbox record, pointing at the public record it came from."""
+def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str, reason: str,
+                       redact_keys: frozenset[str] = frozenset()) -> Output:
+    """A dead letter about an inbox record, pointing at the public record it came from
+    (its preview redacted by the persona's ``redact_metadata_keys``)."""
     source = record.source
     letter = DeadLetter(
         source_topic=source.topic if source else inbox,
         partition=source.partition if source else -1,
         offset=source.offset if source else -1,
-        key=key, value_b64=base64.b64encode(encode(record)).decode(),
+        key=key, value_b64=base64.b64encode(encode(redact(record, redact_keys))).decode(),
         error=error, at_ms=at_ms,
     )
     return Output("dlq", key, encode(letter), (("error", error[:200]), ("reason", reason)))
@@ -82,8 +85,20 @@ class Step:
     def next_seq(self) -> int:
         return self.head.seq + 1
 
+    @property
+    def redact_keys(self) -> frozenset[str]:
+        """Metadata keys whose values this persona's published records must not show."""
+        binding = self.head.binding
+        return frozenset(binding.redact_metadata_keys) if binding is not None and binding.redact_metadata_keys \
+            else frozenset()
+
+    def redacted(self, value: Any) -> Any:
+        keys = self.redact_keys
+        return redact(value, keys) if keys else value
+
     def emit(self, kind: str, payload: dict[str, Any], run_id: str | None = None) -> int:
         """Append one event to the persona's outbox stream; return its sequence number."""
+        payload = self.redacted(payload)
         self.head.seq += 1
         self.outputs.append(outbox_output(self.stream, self.head.seq, kind, self.persona, run_id, self.now,
                                           payload, self.cause))
@@ -97,7 +112,8 @@ class Step:
 
     def receipt(self, kind: RequestKind, request_id: str, status: str, *,
                 work_key: str | None = None, run_id: str | None = None, lease: PersonaLease | None = None,
-                queued: bool = False, error: str | None = None, budget_receipt_id: str | None = None) -> Receipt:
+                queued: bool = False, error: str | None = None, budget_receipt_id: str | None = None,
+                attempt: int | None = None, not_before_ms: int | None = None, event_id: str | None = None) -> Receipt:
         """Issue the next decision's receipt about a request and remember it."""
         record = self.state.request(kind, request_id)
         decisions = 0 if record is None else record.decisions
@@ -105,6 +121,7 @@ class Step:
             status=status, persona=self.persona, run_id=run_id, work_key=work_key, lease=lease,
             queued=queued, error=error, budget_receipt_id=budget_receipt_id, request_id=request_id,
             receipt_id=ids.receipt_id(self.persona, f"{kind}:{request_id}", decisions), at_ms=self.now,
+            attempt=attempt, not_before_ms=not_before_ms, event_id=event_id,
         )
         self.state.put_request(kind, request_id, RequestRecord(decisions=decisions + 1, last=receipt))
         self.outputs.append(receipt_output(receipt))
@@ -121,7 +138,8 @@ class Step:
         self.outputs.append(Output(role, key, encode(value), (("persona", self.persona.encode()),), phase))
 
     def dead_letter(self, record: Any, key: str, error: str, reason: str) -> None:
-        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason))
+        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason,
+                                               self.redact_keys))
 
     # ------------------------------------------------------------- leases, time
 

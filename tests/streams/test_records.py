@@ -100,7 +100,7 @@ def test_run_events_need_their_kind_specific_fields():
 def test_receipt_and_status_field_names_are_exact():
     assert list(Receipt.model_fields) == [
         "status", "persona", "run_id", "work_key", "lease", "queued", "error", "budget_receipt_id",
-        "request_id", "receipt_id", "at_ms"]
+        "request_id", "receipt_id", "at_ms", "attempt", "not_before_ms", "event_id"]
     assert list(PersonaStatus.model_fields) == [
         "name", "template_ref", "state", "entry_workflow", "role", "current_assignment", "last_run",
         "next_scheduled_run", "active_lease", "budget", "last_error", "queued_events", "queued_work",

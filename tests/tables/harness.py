@@ -12,7 +12,16 @@ from typing import Any, Iterable
 import msgspec
 
 from streams import records, wire
-from streams.inbox import PERSONA_INPUT, RUN_INPUT, BindingChanged, ControlReceived, RunFinished, Tick, TriggerReceived
+from streams.inbox import (
+    PERSONA_INPUT,
+    RUN_INPUT,
+    BindingChanged,
+    ControlReceived,
+    RunControlReceived,
+    RunReportReceived,
+    Tick,
+    TriggerReceived,
+)
 from streams.outputs import Output
 from tables import persona as transition
 from tables.state import PersonaState
@@ -126,10 +135,26 @@ class Harness:
                                       actor="test", cost=cost)
         return self.feed(ControlReceived(at_ms=at_ms, command=command))
 
+    def report(self, persona: str, run_id: str, lease_id: str, kind: str, *, at_ms: int = T0,
+               event_id: str | None = None, **fields: Any) -> list[Seen]:
+        """An executor's report, as the run directory routes it to the persona."""
+        event = wire.RunEvent(event_id=event_id or f"ev-{next(self.ids)}", run_id=run_id, lease_id=lease_id, kind=kind,
+                              **fields)
+        return self.feed(RunReportReceived(at_ms=at_ms, persona=persona, event=event))
+
     def finish(self, persona: str, run_id: str, lease_id: str, outcome: str = "completed", *,
-               cost: Any = None, error: str | None = None, at_ms: int = T0) -> list[Seen]:
-        return self.feed(RunFinished(at_ms=at_ms, persona=persona, run_id=run_id, lease_id=lease_id, outcome=outcome,
-                                     cost=cost, error=error, event_id=f"ev-{next(self.ids)}"))
+               cost: Any = None, error: str | None = None, at_ms: int = T0, retryable: bool | None = None) -> list[Seen]:
+        """The executor reports the run's outcome (``completed`` or ``failed``)."""
+        fields: dict[str, Any] = {"cost": cost}
+        if outcome == "failed":
+            fields.update(error=error or "run failed", retryable=retryable)
+        return self.report(persona, run_id, lease_id, outcome, at_ms=at_ms, **fields)
+
+    def run_control(self, persona: str, run_id: str, action: str, *, at_ms: int = T0, command_id: str | None = None,
+                    content: Any = None, reason: str | None = None) -> list[Seen]:
+        command = wire.RunControl(command_id=command_id or f"rc-{next(self.ids)}", run_id=run_id, action=action,
+                                  actor="ops", reason=reason, content=content)
+        return self.feed(RunControlReceived(at_ms=at_ms, persona=persona, command=command))
 
     def tick(self, persona: str, at_ms: int) -> list[Seen]:
         return self.feed(Tick(at_ms=at_ms, persona=persona))
@@ -151,11 +176,20 @@ class Harness:
         return self.receipts_in(self.outputs, request_id)
 
     def events(self, persona: str | None = None, kind_prefix: str = "") -> list[records.OutboxEvent]:
-        return [o.value for o in self.outputs if o.role == "outbox"
+        """Events of persona streams (``persona:<name>``); run streams: :meth:`run_events`."""
+        return [o.value for o in self.outputs if o.role == "outbox" and o.value.stream.startswith("persona:")
                 and (persona is None or o.value.persona == persona) and o.value.kind.startswith(kind_prefix)]
 
+    def run_events(self, run_id: str, kind_prefix: str = "") -> list[records.OutboxEvent]:
+        """Events of the stream ``run:<run_id>``."""
+        return [o.value for o in self.outputs if o.role == "outbox" and o.value.stream == f"run:{run_id}"
+                and o.value.kind.startswith(kind_prefix)]
+
+    def dispatches(self, run_id: str | None = None) -> list[records.RunDispatch]:
+        return [o.value for o in self.outputs if o.role == "dispatch" and (run_id is None or o.value.run_id == run_id)]
+
     def kinds(self, outputs: list[Seen]) -> list[str]:
-        return [o.value.kind for o in outputs if o.role == "outbox"]
+        return [o.value.kind for o in outputs if o.role == "outbox" and o.value.stream.startswith("persona:")]
 
     def role(self, role: str) -> list[Any]:
         return [o.value for o in self.outputs if o.role == role]

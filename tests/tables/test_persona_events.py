@@ -168,8 +168,9 @@ def test_external_dispatch_registers_the_run_before_executors_see_it():
     assert (dispatch.run_id, dispatch.lease_id, dispatch.attempt, dispatch.action) == (receipt.run_id, receipt.lease.id, 1, "start")
     assert dispatch.deadline_ms == receipt.lease.expires_at_ms
     assert dispatch.envelope.subject_key == receipt.work_key
-    assert [e.kind for e in h.events("merge_captain")][-3:] == ["persona.lease.acquired", "persona.run.started",
-                                                               "persona.value.run_started"]
+    assert [e.kind for e in h.events("merge_captain")][-4:] == ["persona.lease.acquired", "persona.run.started",
+                                                               "persona.value.run_started", "persona.budget.reserved"]
+    assert [e.kind for e in h.run_events(receipt.run_id)] == ["run.dispatched"]
     assert h.status("merge_captain").state == "running"
 
 

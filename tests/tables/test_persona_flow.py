@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.inbox import RunLeaseLost, TriggerReceived
+from streams.inbox import TriggerReceived
 from streams.records import DeadLetter
 from streams.wire import TriggerRequest
 from tables.state import VALUE_RING
@@ -168,15 +168,16 @@ def test_a_queued_request_superseded_for_the_same_work_key_gets_a_duplicate_rece
     assert h.status("merge_captain").budget.spent_today_usd == 0.002  # latest wins
 
 
-def test_a_failed_external_run_releases_the_lease_and_marks_the_persona_failed():
+def test_a_finally_failed_external_run_releases_the_lease_and_marks_the_persona_failed():
     h = Harness()
     h.bind(external())
     run = h.trigger("merge_captain", "github", "pull_request", pr(1), request_id="a")
-    h.finish("merge_captain", run.run_id, run.lease.id, "failed", cost=cost(0.004, 3), error="tests broke", at_ms=T0 + 5)
+    h.finish("merge_captain", run.run_id, run.lease.id, "failed", cost=cost(0.004, 3), error="tests broke",
+             retryable=False, at_ms=T0 + 5)
     assert receipts_of(h, "a") == ["dispatched", "failed"]
     assert h.receipts("a")[-1].error == "tests broke"
-    assert [e.kind for e in h.events("merge_captain")][-3:] == [
-        "persona.budget.recorded", "persona.lease.released", "persona.run.failed"]
+    assert [e.kind for e in h.events("merge_captain")][-4:] == [
+        "persona.budget.recorded", "persona.budget.reconciled", "persona.run.failed", "persona.lease.released"]
     status = h.status("merge_captain")
     assert (status.state, status.last_error, status.active_lease) == ("failed", "tests broke", None)
     assert status.budget.spent_today_usd == 0.004
@@ -184,7 +185,7 @@ def test_a_failed_external_run_releases_the_lease_and_marks_the_persona_failed()
     assert nxt.status == "dispatched" and h.status("merge_captain").state == "running"
 
 
-def test_an_expired_lease_is_released_by_the_reaper_tick_and_queued_work_proceeds():
+def test_an_expired_lease_requeues_the_work_without_spending_an_attempt_and_queued_work_proceeds():
     h = Harness()
     h.bind(external(lease_ttl_ms=1000))
     a = h.trigger("merge_captain", "github", "pull_request", pr(1), request_id="a")
@@ -194,10 +195,20 @@ def test_an_expired_lease_is_released_by_the_reaper_tick_and_queued_work_proceed
     assert "persona.lease.expired" in h.kinds(outputs)
     expired = h.events("merge_captain", "persona.lease.expired")[0].payload
     assert expired == {"id": a.lease.id, "work_key": a.lease.work_key, "expired_at_ms": T0 + 1000}
-    assert receipts_of(h, "a") == ["dispatched", "failed"]
-    lost = [o.value for o in outputs if o.role == "run_inbox" and isinstance(o.value, RunLeaseLost)]
-    assert lost and lost[0].run_id == a.run_id
+    retrying = h.receipts("a")[-1]
+    assert receipts_of(h, "a") == ["dispatched", "retrying"]
+    assert (retrying.attempt, retrying.not_before_ms) == (1, T0 + 2000)  # backoff_ms 1000, attempt not spent
+    assert [d.action for d in h.dispatches(a.run_id)] == ["start", "cancel"]  # the silent executor is told to stop
     assert receipts_of(h, "b") == ["lease_busy", "dispatched"]
+    b = h.receipts("b")[-1]
+    h.finish("merge_captain", b.run_id, b.lease.id, at_ms=T0 + 1500)
+    assert receipts_of(h, "a") == ["dispatched", "retrying"]  # still backing off
+    h.tick("merge_captain", T0 + 2000)
+    again = h.receipts("a")[-1]
+    assert (again.status, again.attempt, again.run_id) == ("dispatched", 1, a.run_id)
+    assert again.lease.id != a.lease.id
+    h.finish("merge_captain", a.run_id, again.lease.id, at_ms=T0 + 2100)
+    assert receipts_of(h, "a") == ["dispatched", "retrying", "dispatched", "completed"]
 
 
 def test_an_expired_lease_counts_as_free_for_the_next_trigger_even_without_a_tick():
@@ -207,20 +218,21 @@ def test_an_expired_lease_counts_as_free_for_the_next_trigger_even_without_a_tic
     assert h.status("merge_captain", T0 + 1000).active_lease is None  # an expired lease is not shown
     late = h.trigger("merge_captain", "github", "pull_request", pr(2), request_id="b", at_ms=T0 + 1000)
     assert late.status == "dispatched"
-    assert receipts_of(h, "a") == ["dispatched", "failed"]
+    assert receipts_of(h, "a") == ["dispatched", "retrying"]
 
 
-def test_a_run_that_reports_after_its_lease_expired_is_dead_lettered_without_effect():
+def test_a_report_on_an_expired_lease_is_fenced_but_its_spend_is_recorded():
     h = Harness()
     h.bind(external(lease_ttl_ms=1000))
     a = h.trigger("merge_captain", "github", "pull_request", pr(1), request_id="a")
-    h.tick("merge_captain", T0 + 2000)
+    h.tick("merge_captain", T0 + 1000)
     spent = h.status("merge_captain").budget.spent_today_usd
-    outputs = h.finish("merge_captain", a.run_id, a.lease.id, cost=cost(1.0, 1), at_ms=T0 + 3000)
-    letters = [o.value for o in outputs if o.role == "dlq"]
-    assert len(letters) == 1 and isinstance(letters[0], DeadLetter) and "no longer holds its lease" in letters[0].error
-    assert h.status("merge_captain").budget.spent_today_usd == spent
-    assert receipts_of(h, "a") == ["dispatched", "failed"]
+    outputs = h.finish("merge_captain", a.run_id, a.lease.id, cost=cost(0.005, 1), at_ms=T0 + 1200)
+    assert [o for o in outputs if o.role == "dlq"] == []
+    [rejected] = h.run_events(a.run_id, "run.report_rejected")
+    assert "no executor holds it" in rejected.payload["reason"]
+    assert h.status("merge_captain").budget.spent_today_usd == spent + 0.005
+    assert receipts_of(h, "a") == ["dispatched", "retrying"]
 
 
 def test_the_persona_clock_never_goes_backwards():

@@ -33,6 +33,7 @@ def test_decision_2_expired_leases_are_written_as_persona_lease_expired():
     h.trigger("merge_captain", "github", "pull_request", PR)
     h.tick("merge_captain", T0 + 50)
     assert [e.kind for e in h.events("merge_captain", "persona.lease.")] == ["persona.lease.acquired", "persona.lease.expired"]
+    assert h.events("merge_captain", "persona.run.")[-1].kind == "persona.run.retrying"  # and it is not released
 
 
 def test_decision_3_draining_queues_new_work_and_failed_still_accepts_it():
@@ -44,7 +45,7 @@ def test_decision_3_draining_queues_new_work_and_failed_still_accepts_it():
     h2 = Harness()
     h2.bind(replace(merge_captain(), execution="external"))
     first = h2.trigger("merge_captain", "github", "pull_request", PR)
-    h2.finish("merge_captain", first.run_id, first.lease.id, "failed", error="boom")
+    h2.finish("merge_captain", first.run_id, first.lease.id, "failed", error="boom", retryable=False)
     assert h2.status("merge_captain").state == "failed"
     assert h2.trigger("merge_captain", "linear", "issue", {"issue_key": "B"}).status == "dispatched"
     assert run.status == "dispatched"

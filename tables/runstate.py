@@ -1,0 +1,197 @@
+"""Run state: the external runs of a persona, kept with the persona.
+
+A persona's runs live in its own partition, so that a run's leases, budget reservations,
+limits, retries and children change in the same transaction as the persona itself.
+
+=================  =================================  ====================================
+table              key                                value
+=================  =================================  ====================================
+``runs``           [persona, run_id]                  :class:`RunRow`: status, attempts and
+                                                      their cost ledger, usage, steps,
+                                                      children, counters
+``run_reports``    [persona, run_id, event_id]        nothing: a report id seen (redelivered
+                                                      reports are dropped, forever)
+``run_events``     [persona, run_id, seq % kept]      the run stream's events (a ring)
+``transcript``     [persona, run_id, index % kept]    :class:`TranscriptEntry` (a ring)
+``persona_runs``   [persona, n]                       the persona's ``n``-th run id
+=================  =================================  ====================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from streams.wire import TriggerEnvelope
+
+from .state import PersonaState, Row
+from .store import key
+
+RUNS = "runs"
+RUN_REPORTS = "run_reports"
+RUN_EVENTS = "run_events"
+TRANSCRIPT = "transcript"
+PERSONA_RUNS = "persona_runs"
+
+#: Events of a run stream kept for ``GET /runs/{id}/events`` (the outbox has them all).
+RUN_EVENTS_KEPT = 1000
+#: Transcript entries kept per run; older ones are dropped (the projection says how many).
+TRANSCRIPT_KEPT = 200
+#: Step outputs kept per run (the latest).
+STEP_OUTPUTS_KEPT = 20
+
+RunStatus = Literal["dispatched", "running", "paused", "waiting", "retry_wait", "ready",
+                    "completed", "failed", "cancelled", "expired"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "expired"})
+#: In flight: an executor has (or is about to have) the run.
+EXECUTING: frozenset[str] = frozenset({"dispatched", "running", "paused", "waiting"})
+
+
+class Attempt(Row, kw_only=True):
+    """One dispatch of a run, and what it cost: a row of the run's cost ledger."""
+
+    dispatch: int  # 1, 2, ...: every dispatch has its own lease
+    attempt: int  # the attempt it counts as (a re-dispatch after an expiry keeps it)
+    lease_id: str
+    status: Literal["running", "completed", "failed", "cancelled", "expired", "retry_scheduled"] = "running"
+    started_at_ms: int
+    ended_at_ms: int | None = None
+    reserved_usd: float = 0.0
+    reserved_tokens: int = 0
+    usage_usd: float = 0.0  # sum of the usage reports
+    usage_tokens: int = 0
+    final_usd: float | None = None  # the cost reported with the outcome
+    final_tokens: int | None = None
+    recorded_usd: float = 0.0  # what the persona's budget holds for this attempt
+    recorded_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def actual_usd(self) -> float:
+        return self.usage_usd if self.final_usd is None else self.final_usd
+
+    @property
+    def actual_tokens(self) -> int:
+        return self.usage_tokens if self.final_tokens is None else self.final_tokens
+
+    @property
+    def open(self) -> bool:
+        return self.status == "running"
+
+
+class RunRow(Row, kw_only=True):
+    run_id: str
+    persona: str
+    kind: Literal["work", "child", "compensation"] = "work"
+    request_id: str  # the trigger request (work); for others, what made the run
+    work_key: str
+    envelope: TriggerEnvelope
+    entry_workflow: str
+    root_run_id: str  # the work (or compensation) run at the top of this run's family
+    parent_run_id: str | None = None
+    spawn_mode: Literal["inline", "child"] | None = None
+    background: bool = False
+    inherit_inbox: bool = False
+    child_key: str | None = None
+    status: RunStatus = "dispatched"
+    attempt: int = 1
+    dispatches: int = 0
+    expiries: int = 0  # dispatches whose lease ran out (they do not spend attempts)
+    lease_id: str = ""  # the current dispatch's
+    deadline_ms: int = 0  # when the current dispatch's lease expires unless renewed
+    created_at_ms: int
+    not_before_ms: int | None = None  # retry_wait: when the next attempt may start
+    seq: int = 0  # last event of stream run:<run_id>
+    steps: int = 0
+    current_step_id: str | None = None
+    step_outputs: dict[str, Any] = msgspec.field(default_factory=dict)
+    checkpoint: Any = None  # the executor's latest ``checkpoint`` payload (to resume from)
+    warned: list[str] = msgspec.field(default_factory=list)  # limits warned about
+    children: list[str] = msgspec.field(default_factory=list)
+    compensation_run_id: str | None = None
+    terminal_event_id: str | None = None  # the first terminal event: it answers later ones
+    error: str | None = None
+    transcript: int = 0  # transcript entries written so far
+    ledger: list[Attempt] = msgspec.field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def current(self) -> Attempt | None:
+        return self.ledger[-1] if self.ledger else None
+
+    def attempt_of(self, lease_id: str) -> Attempt | None:
+        for attempt in self.ledger:
+            if attempt.lease_id == lease_id:
+                return attempt
+        return None
+
+    @property
+    def usage_usd(self) -> float:
+        return sum(a.actual_usd for a in self.ledger)
+
+    @property
+    def usage_tokens(self) -> int:
+        return sum(a.actual_tokens for a in self.ledger)
+
+
+class TranscriptEntry(Row, kw_only=True):
+    index: int  # 0-based, gap-free per run
+    kind: Literal["guidance", "evidence", "a2a", "message"]
+    actor: str
+    content: Any = None
+    at_ms: int
+    event_id: str  # the run-stream event that recorded it
+
+
+_RUN = msgspec.json.Decoder(RunRow)
+_ENTRY = msgspec.json.Decoder(TranscriptEntry)
+
+
+def decode_run(raw: bytes) -> RunRow:
+    return _RUN.decode(raw)
+
+
+class RunState:
+    """Typed access to one persona's run tables through a transaction."""
+
+    __slots__ = ("state", "txn", "persona")
+
+    def __init__(self, state: PersonaState) -> None:
+        self.state = state
+        self.txn = state.txn
+        self.persona = state.persona
+
+    def run(self, run_id: str) -> RunRow | None:
+        return self.txn.load(RUNS, key(self.persona, run_id), _RUN)
+
+    def put_run(self, run: RunRow) -> None:
+        self.txn.put(RUNS, key(self.persona, run.run_id), run)
+
+    def seen_report(self, run_id: str, event_id: str) -> bool:
+        return self.txn.get(RUN_REPORTS, key(self.persona, run_id, event_id)) is not None
+
+    def remember_report(self, run_id: str, event_id: str) -> None:
+        self.txn.put(RUN_REPORTS, key(self.persona, run_id, event_id), b"")
+
+    def put_event(self, run_id: str, seq: int, event: bytes) -> None:
+        self.txn.put(RUN_EVENTS, key(self.persona, run_id, seq % RUN_EVENTS_KEPT), event)
+
+    def event(self, run_id: str, seq: int) -> bytes | None:
+        return self.txn.get(RUN_EVENTS, key(self.persona, run_id, seq % RUN_EVENTS_KEPT))
+
+    def put_entry(self, run_id: str, entry: TranscriptEntry) -> None:
+        self.txn.put(TRANSCRIPT, key(self.persona, run_id, entry.index % TRANSCRIPT_KEPT), entry)
+
+    def entry(self, run_id: str, index: int) -> TranscriptEntry | None:
+        return self.txn.load(TRANSCRIPT, key(self.persona, run_id, index % TRANSCRIPT_KEPT), _ENTRY)
+
+    def put_index(self, number: int, run_id: str) -> None:
+        self.txn.put(PERSONA_RUNS, key(self.persona, number), run_id.encode())
+
+    def indexed(self, number: int) -> str | None:
+        raw = self.txn.get(PERSONA_RUNS, key(self.persona, number))
+        return None if raw is None else raw.decode()

@@ -227,16 +227,17 @@ def test_triggers_for_an_unknown_persona_get_a_rejected_receipt_naming_it(person
     assert persona.events() == []
 
 
-def test_the_lease_reaper_expires_a_silent_run_and_takes_up_queued_work(persona):
-    persona.bind({"execution": "external", "lease_ttl_ms": 1500})
+def test_the_lease_reaper_requeues_a_silent_run_and_takes_up_queued_work(persona):
+    persona.bind({"execution": "external", "lease_ttl_ms": 1500, "retry": {"backoff_ms": 60_000}})
     silent = persona.trigger("github", "pull_request", {"repository": "r", "number": "1"})
     waiting = persona.trigger("github", "pull_request", {"repository": "r", "number": "2"})
-    failed = persona.receipts_for(silent["request_id"], 2)[1]
-    assert failed["status"] == "failed" and "expired" in failed["error"]
+    retrying = persona.receipts_for(silent["request_id"], 2)[1]
+    assert retrying["status"] == "retrying" and "expired" in retrying["error"] and retrying["attempt"] == 1
     assert persona.receipts_for(waiting["request_id"], 2)[1]["status"] == "dispatched"
     assert persona.wait_events("persona.lease.expired")[0]["payload"]["id"] == silent["lease"]["id"]
     persona.report(silent["run_id"], silent["lease"]["id"], "completed")  # too late: fenced
-    persona.wait_events("persona.lease.expired")
+    [fenced] = persona.wait_events("run.report_rejected")
+    assert fenced["run_id"] == silent["run_id"] and "no executor holds it" in fenced["payload"]["reason"]
 
 
 def test_the_schedule_ticker_fires_a_due_cron_occurrence(persona):

@@ -1,10 +1,15 @@
 """HTTP views on the worker's web port (aiohttp).
 
-``GET /personas/{name}`` is answered by the worker that owns the persona's partition;
-any other worker forwards the request there (the assignment tells every worker who owns
-what). ``GET /personas`` gathers every worker's personas. Views read committed state.
-``/health`` answers while the process runs; ``/ready`` once every assigned partition is
-recovered and processing; ``/metrics`` is Prometheus text.
+``GET /personas/{name}`` (and the persona's runs) is answered by the worker that owns the
+persona's partition; any other worker forwards the request there (the assignment tells
+every worker who owns what). ``GET /runs/{id}`` first asks the owner of the run id's
+partition which persona the run belongs to (the run directory), then answers as
+``/personas/{persona}/runs/{id}``. ``GET /personas`` gathers every worker's personas.
+Views read committed state. ``/health`` answers while the process runs; ``/ready`` once
+every assigned partition is recovered and processing; ``/metrics`` is Prometheus text.
+
+Paged views take ``limit`` (at most the view's maximum: a larger one is HTTP 400 naming
+the maximum) and ``cursor`` (events, run lists) or ``start`` (transcript).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from aiohttp import web
 
 from engine.runtime import Engine
 from engine.state import PartitionStore
+from tables import runviews
+from tables.runs import persona_of_run
+from tables.runstate import RunState
 from tables.state import PERSONAS, PersonaState, decode_head
 from tables.status import status_json
 from tables.store import Transaction
@@ -31,6 +39,16 @@ def persona_status(store: PartitionStore, name: str) -> dict[str, Any] | None:
     if head is None or not head.bound:
         return None
     return json.loads(status_json(state, head))
+
+
+def _int(request: web.Request, name: str, default: int | None = None) -> Any:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"query parameter {name!r} must be an integer, got {raw!r}") from None
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
@@ -56,18 +74,26 @@ class Views:
         return task.store if task is not None and task.active else None
 
     async def _routed(self, request: web.Request, key: str,
-                      local: Callable[[PartitionStore], Awaitable[web.Response] | web.Response]) -> web.Response:
-        """Answer from this worker's store if it owns ``key``, else from the owner's."""
+                      local: Callable[[PartitionStore], Awaitable[web.Response] | web.Response],
+                      path_qs: str | None = None) -> web.Response:
+        """Answer from this worker's store if it owns ``key``, else from the owner's (at
+        ``path_qs``, default the request's own path)."""
         store = self._local_store(key)
         if store is not None:
-            answer = local(store)
-            return await answer if asyncio.iscoroutine(answer) else answer  # type: ignore[return-value]
+            try:
+                answer = local(store)
+                return await answer if asyncio.iscoroutine(answer) else answer  # type: ignore[return-value]
+            except runviews.LimitTooLarge as exc:
+                return json_response({"error": str(exc), "requested": exc.requested, "max": exc.maximum}, 400)
+            except ValueError as exc:
+                return json_response({"error": str(exc)}, 400)
         owner = self.engine.owner_url(self.engine.partition_of(key))
         if owner is None or request.headers.get(FORWARDED) or owner.rstrip("/") == self.engine.settings.web_url:
             return json_response({"error": f"the partition of {key!r} is not served yet (rebalancing?)"}, 503)
         session = await self.client()
         try:
-            async with session.get(owner.rstrip("/") + request.path_qs, headers={FORWARDED: "1"}) as response:
+            async with session.get(owner.rstrip("/") + (path_qs or request.path_qs),
+                                   headers={FORWARDED: "1"}) as response:
                 return web.Response(body=await response.read(), status=response.status,
                                     content_type="application/json")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -83,6 +109,64 @@ class Views:
             return json_response(status)
 
         return await self._routed(request, name, local)
+
+    # ------------------------------------------------------------------- runs
+
+    async def persona_runs(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+
+        def local(store: PartitionStore) -> web.Response:
+            cursor = _int(request, "cursor")
+            page = runviews.persona_runs(PersonaState(Transaction(store), name), cursor, _int(request, "limit", 20))
+            if page is None:
+                return json_response({"error": f"unknown persona {name!r}"}, 404)
+            return json_response(page)
+
+        return await self._routed(request, name, local)
+
+    async def persona_run(self, request: web.Request) -> web.Response:
+        """``/personas/{name}/runs/{run_id}[/events|/transcript]``."""
+        info = request.match_info
+        return await self._run_view(request, info["name"], info["run_id"], info.get("view"))
+
+    async def _run_view(self, request: web.Request, name: str, run_id: str, view: str | None) -> web.Response:
+        def local(store: PartitionStore) -> web.Response:
+            state = RunState(PersonaState(Transaction(store), name))
+            if view == "events":
+                answer = runviews.run_events(state, run_id, _int(request, "cursor", 1), _int(request, "limit", 50))
+            elif view == "transcript":
+                answer = runviews.transcript(state, run_id, _int(request, "start", 0), _int(request, "limit", 50))
+            else:
+                answer = runviews.run_detail(state, run_id)
+            if answer is None:
+                return json_response({"error": f"unknown run {run_id!r} of persona {name!r}"}, 404)
+            return json_response(answer)
+
+        path = f"/personas/{name}/runs/{run_id}" + (f"/{view}" if view else "")
+        query = request.query_string
+        return await self._routed(request, name, local, path + (f"?{query}" if query else ""))
+
+    async def run_persona(self, request: web.Request) -> web.Response:
+        """``/runs/{run_id}/persona``: the run directory's answer."""
+        run_id = request.match_info["run_id"]
+
+        def local(store: PartitionStore) -> web.Response:
+            persona = persona_of_run(Transaction(store), run_id)
+            if persona is None:
+                return json_response({"error": f"unknown run {run_id!r}"}, 404)
+            return json_response({"run_id": run_id, "persona": persona})
+
+        return await self._routed(request, run_id, local, f"/runs/{run_id}/persona")
+
+    async def run(self, request: web.Request) -> web.Response:
+        """``/runs/{run_id}[/events|/transcript]``: find the persona in the run directory,
+        then answer as the persona's run view."""
+        run_id, view = request.match_info["run_id"], request.match_info.get("view")
+        found = await self.run_persona(request)
+        if found.status != 200:
+            return found
+        persona = json.loads(found.body)["persona"]  # type: ignore[arg-type]
+        return await self._run_view(request, persona, run_id, view)
 
     async def personas(self, request: web.Request) -> web.Response:
         found: dict[str, Any] = {}
@@ -127,4 +211,10 @@ def application(engine: Engine) -> tuple[web.Application, Views]:
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/personas", views.personas)
     app.router.add_get("/personas/{name}", views.persona)
+    app.router.add_get("/personas/{name}/runs", views.persona_runs)
+    app.router.add_get("/personas/{name}/runs/{run_id}", views.persona_run)
+    app.router.add_get("/personas/{name}/runs/{run_id}/{view:events|transcript}", views.persona_run)
+    app.router.add_get("/runs/{run_id}", views.run)
+    app.router.add_get("/runs/{run_id}/persona", views.run_persona)
+    app.router.add_get("/runs/{run_id}/{view:events|transcript}", views.run)
     return app, views

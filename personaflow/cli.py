@@ -23,7 +23,7 @@ def settings_or_exit() -> Settings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """personaflow: a Kafka/Faust control plane for long-running AI personas."""
+    """personaflow: a Kafka control plane for long-running AI personas."""
 
 
 @main.command()
@@ -74,6 +74,25 @@ def worker() -> None:
     except BrokerNotFound as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(run_worker(settings, broker))
+
+
+@main.command()
+@click.option("--group", default="personaflow-executor", show_default=True, help="Consumer group of executors.")
+def executor(group: str) -> None:
+    """Run the reference executor: simulated workflows for dispatched runs, driven by the
+    binding's executor_options and the trigger's executor.* metadata."""
+    import asyncio
+
+    from .embedded import resolve_broker
+    from .executor import run_executor
+
+    settings = settings_or_exit()
+    try:
+        broker = resolve_broker(settings)
+    except BrokerNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"reference executor (group {group}) on {broker.bootstrap}; Ctrl-C stops it")
+    asyncio.run(run_executor(settings, broker, group))
 
 
 @main.command()
@@ -278,6 +297,86 @@ def status(name: str | None, as_json: bool) -> None:
     else:
         for key, value in result.items():
             click.echo(render.status(value, key))
+
+
+@main.command()
+@click.argument("persona")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--cursor", type=int, default=None, help="Page below this run number (from --json's next_cursor).")
+@click.option("--json", "as_json", is_flag=True)
+def runs(persona: str, limit: int, cursor: int | None, as_json: bool) -> None:
+    """List PERSONA's external runs, newest first (from a worker's web port)."""
+    import json
+
+    from . import ops, render
+
+    path = f"/personas/{persona}/runs?limit={limit}" + (f"&cursor={cursor}" if cursor is not None else "")
+    try:
+        page = ops.worker_view(settings_or_exit().web_url, path)
+    except ops.OpsError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(page, indent=2))
+        return
+    click.echo(f"{page['total']} run(s) of {persona}" + (", newest first" if page["runs"] else ""))
+    for run in page["runs"]:
+        click.echo("  " + render.run_summary(run))
+    if page["has_more"]:
+        click.echo(f"  ... more: --cursor {page['next_cursor']}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def run(run_id: str, as_json: bool) -> None:
+    """Show a run: status, attempts and cost ledger, children, last events."""
+    import json
+
+    from . import ops, render
+
+    try:
+        detail = ops.worker_view(settings_or_exit().web_url, f"/runs/{run_id}")
+    except ops.OpsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(detail, indent=2) if as_json else render.run_detail(detail))
+
+
+@main.command("run-control")
+@click.argument("run_id")
+@click.argument("action", type=click.Choice(["pause", "resume", "cancel", "checkpoint", "compact", "guidance",
+                                             "evidence", "a2a"]))
+@click.option("--content", default=None, help="Guidance/evidence/a2a content (JSON, or plain text).")
+@click.option("--reason", default=None)
+@click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="current user")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def run_control(run_id: str, action: str, content: str | None, reason: str | None, actor: str, as_json: bool,
+                timeout: float) -> None:
+    """Send run control to RUN_ID (forwarded to its executor) and print the answer."""
+    import json
+    import uuid
+
+    from pydantic import ValidationError
+
+    from . import ops, render
+    from streams.codec import describe_validation_error
+    from streams.records import RunControl
+
+    body_content: object = content
+    if content is not None:
+        try:
+            body_content = json.loads(content)
+        except ValueError:
+            body_content = content
+    try:
+        command = RunControl.model_validate({"command_id": f"cli-{uuid.uuid4()}", "run_id": run_id, "action": action,
+                                             "actor": actor, "reason": reason, "content": body_content})
+    except ValidationError as exc:
+        raise click.ClickException(describe_validation_error(exc, "run control")) from None
+    answer = run_with_client(lambda client: ops.run_control(client, command, timeout))
+    echo_json_or(answer, as_json, render.run_control_answer)
+    if answer and answer.get("status") == "rejected":
+        sys.exit(1)
 
 
 @main.command()

@@ -17,7 +17,7 @@ from . import ops, render
 from .client import Client
 from .embedded import EmbeddedBroker, free_port
 from engine.kafka import BrokerAddress, ensure_topics
-from .process import WorkerProcess
+from .process import ExecutorProcess, WorkerProcess
 from streams.records import ControlCommand, PersonaBinding, TriggerRequest
 from streams.settings import Settings
 
@@ -26,7 +26,8 @@ PERSONA = "merge_captain"
 
 @contextlib.asynccontextmanager
 async def demo_cluster(settings: Settings, workdir: Path, say: Callable[[str], None]) -> AsyncIterator[tuple[Settings, Client, WorkerProcess]]:
-    """A broker (the configured one, else a fresh embedded one) and one worker."""
+    """A broker (the configured one, else a fresh embedded one), one worker and the
+    reference executor."""
     broker = None
     overrides: dict[str, object] = {"data_dir": workdir, "web_port": free_port()}
     if settings.bootstrap_servers:
@@ -40,21 +41,25 @@ async def demo_cluster(settings: Settings, workdir: Path, say: Callable[[str], N
         say(f"embedded broker (Tansu) on {address.bootstrap}")
     demo_settings = settings.with_overrides(**overrides)
     worker = WorkerProcess(demo_settings, workdir / "logs")
+    executor = ExecutorProcess(demo_settings, workdir / "logs", group=f"{demo_settings.app_id}-executor")
     client = Client(demo_settings, address)
     try:
         await ensure_topics(demo_settings, address.bootstrap)
         await client.start()
         worker.spawn()
-        say(f"worker starting (web {demo_settings.web_url}, log {worker.log_path})")
+        executor.spawn()
+        say(f"worker starting (web {demo_settings.web_url}, log {worker.log_path}); reference executor starting")
         await worker.wait_ready()
-        say("worker ready")
+        await executor.wait_ready()
+        say("worker and executor ready")
         yield demo_settings, client, worker
     finally:
         await client.stop()
+        executor.stop()
         worker.stop()
         if broker is not None:
             broker.stop()
-        say("stopped worker and broker")
+        say("stopped executor, worker and broker")
 
 
 DEMO_BINDING = {
@@ -112,7 +117,68 @@ async def scenario(client: Client, say: Callable[[str], None], web_url: str, per
     say("  " + render.status(await ops.status(client, persona, web_url)))
 
 
+EXTERNAL_PERSONA = "repo_gardener"
+
+EXTERNAL_BINDING = {
+    "name": EXTERNAL_PERSONA, "template_ref": "software_factory@v0", "entry_workflow": "workflows/garden.harn#run",
+    "execution": "external", "lease_ttl_ms": 1500, "estimated_run_usd": 0.01,
+    "budget": {"daily_usd": 1.0},
+    "retry": {"max_attempts": 3, "backoff_ms": 500, "factor": 2.0},
+    # The reference executor's simulated workflow: 3 steps over 2.4 s (longer than the
+    # lease: heartbeats keep it), 120 tokens and $0.002 per step.
+    "executor_options": {"steps": "3", "duration_ms": "2400", "tokens_per_step": "120",
+                         "cost_per_step_usd": "0.002", "heartbeat_ms": "400"},
+}
+
+
+async def external_scenario(client: Client, say: Callable[[str], None], web_url: str,
+                            persona: str = EXTERNAL_PERSONA) -> None:
+    """External runs with the reference executor: one completes while it heartbeats past
+    its lease's time to live, one fails on attempt 1 and succeeds on the retry."""
+    receipts = await client.tail("receipts", from_beginning=True)
+    outbox = await client.tail("outbox", from_beginning=True)
+    tag = uuid.uuid4().hex[:6]
+
+    def issue(number: str, **metadata: str) -> TriggerRequest:
+        return TriggerRequest.model_validate({
+            "request_id": f"demo-{tag}-issue-{number}", "persona": persona, "provider": "linear", "kind": "issue",
+            "metadata": {"issue_key": f"GARDEN-{number}", **metadata}})
+
+    await ops.bind(client, [PersonaBinding.model_validate({**EXTERNAL_BINDING, "name": persona})])
+    say(f"bound {persona} (external runs, lease_ttl_ms 1500, reference executor options"
+        f" {EXTERNAL_BINDING['executor_options']})")
+    steady, flaky = issue("1"), issue("2", **{"executor.fail_on_attempt": "1"})
+    for request in (steady, flaky):
+        await ops.trigger(client, request)
+
+    def finals(seen: list) -> int:
+        return sum(1 for r in seen if r.key == persona and (r.value or {}).get("request_id") in (
+            steady.request_id, flaky.request_id) and r.value.get("status") in ("completed", "failed"))
+
+    await receipts.until(lambda seen: finals(seen) >= 2, 90, "both external runs finished")
+    say("-- persona.receipts (external runs)")
+    run_ids = []
+    for record in receipts.seen:
+        if record.key == persona:
+            say("  " + render.line("receipts", record))
+            run_id = (record.value or {}).get("run_id")
+            if run_id and run_id not in run_ids:
+                run_ids.append(run_id)
+    await outbox.catch_up()
+    for run_id in run_ids:
+        events = [r.value for r in outbox.seen if r.key == persona and (r.value or {}).get("stream") == f"run:{run_id}"]
+        kinds = [e["kind"].removeprefix("run.") for e in events]
+        beats = kinds.count("heartbeat")
+        shown = [k for k in kinds if k not in ("heartbeat", "step_started", "step_completed", "usage")]
+        say(f"-- run:{run_id}: {len(events)} events, {beats} heartbeats; " + " -> ".join(shown))
+    for run_id in run_ids:
+        say(render.run_detail(ops.worker_view(web_url, f"/runs/{run_id}")))
+    say("-- status")
+    say("  " + render.status(await ops.status(client, persona, web_url)))
+
+
 async def run_demo(settings: Settings, say: Callable[[str], None] = click.echo) -> None:
     with tempfile.TemporaryDirectory(prefix="personaflow-demo-") as tmp:
         async with demo_cluster(settings, Path(tmp), say) as (demo_settings, client, _worker):
             await scenario(client, say, demo_settings.web_url)
+            await external_scenario(client, say, demo_settings.web_url)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from .client import Client, Seen, read_all
 from streams.codec import describe_validation_error
-from streams.records import ControlCommand, PersonaBinding, TriggerRequest
+from streams.records import ControlCommand, PersonaBinding, RunControl, TriggerRequest
 
 
 class OpsError(RuntimeError):
@@ -167,7 +167,56 @@ async def control(client: Client, command: ControlCommand, timeout_s: float | No
     return answer
 
 
+async def run_control(client: Client, command: RunControl, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
+    """Publish run control; return its receipt (``completed`` with the event it caused, or
+    ``rejected`` with the reason). A command about a run no persona registered is
+    dead-lettered (reason ``unknown_run``): that becomes an OpsError."""
+    if not timeout_s:
+        await client.send("run_control", command.run_id, command)
+        return None
+    async with client.following("receipts") as receipts, client.following("dlq") as letters:
+        await client.send("run_control", command.run_id, command)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            for record in receipts.seen:
+                if (record.value or {}).get("request_id") == command.command_id:
+                    return record.value
+            for record in letters.seen:
+                if record.key == command.run_id and command.command_id in json.dumps(record.value or {}) + _decoded(
+                        record.value):
+                    raise OpsError((record.value or {}).get("error") or f"run control for {command.run_id} rejected")
+            if asyncio.get_running_loop().time() > deadline:
+                raise OpsError(f"run control {command.command_id} was not answered within {timeout_s}s"
+                               " (is a worker running?)")
+            await receipts.poll(0.1)
+            await letters.poll(0.05)
+
+
+def _decoded(letter: Any) -> str:
+    import base64
+
+    try:
+        return base64.b64decode((letter or {}).get("value_b64") or "").decode("utf-8", "replace")
+    except ValueError:
+        return ""
+
+
 # ------------------------------------------------------------------------ reading
+
+
+def worker_view(web_url: str, path: str) -> Any:
+    """A worker's HTTP view; its error message becomes an OpsError."""
+    url = web_url.rstrip("/") + path
+    try:
+        return http_get(url)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error")
+        except (ValueError, AttributeError):
+            message = None
+        raise OpsError(message or f"{url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise OpsError(f"no worker answered at {web_url} ({exc}); is a worker running?") from None
 
 
 def http_get(url: str, timeout_s: float = 5.0) -> Any:

@@ -1,4 +1,5 @@
-"""Running ``personaflow worker`` as a child process (demo, tests, chaos runs)."""
+"""Running ``personaflow worker`` and ``personaflow executor`` as child processes (demo,
+tests, chaos runs)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
     return env
 
 
-class WorkerProcess:
-    """One worker child process with its own log file; restartable and killable."""
+class ChildProcess:
+    """One ``personaflow`` child process with its own log file; restartable and killable."""
+
+    command: tuple[str, ...] = ()
+    name = "child"
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
@@ -40,31 +44,20 @@ class WorkerProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"worker-{self.starts}.log"
+        return self.log_dir / f"{self.name}-{self.starts}.log"
 
     def spawn(self) -> None:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "personaflow.cli", "worker"],
+                [sys.executable, "-m", "personaflow.cli", *self.command],
                 env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.settings.web_url}/health", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def get(self, path: str, timeout_s: float = 10.0) -> bytes:
-        with urllib.request.urlopen(f"{self.settings.web_url}{path}", timeout=timeout_s) as response:
-            return response.read()
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -84,6 +77,24 @@ class WorkerProcess:
                 self.process.wait()
         self.process = None
 
+
+class WorkerProcess(ChildProcess):
+    """``personaflow worker``: ready when its ``/ready`` answers."""
+
+    command = ("worker",)
+    name = "worker"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.settings.web_url}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def get(self, path: str, timeout_s: float = 10.0) -> bytes:
+        with urllib.request.urlopen(f"{self.settings.web_url}{path}", timeout=timeout_s) as response:
+            return response.read()
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.settings.web_url}/ready", timeout=1) as response:
@@ -99,4 +110,23 @@ class WorkerProcess:
                 raise RuntimeError(f"worker exited during start-up:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker not ready within {timeout_s}s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+
+
+class ExecutorProcess(ChildProcess):
+    """``personaflow executor`` (the reference executor): ready once it joined its group."""
+
+    name = "executor"
+
+    def __init__(self, settings: Settings, log_dir: Path, group: str = "personaflow-executor") -> None:
+        super().__init__(settings, log_dir)
+        self.command = ("executor", "--group", group)
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while "executor ready" not in self.log_tail(200):
+            if not self.alive():
+                raise RuntimeError(f"executor exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"executor not ready within {timeout_s}s:\n{self.log_tail()}")
             await asyncio.sleep(0.1)

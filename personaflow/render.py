@@ -26,7 +26,9 @@ def _fields(value: dict[str, Any], names: list[str]) -> str:
 
 def receipt(value: dict[str, Any]) -> str:
     lease = (value.get("lease") or {}).get("id")
-    extra = _fields(value, ["work_key", "run_id", "error", "budget_receipt_id"])
+    extra = _fields(value, ["work_key", "run_id", "attempt", "error", "budget_receipt_id"])
+    if value.get("not_before_ms"):
+        extra += f" retry_at={_time(value['not_before_ms'])}"
     # `queued: true` matters where the status does not say it already (`lease_busy`).
     queued = " (queued)" if value.get("queued") and value.get("status") != "queued" else ""
     return (f"{_time(value.get('at_ms'))} receipt {value.get('persona')} {value.get('status')}{queued}"
@@ -78,3 +80,47 @@ def line(role: str, record: Seen) -> str:
     if record.value is None:
         return f"{role} key={record.key!r}: (not JSON)"
     return RENDERERS[role](record.value)
+
+
+def _usd(value: Any) -> str:
+    return f"${value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+def run_summary(value: dict[str, Any]) -> str:
+    """One line of ``personaflow runs``."""
+    return (f"{_time(value.get('created_at_ms'))} {value.get('run_id')} {value.get('kind')} {value.get('status')}"
+            f" attempt={value.get('attempt')} work_key={value.get('work_key')}"
+            f" spent={_usd(value.get('usage_usd'))}/{value.get('usage_tokens')} tokens"
+            + (f" error={value.get('error')!r}" if value.get("error") else ""))
+
+
+def run_detail(value: dict[str, Any]) -> str:
+    """``personaflow run``: the run, its cost ledger and its latest events."""
+    lines = [f"run {value.get('run_id')} ({value.get('kind')}) of {value.get('persona')}: {value.get('status')}"
+             + (f" error={value.get('error')!r}" if value.get("error") else ""),
+             f"  work_key={value.get('work_key')} entry={value.get('entry_workflow')}"
+             f" attempt={value.get('attempt')} dispatches={value.get('dispatches')} steps={value.get('steps')}"
+             + (f" current_step={value.get('current_step_id')}" if value.get("current_step_id") else ""),
+             f"  spent={_usd(value.get('usage_usd'))} tokens={value.get('usage_tokens')}"
+             f" reserved={_usd(value.get('reserved_usd'))} lease={value.get('lease_id')}"]
+    if value.get("parent_run_id"):
+        lines.append(f"  parent={value['parent_run_id']}")
+    if value.get("children"):
+        lines.append(f"  children={', '.join(value['children'])}")
+    if value.get("compensation_run_id"):
+        lines.append(f"  compensation={value['compensation_run_id']}")
+    lines.append("  ledger:")
+    for row in value.get("ledger") or []:
+        lines.append(f"    dispatch {row['dispatch']} attempt {row['attempt']} {row['status']:<15}"
+                     f" reserved={_usd(row['reserved_usd'])} actual={_usd(row['actual_usd'])}"
+                     f"/{row['actual_tokens']} tokens" + (f" error={row['error']!r}" if row.get("error") else ""))
+    lines.append(f"  last events (of {value.get('last_seq')}):")
+    for event in value.get("last_events") or []:
+        lines.append("    " + outbox(event))
+    return "\n".join(lines)
+
+
+def run_control_answer(value: dict[str, Any]) -> str:
+    return (f"{_time(value.get('at_ms'))} run control {value.get('request_id')} on {value.get('run_id')}:"
+            f" {value.get('status')}" + (f" event={value['event_id']}" if value.get("event_id") else "")
+            + (f" error={value['error']!r}" if value.get("error") else ""))

@@ -134,6 +134,9 @@ class PersonaBinding(Record):
     #: ``expired``, so work no executor takes cannot circulate forever) or end the run
     #: ``expired`` at once.
     on_lease_expiry: Literal["requeue", "expire"] = "requeue"
+    #: Options for executors, sent with every dispatch of the persona's runs (a trigger's
+    #: metadata may add to them: keys ``executor.<option>``).
+    executor_options: Annotated[dict[Label, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = {}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -346,6 +349,8 @@ class RunDispatch(Record):
     kind: Literal["work", "child", "compensation"] = "work"
     spawn_mode: SpawnMode | None = None
     background: bool = False
+    #: The binding's ``executor_options``.
+    options: dict[str, str] = {}
 
 
 class OutboxEvent(Record):

@@ -31,7 +31,8 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("persona_inbox", "persona.inbox", "persona", internal=True,
               description="validated persona input and internal notices (one ordered stream per persona)"),
     TopicSpec("run_inbox", "persona.run.inbox", "run id", internal=True,
-              description="validated run input and internal notices (one ordered stream per run)"),
+              description="the run directory: runs registered by their persona, and executors' reports and"
+                          " run control, routed from here to the run's persona"),
 )
 
 BY_ROLE: dict[str, TopicSpec] = {spec.role: spec for spec in SPECS}

@@ -86,7 +86,8 @@ def _send_dispatch(step: Step, run: RunRow, action: str, *, command_id: str | No
         run_id=run.run_id, persona=step.persona, lease_id=run.lease_id, attempt=run.attempt,
         entry_workflow=run.entry_workflow, envelope=envelope or run.envelope, deadline_ms=run.deadline_ms,
         limits=binding.run_limits, parent_run_id=run.parent_run_id, action=action, command_id=command_id,
-        reason=reason, content=content, kind=run.kind, spawn_mode=run.spawn_mode, background=run.background),
+        reason=reason, content=content, kind=run.kind, spawn_mode=run.spawn_mode, background=run.background,
+        options=binding.executor_options if action == "start" else {}),
         phase=1)
 
 

@@ -72,3 +72,17 @@ def persona_name(request: pytest.FixtureRequest) -> str:
     """A persona name no other test uses."""
     base = request.node.name.replace("[", "-").replace("]", "")[:80]
     return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+def executor(settings: Settings, worker: SyncWorker, data_dir: Path) -> Iterator[object]:
+    """The reference executor (``personaflow executor``) as a process of the session."""
+    import asyncio
+
+    from personaflow.process import ExecutorProcess
+
+    process = ExecutorProcess(settings, data_dir / "logs", group=f"{settings.app_id}-executor")
+    process.spawn()
+    asyncio.run(process.wait_ready())
+    yield process
+    process.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..support.personas import PersonaProbe
+from ..support.personas import SELF_REPORTED, PersonaProbe
 from ..support.wait import eventually
 
 pytestmark = pytest.mark.broker
@@ -24,7 +24,7 @@ def test_metrics_count_inputs_receipts_dead_letters_and_show_lag_leases_queues_a
     persona = PersonaProbe(kafka, persona_name)
     try:
         before = scrape(worker)
-        persona.bind({"execution": "external"})
+        persona.bind(SELF_REPORTED)
         running = persona.trigger("github", "pull_request", {"repository": "r", "number": "1"})
         assert running["status"] == "dispatched"
         assert persona.trigger("github", "pull_request", {"repository": "r", "number": "2"})["status"] == "lease_busy"

@@ -17,7 +17,7 @@ import pytest
 
 from tables.timefmt import DAY_MS, format_ms
 
-from ..support.personas import PersonaProbe
+from ..support.personas import SELF_REPORTED, PersonaProbe
 
 pytestmark = pytest.mark.broker
 
@@ -141,7 +141,7 @@ def test_frontier_escalation_run_emits_value_event_with_paid_cost(persona):
 # -------------------------------------------------------------- more behaviour
 
 
-EXTERNAL = {"execution": "external", "budget": {"daily_usd": 1.0}}
+EXTERNAL = {**SELF_REPORTED, "budget": {"daily_usd": 1.0}}
 
 
 def test_lease_busy_trigger_is_queued_and_drained_when_the_run_completes(persona):
@@ -228,7 +228,7 @@ def test_triggers_for_an_unknown_persona_get_a_rejected_receipt_naming_it(person
 
 
 def test_the_lease_reaper_requeues_a_silent_run_and_takes_up_queued_work(persona):
-    persona.bind({"execution": "external", "lease_ttl_ms": 1500, "retry": {"backoff_ms": 60_000}})
+    persona.bind({**SELF_REPORTED, "lease_ttl_ms": 1500, "retry": {"backoff_ms": 60_000}})
     silent = persona.trigger("github", "pull_request", {"repository": "r", "number": "1"})
     waiting = persona.trigger("github", "pull_request", {"repository": "r", "number": "2"})
     retrying = persona.receipts_for(silent["request_id"], 2)[1]
@@ -253,7 +253,7 @@ def test_the_schedule_ticker_fires_a_due_cron_occurrence(persona):
 def test_a_handoff_reported_by_a_run_becomes_work_for_the_target_persona(worker, kafka, persona_name):
     source, target = PersonaProbe(kafka, persona_name + "-src"), PersonaProbe(kafka, persona_name + "-dst")
     try:
-        source.bind({"execution": "external"})
+        source.bind(SELF_REPORTED)
         target.bind({})
         target.control("pause")
         run = source.trigger("github", "pull_request", {"repository": "r", "number": "9"})

@@ -12,6 +12,10 @@ from .sync import SyncClient, SyncTail
 
 Predicate = Callable[[dict[str, Any]], bool]
 
+#: External execution where the test itself acts as the executor: the session's reference
+#: executor, if one runs, gets the dispatches too but stays silent.
+SELF_REPORTED: dict[str, Any] = {"execution": "external", "executor_options": {"silent": "true"}}
+
 
 class PersonaProbe:
     """Publishes to bindings/triggers/control/run.events; reads receipts/outbox/status/dispatch."""
@@ -111,3 +115,41 @@ class PersonaProbe:
     def dispatch_for(self, run_id: str) -> dict[str, Any]:
         self.dispatches.until(lambda seen: any(r.key == run_id for r in seen), self.timeout_s, f"dispatch of {run_id}")
         return next(r.value for r in self.dispatches.seen if r.key == run_id)
+
+    # -------------------------------------------------------------------- runs
+
+    def run_control(self, run_id: str, action: str, *, content: Any = None, reason: str | None = None,
+                    wait: bool = True) -> dict[str, Any] | str:
+        """Send run control (as ops would) and wait for its receipt."""
+        command_id = f"{run_id}-{action}-{next(self.ids)}"
+        self.kafka.send("run_control", run_id, {"command_id": command_id, "run_id": run_id, "action": action,
+                                                "actor": "test", "content": content, "reason": reason})
+        if not wait:
+            return command_id
+        return self.receipts_for(command_id)[0]
+
+    def run_events(self, run_id: str, kind_prefix: str = "run.") -> list[dict[str, Any]]:
+        """The run stream's events published so far (the outbox is read to its end first)."""
+        self.outbox.catch_up()
+        return [e for e in self.events(kind_prefix) if e.get("stream") == f"run:{run_id}"]
+
+    def wait_run_events(self, run_id: str, kind: str, count: int = 1) -> list[dict[str, Any]]:
+        """Wait until the run's stream holds ``count`` events of ``kind``."""
+        def found(seen: list) -> int:
+            return sum(1 for r in seen if r.key == self.name and (r.value or {}).get("stream") == f"run:{run_id}"
+                       and r.value.get("kind") == kind)
+
+        self.outbox.until(lambda seen: found(seen) >= count, self.timeout_s, f"{count} {kind} of run {run_id}")
+        return [e for e in self.run_events(run_id) if e["kind"] == kind]
+
+    def dispatches_of(self, run_id: str) -> list[dict[str, Any]]:
+        return [r.value for r in self.dispatches.seen if r.key == run_id]
+
+    def final_receipt(self, request_id: str) -> dict[str, Any]:
+        """Wait for the request's final receipt (completed, failed or cancelled)."""
+        def finals(seen: list) -> list[dict[str, Any]]:
+            return [r.value for r in seen if r.key == self.name and (r.value or {}).get("request_id") == request_id
+                    and r.value.get("status") in ("completed", "failed", "cancelled")]
+
+        self.receipts.until(lambda seen: bool(finals(seen)), self.timeout_s, f"final receipt of {request_id}")
+        return finals(self.receipts.seen)[0]

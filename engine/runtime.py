@@ -6,7 +6,8 @@ One pass of the loop (Kafka Streams' ``process(record)`` -> outputs, plus punctu
 2. per task, take the records that may be processed now (time-ordered inputs go through
    the task's merger) and hand each one to its source's handler; handlers decode, call
    a pure transition and leave outputs and state changes in the pass;
-3. run the punctuators that are due (wall-clock work such as timer ticks);
+3. run the punctuators that are due (wall-clock work such as timer ticks), once the tasks
+   have caught up with their inputs since tasks last became active;
 4. commit the pass (:class:`~engine.checkpoint.Checkpoint`).
 
 Processing errors stay with their record: if a handler raises, the task's pass is
@@ -59,6 +60,10 @@ T = TypeVar("T")
 MAX_POLL_RECORDS = 4000
 #: How often consumer offsets are committed for Kafka tooling (positions live in state).
 OFFSET_COMMIT_INTERVAL_S = 2.0
+#: A task that became active punctuates (ticks timers by the wall clock) only once it has
+#: caught up with its inputs, so that a worker's own downtime does not expire leases whose
+#: renewals wait in the inputs; under a load that never lets it catch up, after this long.
+PUNCTUATION_HOLD_S = 30.0
 
 
 def wall_ms() -> int:
@@ -105,6 +110,8 @@ class Engine:
         self.stopping = asyncio.Event()
         self.generation = -1
         self._next_punctuation = {p.name: 0.0 for p in config.punctuators}
+        self.punctuating = False
+        self.activated_at = 0.0
         self._last_offset_commit = 0.0
         self._recoveries: set[asyncio.Task] = set()
         self.topics = sorted({self.names.name(role) for source in config.sources for role in source.roles})
@@ -233,9 +240,17 @@ class Engine:
         if forwarded:
             await self._forward(forwarded)
 
-        batches: list[tuple[Task, TaskBatch, dict[str, int]]] = []
+        prepared = []
         for task in active:
-            work = task.ready(now, self._lag(task), stage=1)
+            lag = self._lag(task)
+            prepared.append((task, task.ready(now, lag, stage=1), lag))
+        if not self.punctuating and active and (all(task.caught_up(lag) for task, _, lag in prepared)
+                                                or monotonic - self.activated_at > PUNCTUATION_HOLD_S):
+            self.punctuating = True  # from now on, wall-clock work runs
+        if not self.punctuating:
+            due = []
+        batches: list[tuple[Task, TaskBatch, dict[str, int]]] = []
+        for task, work, _ in prepared:
             if not work and not due and task.partition not in positions:
                 continue
             batch, done = self._process(task, work, due, now, positions.get(task.partition, dict(task.positions)))
@@ -243,8 +258,13 @@ class Engine:
             batches.append((task, batch, done))
         if not batches:
             return
+        # What the records caused goes out before what the punctuators caused, across tasks:
+        # a record one task forwarded to another task's input precedes that task's tick.
         outputs = [(output.phase, self._record(output, task.partition))
-                   for task, batch, _ in batches for output in batch.outputs]
+                   for task, batch, _ in batches for output in batch.outputs[:batch.punctuated_from]]
+        outputs += [(output.phase, self._record(output, task.partition))
+                    for task, batch, _ in batches if batch.punctuated_from is not None
+                    for output in batch.outputs[batch.punctuated_from:]]
         commits = [TaskCommit(task, list(batch.txn.changes()), done) for task, batch, done in batches]
         written = self.checkpoint.changelog_records if self.checkpoint else 0
         await self._commit(outputs, commits)
@@ -300,6 +320,7 @@ class Engine:
                             raise ProcessingError from exc
                     if source.finish is not None:
                         self._guarded(source.finish, batch)
+                batch.punctuated_from = len(batch.outputs) if due else None
                 for punctuator in due:
                     self._guarded(lambda b, p=punctuator: p.punctuate(b, now), batch)
                 return batch, positions
@@ -429,6 +450,8 @@ class Engine:
                         self.consumer.seek(tp, position)
                     self.consumer.resume(tp)
                 task.active = True
+            self.punctuating = False  # until the tasks caught up with their inputs
+            self.activated_at = time.monotonic()
         self.metrics.recovery_seconds.observe(time.monotonic() - started)
         log.info("partitions %s active after %.2fs", [t.partition for t in tasks], time.monotonic() - started)
 

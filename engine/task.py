@@ -42,6 +42,7 @@ class TaskBatch:
     now_ms: int  # wall clock at the start of the pass: for punctuators only
     outputs: list[Output] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)  # per-pass notes of the handlers
+    punctuated_from: int | None = None  # outputs from this index on came from punctuators
 
     def emit(self, output: Output) -> None:
         self.outputs.append(output)
@@ -113,6 +114,13 @@ class Task:
     @property
     def topics(self) -> list[str]:
         return list(self.source_of)
+
+    def caught_up(self, lag: Callable[[str], int | None]) -> bool:
+        """Nothing fetched is left unhandled and no input has records beyond what was
+        fetched: everything that reached this task's inputs (the records its own stage 0
+        forwarded there included) has been handled or is in the pass being built."""
+        return all(not buffer for buffer in self.buffers.values()) and all(
+            not lag(topic) for topic in self.topics)
 
     def load_positions(self) -> None:
         raw = self.store.get(ENGINE_TABLE, POSITIONS_KEY)

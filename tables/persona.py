@@ -290,12 +290,12 @@ def _on_control(step: Step, record: ControlReceived) -> None:
 
 def _on_run_report(step: Step, record: RunReportReceived) -> None:
     execution.on_report(step, record)
-    _settle(step)
+    _settle(step, by_time=False)
 
 
 def _on_run_control(step: Step, record: RunControlReceived) -> None:
     execution.on_control(step, record)
-    _settle(step)
+    _settle(step, by_time=False)
 
 
 HANDLERS: dict[type, Callable[[Step, PersonaInput], None]] = {
@@ -561,22 +561,31 @@ def value(step: Step, run_id: str, delta: dict, metadata: dict) -> None:
 # -------------------------------------------------------------- housekeeping
 
 
-def _settle(step: Step) -> None:
+def _settle(step: Step, by_time: bool = True) -> None:
     """At the step's time: leases and runs that fell due, then take up waiting work (runs
-    waiting for the lease first, then the queue), then finish a drain."""
-    if step.head.binding is not None:
+    waiting for the lease first, then the queue), then finish a drain.
+
+    ``by_time=False`` (inputs about runs: reports and run control) leaves out what falls
+    due by time: those inputs come through the run topics' partitions, not the persona's,
+    so one may carry a later time than a report still on its way about the run that holds
+    the lease; a lease expires on a tick or on the persona's own inputs instead."""
+    if step.head.binding is not None and by_time:
         execution.settle(step)
     if not step.head.bound:
         return
     queue = step.queue
-    while step.head.mode in ("idle", "failed", "draining") and step.active_lease() is None:
+
+    def lease_free() -> bool:
+        return (step.active_lease() if by_time else step.state.lease()) is None
+
+    while step.head.mode in ("idle", "failed", "draining") and lease_free():
         if execution.take_ready(step):
             continue
         item = queue.next_eligible()
         if item is None:
             break
         _attempt(step, item, queued=item)
-    if step.head.mode == "draining" and step.active_lease() is None and queue.next_eligible() is None \
+    if step.head.mode == "draining" and lease_free() and queue.next_eligible() is None \
             and not step.head.ready_runs:
         step.emit("persona.control.paused", {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY})
         step.head.mode = "paused"

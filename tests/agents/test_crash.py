@@ -200,3 +200,89 @@ def test_repeated_sigkills_under_load_lose_and_double_nothing(worker, kafka, per
     rounds = int(os.environ.get("CHAOS_KILLS", "4"))
     run_crash_scenario(worker, kafka, persona_name, personas=40, triggers=int(os.environ.get("CHAOS_TRIGGERS", "6000")),
                        kills=rounds, seed=int(os.environ.get("CHAOS_SEED", "11")))
+
+
+# ------------------------------------------------------------------ external runs
+
+
+TERMINAL_RUN_EVENTS = {"run.completed", "run.failed", "run.cancelled", "run.expired"}
+
+
+@pytest.mark.broker
+def test_sigkill_twice_with_100_external_runs_in_flight_ends_every_run_once(worker, executor, kafka, persona_name):
+    """The reference executor keeps working while the worker is killed twice."""
+    names = [f"{persona_name[:60]}-x{i:02d}" for i in range(20)]
+    binding = {"entry_workflow": "wf/ext", "execution": "external", "lease_ttl_ms": 4000, "estimated_run_usd": 0.002,
+               "budget": {"daily_usd": 100.0}, "retry": {"max_attempts": 3, "backoff_ms": 200},
+               "executor_options": {"steps": "3", "duration_ms": "900", "tokens_per_step": "10",
+                                    "cost_per_step_usd": "0.001", "fail_probability": "0.2", "heartbeat_ms": "300"}}
+    probe = PersonaProbe(kafka, names[0], timeout_s=180)
+    try:
+        for name in names:
+            kafka.send("bindings", name, {**binding, "name": name})
+        probe.statuses.until(lambda seen: {r.key for r in seen} >= set(names), 120, "every persona bound")
+        requests = [{"request_id": f"{name}-w{n}", "persona": name, "provider": "linear", "kind": "issue",
+                     "metadata": {"issue_key": f"W-{n}"}} for n in range(5) for name in names]
+        wanted = {r["request_id"] for r in requests}
+
+        def finals(seen: list) -> set[str]:
+            return {(r.value or {}).get("request_id") for r in seen
+                    if (r.value or {}).get("request_id") in wanted and r.value["status"] in ("completed", "failed")}
+
+        kafka.run(flood(kafka, requests, []))
+        for after in (15, 50):
+            probe.receipts.until(lambda seen: len(finals(seen)) >= after, 180, f"{after} runs finished")
+            assert len(finals(probe.receipts.seen)) < len(wanted), "the kill must land while runs are in flight"
+            worker.restart(kill=True)
+        probe.receipts.until(lambda seen: finals(seen) == wanted, 300, "every run finished")
+        check_external_runs(kafka, worker, probe, names, wanted)
+    finally:
+        probe.close()
+
+
+def check_external_runs(kafka, worker, probe: PersonaProbe, names: list[str], wanted: set[str]) -> None:
+    client = kafka.client
+    mine = set(names)
+    receipts = [r.value for r in kafka.run(read_all(client, "receipts")) if r.value and r.value["persona"] in mine]
+    outbox = [r.value for r in kafka.run(read_all(client, "outbox")) if r.value and r.value["persona"] in mine]
+
+    # Every request: one final decision (a receipt id may be published twice, identically).
+    final_ids: dict[str, set[str]] = defaultdict(set)
+    for receipt in receipts:
+        if receipt["status"] in ("completed", "failed", "cancelled"):
+            final_ids[receipt["request_id"]].add(receipt["receipt_id"])
+    assert set(final_ids) == wanted and all(len(ids) == 1 for ids in final_ids.values())
+
+    # Every run ends exactly once: one terminal event id per run stream.
+    run_ids = {r["run_id"] for r in receipts if r.get("run_id")}
+    terminal: dict[str, set[str]] = defaultdict(set)
+    for event in outbox:
+        if event["kind"] in TERMINAL_RUN_EVENTS:
+            terminal[event["stream"]].add(event["event_id"])
+    assert all(len(terminal[f"run:{run_id}"]) == 1 for run_id in run_ids), "a run ended twice or never"
+
+    # Spend = the ledgers' actual costs; no lease left behind.
+    statuses = {r.key: r.value for r in kafka.run(read_all(client, "status")) if r.key in mine}
+    now_ms = int(time.time() * 1000)
+    for name in names:
+        listed = json.loads(worker.get(f"/personas/{name}/runs?limit=100"))["runs"]
+        ledger = 0.0
+        for run in listed:
+            detail = json.loads(worker.get(f"/runs/{run['run_id']}"))
+            assert detail["terminal"], detail["run_id"]
+            ledger += sum(row["actual_usd"] for row in detail["ledger"])
+        budget = statuses[name]["budget"]
+        assert budget["spent_today_usd"] == pytest.approx(ledger, abs=1e-9), name
+        lease = statuses[name]["active_lease"]
+        assert lease is None or lease["expires_at_ms"] > now_ms, name
+    expired = [e for e in outbox if e["kind"] == "persona.lease.expired"]
+    print(f"external runs: {len(run_ids)} runs, {len(expired)} lease expiries,"
+          f" {sum(1 for r in receipts if r['status'] == 'retrying')} retries")
+
+    inbox = kafka.run(read_all(client, "persona_inbox"))
+    run_inbox = kafka.run(read_all(client, "run_inbox"))
+    all_receipts = [r.value for r in kafka.run(read_all(client, "receipts")) if r.value]
+    all_outbox = [r.value for r in kafka.run(read_all(client, "outbox")) if r.value]
+    for result in verify([(r.partition, r.offset, r.raw) for r in inbox],
+                         [(r.partition, r.offset, r.raw) for r in run_inbox], all_receipts, all_outbox):
+        assert result.ok, result.problems[:10]

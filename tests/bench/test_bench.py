@@ -8,7 +8,8 @@ Nothing here asserts a speed. ``make bench`` measures, on the session's broker:
   per trigger, records written per trigger, worker peak memory), publish-to-receipt
   latency at 20 and 200 triggers/s offered, recovery of a worker holding 10,000 personas
   and 100,000 completed work keys (memory and RocksDB stores), and throughput after
-  1,000 and after 50,000 earlier runs of one persona;
+  1,000 and after 50,000 earlier runs of one persona, and external runs completed per
+  second with the reference executor doing zero work;
 
 each the median of three rounds, and writes ``bench/results.json`` and
 ``docs/BENCHMARKS.md``. ``make test`` runs the same code at tiny sizes into temporary
@@ -60,12 +61,16 @@ class Sizes:
     recovery_keys: int
     history: tuple[int, int]  # earlier runs of one persona: short, long
     history_measured: int  # triggers measured after each history
+    external_personas: int  # personas of the external-runs measure
+    external: int  # external runs per round
 
 
 FULL = Sizes(rounds=3, raw=100_000, faust=10_000, personas=1_000, inline=10_000, latency_s=10.0,
-             recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=5_000)
+             recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=5_000,
+             external_personas=200, external=2_000)
 SHORT = Sizes(rounds=1, raw=2_000, faust=200, personas=20, inline=200, latency_s=0.5,
-              recovery_personas=50, recovery_keys=200, history=(10, 100), history_measured=50)
+              recovery_personas=50, recovery_keys=200, history=(10, 100), history_measured=50,
+              external_personas=4, external=12)
 
 
 # -------------------------------------------------------------------- helpers
@@ -272,9 +277,10 @@ async def _faust_warm_up(settings, broker, source: str, sink: str) -> None:
 # ---------------------------------------------------------------- personaflow
 
 
-def bind_personas(kafka, settings, broker, names: list[str], worker: SyncWorker) -> None:
+def bind_personas(kafka, settings, broker, names: list[str], worker: SyncWorker, **fields: Any) -> None:
     run_async(produce(settings, broker, kafka.client.names.bindings,
-                      [(name.encode(), json.dumps({"name": name, "entry_workflow": "wf"}).encode()) for name in names]))
+                      [(name.encode(), json.dumps({"name": name, "entry_workflow": "wf", **fields}).encode())
+                       for name in names]))
     status = kafka.tail("status", from_beginning=True)
     status.until(lambda seen: len({r.key for r in seen}) >= len(names), 300, "every persona bound")
     status.stop()
@@ -319,6 +325,61 @@ def bench_inline(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> d
             "broker_cpu_ms_per_trigger": median(broker_cpu), "records_written_per_trigger": median(records),
             "worker_peak_rss_mb": round(peak_rss_mb(worker.process.pid), 1), "personas": sizes.personas,
             "rounds": rates}
+
+
+def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, sizes: Sizes) -> dict[str, Any]:
+    """External runs end to end with the reference executor doing zero work: trigger →
+    dispatch → executor (started, one step, completed with its cost) → final receipt.
+    Runs of one persona take its lease one after another; the personas run in parallel."""
+    from personaflow.process import ExecutorProcess
+
+    names = [f"ext-{n:04d}" for n in range(sizes.external_personas)]
+    bind_personas(kafka, settings, broker, names, worker, execution="external",
+                  executor_options={"steps": "1", "tokens_per_step": "10", "cost_per_step_usd": "0.0001"})
+    executor = ExecutorProcess(settings, data_dir / f"logs-{settings.app_id}", group=f"{settings.app_id}-executor")
+    executor.spawn()
+    rng = random.Random(13)
+    rates, worker_cpu, executor_cpu, broker_cpu, records = [], [], [], [], []
+    try:
+        run_async(executor.wait_ready())
+        assert executor.process is not None
+        for round_ in range(sizes.rounds):
+            tag = f"external{round_}"
+            triggers = [(name.encode(), json.dumps({
+                "request_id": f"{tag}-{n}", "persona": name, "provider": "webhook", "kind": "push",
+                "metadata": {"dedupe_key": f"{tag}-{n}"}, "received_at_ms": AT + n}).encode())
+                for n, name in ((n, rng.choice(names)) for n in range(sizes.external))]
+            marker = tagged(tag)
+
+            async def one_round() -> tuple[float, ...]:
+                counter = await Counter(settings, broker, kafka.client.names.receipts,
+                                        keep=lambda r: marker(r) and b'"status":"completed"' in r.value).start()
+                try:
+                    pids = (worker.process.pid, executor.process.pid, broker.pid)
+                    before = [cpu_s(pid) if pid else 0.0 for pid in pids]
+                    written = _records_written(worker)
+                    started = time.perf_counter()
+                    await produce(settings, broker, kafka.client.names.triggers, triggers)
+                    await counter.until(sizes.external, 1200, identify=lambda r: r.value)
+                    elapsed = time.perf_counter() - started
+                    after = [cpu_s(pid) if pid else float("nan") for pid in pids]
+                    per_run = [(a - b) * 1000 / sizes.external for a, b in zip(after, before)]
+                    return (sizes.external / elapsed, *per_run,
+                            (_records_written(worker) - written) / sizes.external)
+                finally:
+                    await counter.stop()
+
+            rate, cpu_worker, cpu_executor, cpu_broker, written = run_async(one_round())
+            rates.append(rate)
+            worker_cpu.append(cpu_worker)
+            executor_cpu.append(cpu_executor)
+            broker_cpu.append(cpu_broker)
+            records.append(written)
+    finally:
+        executor.stop()
+    return {"per_s": median(rates), "worker_cpu_ms_per_run": median(worker_cpu),
+            "executor_cpu_ms_per_run": median(executor_cpu), "broker_cpu_ms_per_run": median(broker_cpu),
+            "records_written_per_run": median(records), "personas": sizes.external_personas, "rounds": rates}
 
 
 def _records_written(worker: SyncWorker) -> float:
@@ -485,6 +546,7 @@ def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes) -> dic
             results["inline"] = bench_inline(own_kafka, own, broker, worker, sizes)
             results["latency_after_load"] = bench_latency(own_kafka, own, broker, worker, sizes, (200,), "late")
             results["history"] = bench_history(own_kafka, own, broker, worker, sizes)
+            results["external"] = bench_external(own_kafka, own, broker, worker, data_dir, sizes)
         finally:
             worker.stop()
     results["recovery"] = bench_recovery(settings, broker, data_dir, sizes)
@@ -499,8 +561,8 @@ def write_results(results: dict[str, Any], json_path: Path, markdown_path: Path)
 
 
 def render(r: dict[str, Any]) -> str:
-    raw, faust, inline, lat, rec, hist = (r["raw_aiokafka"], r["faust_agent"], r["inline"], r["latency"],
-                                          r["recovery"], r["history"])
+    raw, faust, inline, lat, rec, hist, ext = (r["raw_aiokafka"], r["faust_agent"], r["inline"], r["latency"],
+                                               r["recovery"], r["history"], r["external"])
     short, long = (str(h) for h in r["sizes"]["history"])
     inline_count = r["sizes"]["inline"]
     phases = {str(k): v for k, v in hist["phases"].items()}
@@ -533,8 +595,15 @@ def render(r: dict[str, Any]) -> str:
                  f"p50 {late['p50']:.0f} ms · p95 {late['p95']:.0f} ms · p99 {late['p99']:.0f} ms",
                  f"worker {late['worker_cpu_percent']:.0f} %, broker {late['broker_cpu_percent']:.0f} % of a core"))
     rows += [
-        ("external runs completed per second (reference executor, zero work)", "not measured yet",
-         "needs the external-runs issue"),
+        (f"external runs over {ext['personas']:,} personas, reference executor doing zero work "
+         "(trigger → dispatch → started, one step, completed → final receipt)", f"{ext['per_s']:,.0f} runs/s",
+         f"{ratio(ext['per_s'], inline['per_s'])} inline triggers; {ratio(ext['per_s'], faust['per_s'])} Faust"),
+        ("CPU per external run: worker · executor · broker",
+         f"{ext['worker_cpu_ms_per_run']:.3f} · {ext['executor_cpu_ms_per_run']:.3f} · "
+         f"{ext['broker_cpu_ms_per_run']:.3f} ms",
+         f"worker {ratio(ext['worker_cpu_ms_per_run'], inline['worker_cpu_ms_per_trigger'])} an inline trigger"),
+        ("records written to Kafka per external run (outputs + state)", f"{ext['records_written_per_run']:.2f}",
+         f"{ratio(ext['records_written_per_run'], inline['records_written_per_trigger'])} an inline trigger"),
         (f"recovery, {rec['personas']:,} personas + {rec['completed_keys']:,} completed keys, memory://",
          f"{rec['memory_s']:.2f} s", f"{rec['changelog_records']:,} changelog records"),
         ("same, rocksdb:// first start (full restore)", f"{rec['rocksdb_cold_s']:.2f} s", ""),
@@ -576,3 +645,4 @@ def test_the_benchmarks_run_in_short_form(kafka, settings, broker, data_dir, tmp
     assert "| personaflow inline triggers over 20 personas |" in table
     assert results["inline"]["per_s"] > 0 and results["faust_agent"]["per_s"] > 0
     assert results["recovery"]["memory_s"] >= 0 and results["latency"]["at_200_per_s"]["p99"] > 0
+    assert results["external"]["per_s"] > 0 and "external runs over 4 personas" in table

@@ -581,3 +581,47 @@ def test_redacted_metadata_never_leaves_the_pipeline_except_in_the_dispatch():
     assert h.dispatches()[0].envelope.metadata["token"] == "s3cret"
     run = h.receipts("a")[0].run_id
     assert h.run(run)["envelope"]["metadata"]["token"] == REDACTED
+
+
+# ------------------------------------------------------------------- decisions
+
+
+def test_reports_of_other_runs_never_expire_the_lease_by_their_time():
+    """Decision 14: a late report of a finished run, carrying a time past the lease holder's
+    expiry, does not expire it; the holder's renewal still on its way keeps it; a tick does."""
+    h = Runs()
+    first = h.start(runner(lease_ttl_ms=1000)).run_id
+    h.say(first, "completed", at_ms=T0 + 10)
+    second = h.start(number=2, at_ms=T0 + 100).run_id
+    h.say(first, "heartbeat", at_ms=T0 + 5000)  # fenced: the run is over
+    assert h.events(P, "persona.lease.expired") == []
+    h.say(second, "heartbeat", at_ms=T0 + 900)  # handled at the persona clock, T0 + 5000
+    assert h.status(P, T0 + 5000).active_lease.expires_at_ms == T0 + 6000
+    h.tick(P, T0 + 6000)
+    assert len(h.events(P, "persona.lease.expired")) == 1
+
+
+def test_steps_count_across_attempts():
+    """Decision 15: ``steps`` (and ``max_steps``) bound the run, not one attempt."""
+    h = Runs()
+    run = h.start(runner(retry={"backoff_ms": 0})).run_id
+    h.say(run, "step_started", step_id="a")
+    h.say(run, "step_started", step_id="b")
+    h.say(run, "failed", error="flaky")
+    h.tick(P, T0)
+    h.say(run, "step_started", step_id="a")
+    detail = h.run(run)
+    assert (detail["attempt"], detail["steps"], detail["current_step_id"]) == (2, 3, "a")
+
+
+def test_a_fenced_report_records_its_spend_on_its_own_dispatch():
+    """Decision 16: a report under an old lease changes nothing but the spend it reports."""
+    h = Runs()
+    run = h.start(runner(lease_ttl_ms=1000, retry={"backoff_ms": 0})).run_id
+    old = h.lease(run)
+    h.tick(P, T0 + 1000)  # expired and dispatched again
+    h.say(run, "usage", lease_id=old, at_ms=T0 + 1100, tokens=7, cost_usd=0.25)
+    detail = h.run(run)
+    assert h.kinds_of(run)[-1] == "run.report_rejected"
+    assert [(a["status"], a["actual_usd"]) for a in detail["ledger"]] == [("expired", 0.25), ("running", 0.0)]
+    assert h.budget().spent_today_usd == pytest.approx(0.25)

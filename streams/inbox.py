@@ -84,7 +84,22 @@ class Tick(_Inbox, frozen=True, kw_only=True, tag="tick"):
     persona: str
 
 
-PersonaInput = Union[BindingChanged, TriggerReceived, ControlReceived, RunReportReceived, RunControlReceived, Tick]
+class HandoffSettled(_Inbox, frozen=True, kw_only=True, tag="handoff_settled"):
+    """The target persona took its final decision about a handoff ``persona`` sent: the
+    run for it finished, or the handoff was dead-lettered, rejected or superseded."""
+
+    persona: str  # the sender
+    handoff_id: str
+    target_persona: str
+    request_id: str
+    decision: str  # the target's final receipt status
+    run_id: str | None = None
+    error: str | None = None
+    receipt_id: str
+
+
+PersonaInput = Union[BindingChanged, TriggerReceived, ControlReceived, RunReportReceived, RunControlReceived, Tick,
+                     HandoffSettled]
 PERSONA_INPUT = msgspec.json.Decoder(PersonaInput)
 
 

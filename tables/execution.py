@@ -35,7 +35,7 @@ from streams.inbox import RunControlReceived, RunRegistered, RunReportReceived, 
 from streams.wire import PersonaLease, RunCost, RunDispatch, TriggerEnvelope, TriggerRequest
 
 from . import budget as budgets
-from . import ids
+from . import handoffs, ids
 from .runstate import (
     EXECUTING,
     STEP_OUTPUTS_KEPT,
@@ -44,7 +44,7 @@ from .runstate import (
     RunState,
     TranscriptEntry,
 )
-from .state import LeaseRecord
+from .state import HandoffOut, LeaseRecord
 from .step import Step, outbox_output
 from .value import completion_deltas, run_value_metadata
 
@@ -350,13 +350,16 @@ def _on_handoff(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
     run_emit(step, run, "run.handoff", {"target_persona": event.target_persona, "task": event.task,
                                         "handoff_id": event.event_id, "handoff_kind": event.name})
     request = TriggerRequest(
-        request_id=ids.bounded(f"handoff:{run.run_id}:{event.event_id}"), persona=event.target_persona,
+        request_id=handoffs.request_id(run.run_id, event.event_id), persona=event.target_persona,
         provider="handoff", kind=event.name or "handoff",
         metadata={"handoff_id": event.event_id, "handoff_kind": event.name or "handoff", "source_persona": step.persona,
                   "task": event.task[:4096], "parent_run_id": run.run_id, "dedupe_key": event.event_id},
         raw=event.payload)
     step.send("persona_inbox", event.target_persona,
               TriggerReceived(at_ms=step.now, source=None, request=request, hold_ms=0))
+    handoffs.sent(step, HandoffOut(handoff_id=event.event_id, target_persona=event.target_persona,
+                                   source_run_id=run.run_id, request_id=request.request_id, task=event.task[:4096],
+                                   sent_at_ms=step.now))
 
 
 def _on_waiting(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:

@@ -30,6 +30,7 @@ from streams.inbox import (
     PERSONA_INPUT,
     BindingChanged,
     ControlReceived,
+    HandoffSettled,
     PersonaInput,
     RunControlReceived,
     RunReportReceived,
@@ -41,7 +42,7 @@ from streams.outputs import Output
 from streams.wire import PersonaLease, Receipt, RunCost, TriggerEnvelope, encode
 
 from . import budget as budgets
-from . import execution, ids
+from . import execution, handoffs, ids
 from .envelope import SCHEDULE_PROVIDER, normalize_trigger_envelope, schedule_envelope, schedule_name
 from .schedule import due, earliest_due, next_occurrence
 from .state import PERSONAS, VALUE_RING, CompletedWork, LeaseRecord, PersonaHead, PersonaState, QueueItem, RequestRecord
@@ -77,7 +78,10 @@ def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -
     head = state.head()
     if head is None or not head.bound:
         if isinstance(record, ControlReceived) or (isinstance(record, TriggerReceived) and record.hold_ms <= 0):
-            return [_unknown_persona(record)]
+            rejection = _unknown_persona(record)
+            if isinstance(record, TriggerReceived):
+                return [receipt_output(rejection), *handoffs.rejected_unbound(record.request, rejection)]
+            return [receipt_output(rejection)]
         if isinstance(record, TriggerReceived):
             return _hold(state, head or PersonaHead(name=persona), record, position)
         if head is None and not (isinstance(record, BindingChanged) and record.binding is not None):
@@ -131,11 +135,11 @@ def _rejection(persona: str, kind: str, request_id: str, at_ms: int, error: str)
                    receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0), at_ms=at_ms, error=error)
 
 
-def _unknown_persona(record: TriggerReceived | ControlReceived) -> Output:
+def _unknown_persona(record: TriggerReceived | ControlReceived) -> Receipt:
     persona = persona_of(record)
     kind, request_id = _request_key(record)  # type: ignore[misc]
-    return receipt_output(_rejection(persona, kind, request_id, record.at_ms,
-                                     f"unknown persona {persona!r}: it has no binding on persona.bindings"))
+    return _rejection(persona, kind, request_id, record.at_ms,
+                      f"unknown persona {persona!r}: it has no binding on persona.bindings")
 
 
 def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
@@ -147,6 +151,8 @@ def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
         return record.cause(position, run_id=record.event.run_id, event_id=record.event.event_id)
     if isinstance(record, RunControlReceived):
         return record.cause(position, run_id=record.command.run_id, command_id=record.command.command_id)
+    if isinstance(record, HandoffSettled):
+        return record.cause(position, handoff_id=record.handoff_id, request_id=record.request_id)
     return record.cause(position)
 
 
@@ -238,6 +244,7 @@ def _on_binding(step: Step, record: BindingChanged) -> None:
 
 def _on_trigger(step: Step, record: TriggerReceived) -> None:
     request = record.request
+    handoffs.received(step, request)
     _settle(step)
     if request.provider.lower() == SCHEDULE_PROVIDER:
         schedule = schedule_name(step.binding, request.metadata.get("schedule"))
@@ -298,6 +305,10 @@ def _on_run_control(step: Step, record: RunControlReceived) -> None:
     _settle(step, by_time=False)
 
 
+def _on_handoff_settled(step: Step, record: HandoffSettled) -> None:
+    handoffs.on_settled(step, record)
+
+
 HANDLERS: dict[type, Callable[[Step, PersonaInput], None]] = {
     BindingChanged: _on_binding,  # type: ignore[dict-item]
     TriggerReceived: _on_trigger,  # type: ignore[dict-item]
@@ -305,6 +316,7 @@ HANDLERS: dict[type, Callable[[Step, PersonaInput], None]] = {
     RunReportReceived: _on_run_report,  # type: ignore[dict-item]
     RunControlReceived: _on_run_control,  # type: ignore[dict-item]
     Tick: _on_tick,  # type: ignore[dict-item]
+    HandoffSettled: _on_handoff_settled,  # type: ignore[dict-item]
 }
 
 

@@ -16,6 +16,8 @@ table          key                              value
 ``values``     [persona, slot]                  the last value receipts, a ring (JSON)
 ``held``       [persona, n]                     a trigger waiting for its persona's binding
 ``timers``     "<due ms>/<kind>/<persona>"      nothing: the key is a time-ordered index
+``handoffs_out`` [persona, handoff_id]          :class:`HandoffOut`: sent, not settled yet
+``handoffs_in``  [persona, request_id]          :class:`HandoffIn`: received, not settled yet
 =============  ===============================  ==========================================
 
 Everything a transition reads is O(1) in the persona's history: no table is scanned.
@@ -40,6 +42,8 @@ REQUESTS = "requests"
 VALUES = "values"
 HELD = "held"
 TIMERS = "timers"
+HANDOFFS_OUT = "handoffs_out"
+HANDOFFS_IN = "handoffs_in"
 
 #: Value receipts kept per persona (the status shows these; the outbox has them all).
 VALUE_RING = 20
@@ -182,11 +186,31 @@ class RequestRecord(Row, kw_only=True):
     last: Receipt | None = None
 
 
+class HandoffOut(Row, kw_only=True):
+    """A handoff a run of this persona sent, until the target settles it."""
+
+    handoff_id: str
+    target_persona: str
+    source_run_id: str
+    request_id: str  # the target's request id for it
+    task: str
+    sent_at_ms: int
+
+
+class HandoffIn(Row, kw_only=True):
+    """A handoff this persona received, until its final decision goes back to the sender."""
+
+    source_persona: str
+    handoff_id: str
+
+
 _HEAD = msgspec.json.Decoder(PersonaHead)
 _LEASE = msgspec.json.Decoder(LeaseRecord)
 _ITEM = msgspec.json.Decoder(QueueItem)
 _COMPLETED = msgspec.json.Decoder(CompletedWork)
 _REQUEST = msgspec.json.Decoder(RequestRecord)
+_HANDOFF_OUT = msgspec.json.Decoder(HandoffOut)
+_HANDOFF_IN = msgspec.json.Decoder(HandoffIn)
 
 
 def decode_head(raw: bytes) -> PersonaHead:
@@ -248,3 +272,15 @@ class PersonaState:
 
     def put_held(self, number: int, record: bytes | None) -> None:
         self.txn.put(HELD, key(self.persona, number), record)
+
+    def handoff_out(self, handoff_id: str) -> HandoffOut | None:
+        return self.txn.load(HANDOFFS_OUT, key(self.persona, handoff_id), _HANDOFF_OUT)
+
+    def put_handoff_out(self, handoff_id: str, record: HandoffOut | None) -> None:
+        self.txn.put(HANDOFFS_OUT, key(self.persona, handoff_id), record)
+
+    def handoff_in(self, request_id: str) -> HandoffIn | None:
+        return self.txn.load(HANDOFFS_IN, key(self.persona, request_id), _HANDOFF_IN)
+
+    def put_handoff_in(self, request_id: str, record: HandoffIn | None) -> None:
+        self.txn.put(HANDOFFS_IN, key(self.persona, request_id), record)

@@ -9,7 +9,7 @@ from typing import Any
 from streams.outputs import Output
 from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, encode
 
-from . import ids
+from . import handoffs, ids
 from .queue import Queue
 from .redaction import redact
 from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
@@ -125,6 +125,8 @@ class Step:
         )
         self.state.put_request(kind, request_id, RequestRecord(decisions=decisions + 1, last=receipt))
         self.outputs.append(receipt_output(receipt))
+        if kind == "trigger" and request_id.startswith(handoffs.REQUEST_PREFIX):
+            handoffs.on_receipt(self, receipt)
         return receipt
 
     def remember(self, kind: RequestKind, request_id: str) -> None:

@@ -6,6 +6,7 @@ COPY streams ./streams
 COPY tables ./tables
 COPY engine ./engine
 COPY agents ./agents
+COPY audit ./audit
 COPY personaflow ./personaflow
 RUN pip install --no-cache-dir .
 ENV PERSONAFLOW_DATA_DIR=/var/lib/personaflow \

@@ -21,16 +21,22 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from engine.runtime import Engine
+from engine.runtime import Engine, wall_ms
 from engine.state import PartitionStore
 from tables import runviews
+from tables.lifecycle import UnsettledSnapshot
 from tables.runs import persona_of_run
 from tables.runstate import RunState
 from tables.state import PERSONAS, PersonaState, decode_head
 from tables.status import status_json
+from tables.unsettled import partition_unsettled
 from tables.store import Transaction
 
+from .dashboard import DASHBOARD_HTML
+
 FORWARDED = "X-Personaflow-Forwarded"
+#: Dead letters ``/dead-letters`` shows.
+RECENT_SHOWN = 50
 
 
 def persona_status(store: PartitionStore, name: str) -> dict[str, Any] | None:
@@ -168,28 +174,73 @@ class Views:
         persona = json.loads(found.body)["persona"]  # type: ignore[arg-type]
         return await self._run_view(request, persona, run_id, view)
 
+    async def _peers(self, path: str) -> list[Any]:
+        """The answers of every other worker of the app to ``path`` (``local=1`` added)."""
+        me = self.engine.settings.web_url.rstrip("/")
+        peers = sorted({url.rstrip("/") for url in self.engine.assignor.owners.values()} - {me})
+        session = await self.client()
+        answers = []
+        for url in peers:
+            try:
+                async with session.get(f"{url}{path}{'&' if '?' in path else '?'}local=1") as response:
+                    answers.append(json.loads(await response.read()))
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                continue  # a worker leaving: its partitions move and show up on the next ask
+        return answers
+
+    def _active_stores(self) -> list[PartitionStore]:
+        return [task.store for task in list(self.engine.tasks.values()) if task.active]
+
     async def personas(self, request: web.Request) -> web.Response:
         found: dict[str, Any] = {}
-        for task in list(self.engine.tasks.values()):
-            if not task.active:
-                continue
-            for name, raw in list(task.store.items(PERSONAS)):
-                head = decode_head(raw)
-                if head.bound:
-                    status = persona_status(task.store, name)
+        for store in self._active_stores():
+            for name, raw in list(store.items(PERSONAS)):
+                if decode_head(raw).bound:
+                    status = persona_status(store, name)
                     if status is not None:
                         found[name] = status
         if request.query.get("local") != "1":
-            me = self.engine.settings.web_url.rstrip("/")
-            peers = sorted({url.rstrip("/") for url in self.engine.assignor.owners.values()} - {me})
-            session = await self.client()
-            for url in peers:
-                try:
-                    async with session.get(f"{url}/personas?local=1") as response:
-                        found.update(json.loads(await response.read()))
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                    continue
+            for answer in await self._peers("/personas"):
+                found.update(answer)
         return json_response(dict(sorted(found.items())))
+
+    async def unsettled(self, request: web.Request) -> web.Response:
+        """``/unsettled[?persona=]``: unsettled work of every worker's partitions, sorted by
+        ``queued_at_ms`` then ``id``, with ``counts`` and the one-line ``summary``."""
+        persona = request.query.get("persona") or None
+        try:
+            limit = _int(request, "limit", 1000)
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 400)
+        now = wall_ms()
+        snapshot = UnsettledSnapshot()
+        for store in self._active_stores():
+            snapshot.extend(partition_unsettled(store, now, persona=persona, limit=limit))
+        if request.query.get("local") != "1":
+            query = f"/unsettled?limit={limit}" + (f"&persona={persona}" if persona else "")
+            for answer in await self._peers(query):
+                snapshot.extend(UnsettledSnapshot.from_json(answer))
+        snapshot.sort()
+        return json_response({**snapshot.to_json(), "counts": snapshot.counts_json(), "summary": snapshot.summary(),
+                              "at_ms": now})
+
+    async def dead_letters(self, request: web.Request) -> web.Response:
+        """``/dead-letters``: the latest dead letters every worker published, newest first."""
+        found: list[Any] = []
+        for raw in list(self.engine.recent.get("dlq", ())):
+            try:
+                found.append(json.loads(raw or b"null"))
+            except ValueError:
+                continue
+        if request.query.get("local") != "1":
+            for answer in await self._peers("/dead-letters"):
+                found.extend(answer)
+        found = [letter for letter in found if isinstance(letter, dict)]
+        found.sort(key=lambda letter: letter.get("at_ms") or 0, reverse=True)
+        return json_response(found[:RECENT_SHOWN])
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok", "app": self.engine.settings.app_id, "ready": self.engine.ready})
@@ -210,6 +261,9 @@ def application(engine: Engine) -> tuple[web.Application, Views]:
     app.router.add_get("/ready", views.ready)
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/personas", views.personas)
+    app.router.add_get("/unsettled", views.unsettled)
+    app.router.add_get("/dead-letters", views.dead_letters)
+    app.router.add_get("/", views.dashboard)
     app.router.add_get("/personas/{name}", views.persona)
     app.router.add_get("/personas/{name}/runs", views.persona_runs)
     app.router.add_get("/personas/{name}/runs/{run_id}", views.persona_run)

@@ -25,6 +25,10 @@ from . import ingress, persona, runs, timers, web
 log = logging.getLogger(__name__)
 
 
+#: Dead letters a worker remembers for ``GET /dead-letters`` (the dashboard).
+RECENT_DEAD_LETTERS = 50
+
+
 class StartupError(RuntimeError):
     """The worker cannot start; the message says why and what to do."""
 
@@ -35,6 +39,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         punctuators=[timers.punctuator(settings)],
         transaction=Transaction,
         ordered_tables=frozenset({"timers"}),
+        recent_outputs={"dlq": RECENT_DEAD_LETTERS},
     )
 
 

@@ -29,10 +29,10 @@ import json
 import logging
 import time
 import traceback
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -79,6 +79,9 @@ class EngineConfig:
     punctuators: Sequence[Punctuator]
     transaction: Callable[[PartitionStore], Any]
     ordered_tables: frozenset[str] = frozenset()
+    #: Roles whose latest published values the engine keeps in memory, and how many
+    #: (for views such as the dashboard's recent dead letters).
+    recent_outputs: Mapping[str, int] = field(default_factory=dict)
 
 
 class ProcessingError(Exception):
@@ -110,6 +113,8 @@ class Engine:
         self.stopping = asyncio.Event()
         self.generation = -1
         self._next_punctuation = {p.name: 0.0 for p in config.punctuators}
+        self.recent: dict[str, deque[bytes | None]] = {role: deque(maxlen=size)
+                                                       for role, size in config.recent_outputs.items()}
         self.punctuating = False
         self.activated_at = 0.0
         self._last_offset_commit = 0.0
@@ -339,6 +344,9 @@ class Engine:
             del batch.outputs[mark:]
 
     def _record(self, output: Output, partition: int) -> Record:
+        recent = self.recent.get(output.role)
+        if recent is not None:
+            recent.append(output.value_bytes())
         key = output.key_bytes()
         target = output.partition if output.partition is not None else (
             partition if key is None else self.partitioner(key))

@@ -326,6 +326,24 @@ def runs(persona: str, limit: int, cursor: int | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--persona", default=None, help="Only this persona's work.")
+@click.option("--json", "as_json", is_flag=True)
+def unsettled(persona: str | None, as_json: bool) -> None:
+    """Work that is not settled, across all personas: queued triggers, runs waiting for a
+    retry, runs in flight, paused runs, handoffs not acknowledged (from the workers)."""
+    import json
+
+    from . import ops, render
+
+    path = "/unsettled" + (f"?persona={persona}" if persona else "")
+    try:
+        answer = ops.worker_view(settings_or_exit().web_url, path)
+    except ops.OpsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(answer, indent=2) if as_json else render.unsettled(answer))
+
+
+@main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
 def run(run_id: str, as_json: bool) -> None:
@@ -404,6 +422,125 @@ def demo() -> None:
     from .demo import run_demo
 
     asyncio.run(run_demo(settings_or_exit()))
+
+
+
+
+# ------------------------------------------------------------------------ audit
+
+AUDIT_DB_HELP = "Database URL: sqlite:///audit.db (default, or $PERSONAFLOW_AUDIT_DB) or postgresql://user:pw@host/db."
+
+
+def _audit_recorder(db: str):
+    from audit.recorder import AuditRecorder
+
+    try:
+        return AuditRecorder.open(db)
+    except Exception as exc:  # a bad URL or an unreachable server: say which and stop
+        raise click.ClickException(f"cannot open the audit store {db!r}: {exc}") from None
+
+
+def _since_ms(value: str | None) -> int | None:
+    """``1700000000000`` (epoch ms), ``15m``/``2h``/``1d`` (ago) or an ISO-8601 time."""
+    import datetime
+    import time
+
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[:-1].isdigit() and value[-1] in units:
+        return int((time.time() - int(value[:-1]) * units[value[-1]]) * 1000)
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use epoch ms, 15m/2h/1d, or an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--db", envvar="PERSONAFLOW_AUDIT_DB", default="sqlite:///audit.db", show_default=True,
+              help=AUDIT_DB_HELP)
+@click.option("--group", default=None, help="Consumer group (default: {app_id}-audit).")
+@click.pass_context
+def audit(ctx: click.Context, db: str, group: str | None) -> None:
+    """Record persona.outbox into a database, each event once (no subcommand), or read it."""
+    ctx.obj = {"db": db}
+    if ctx.invoked_subcommand is not None:
+        return
+    import asyncio
+
+    from audit.consumer import run_audit
+
+    from .embedded import resolve_broker
+
+    settings = settings_or_exit()
+    try:
+        broker = resolve_broker(settings)
+    except BrokerNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    recorder = _audit_recorder(db)  # fail early on a bad URL; migrates the schema
+    recorder.close()
+    asyncio.run(run_audit(settings, broker, db, group))
+
+
+@audit.command("query")
+@click.option("--persona", default=None)
+@click.option("--kind", default=None, help="An outbox kind; * matches any text (persona.run.*).")
+@click.option("--run", "run_id", default=None)
+@click.option("--since", default=None, help="Epoch ms, 15m/2h/1d ago, or an ISO-8601 time.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_query(ctx: click.Context, persona: str | None, kind: str | None, run_id: str | None, since: str | None,
+                limit: int, as_json: bool) -> None:
+    """Stored events, oldest first."""
+    import json
+
+    from . import render
+
+    recorder = _audit_recorder(ctx.obj["db"])
+    try:
+        rows = recorder.query(persona=persona, kind=kind, run_id=run_id, since_ms=_since_ms(since), limit=limit)
+    finally:
+        recorder.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(render.audit_line(row))
+    click.echo(f"{len(rows)} event(s)")
+
+
+@audit.command("problems")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_problems(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Records not stored as they are (conflicting duplicates, undecodable, invalid), and seq gaps."""
+    import json
+
+    recorder = _audit_recorder(ctx.obj["db"])
+    try:
+        found, gaps, counts = recorder.problems(limit), recorder.gaps(limit), recorder.counts()
+    finally:
+        recorder.close()
+    if as_json:
+        click.echo(json.dumps({"counts": counts, "problems": found, "gaps": gaps}, indent=2))
+        return
+    click.echo(f"{counts['events']} event(s) in {counts['streams']} stream(s); {counts['problems']} problem(s);"
+               f" {counts['gaps']} gap(s)")
+    for problem in found:
+        click.echo(f"  {problem['kind']} {problem['topic']}[{problem['partition']}]@{problem['offset']}:"
+                   f" {problem['detail']}")
+    for gap in gaps:
+        missing = gap["first"] if gap["first"] == gap["last"] else f"{gap['first']}..{gap['last']}"
+        click.echo(f"  gap {gap['stream']}: seq {missing} not stored yet")
+    if counts["problems"] or counts["gaps"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

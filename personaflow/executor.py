@@ -153,12 +153,12 @@ class ReferenceExecutor:
         await consumer.start()
         consumer.subscribe([self.names.dispatch])
         try:
-            while not consumer.assignment() and not self.stopping.is_set():
-                await consumer.getmany(timeout_ms=100)  # join the group before saying we are ready
-            if ready is not None:
-                ready.set()
             while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+                # The first calls also join the group; what they return is handled, not dropped.
+                batch = await consumer.getmany(timeout_ms=100 if ready is not None and not ready.is_set() else 200,
+                                               max_records=1000)
+                if ready is not None and not ready.is_set() and consumer.assignment():
+                    ready.set()  # joined: say so before running anything
                 for records in batch.values():
                     for record in records:
                         try:

@@ -1,4 +1,4 @@
-"""Running ``personaflow worker`` and ``personaflow executor`` as child processes (demo,
+"""Running ``personaflow worker``, ``executor`` and ``audit`` as child processes (demo,
 tests, chaos runs)."""
 
 from __future__ import annotations
@@ -113,20 +113,38 @@ class WorkerProcess(ChildProcess):
             await asyncio.sleep(0.1)
 
 
-class ExecutorProcess(ChildProcess):
+class LineReadyProcess(ChildProcess):
+    """A child that says it is ready with a line in its log (``ready_text``)."""
+
+    ready_text = "ready"
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.ready_text not in self.log_tail(200):
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready within {timeout_s}s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+
+
+class ExecutorProcess(LineReadyProcess):
     """``personaflow executor`` (the reference executor): ready once it joined its group."""
 
     name = "executor"
+    ready_text = "executor ready"
 
     def __init__(self, settings: Settings, log_dir: Path, group: str = "personaflow-executor") -> None:
         super().__init__(settings, log_dir)
         self.command = ("executor", "--group", group)
 
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while "executor ready" not in self.log_tail(200):
-            if not self.alive():
-                raise RuntimeError(f"executor exited during start-up:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"executor not ready within {timeout_s}s:\n{self.log_tail()}")
-            await asyncio.sleep(0.1)
+
+class AuditProcess(LineReadyProcess):
+    """``personaflow audit``: ready once it joined its group and sought the stored positions."""
+
+    name = "audit"
+    ready_text = "audit ready"
+
+    def __init__(self, settings: Settings, log_dir: Path, db: str, group: str) -> None:
+        super().__init__(settings, log_dir)
+        self.command = ("audit", "--db", db, "--group", group)

@@ -6,6 +6,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from tables.lifecycle import payload_summary
+
 from .client import Seen
 
 
@@ -36,10 +38,30 @@ def receipt(value: dict[str, Any]) -> str:
 
 
 def outbox(value: dict[str, Any]) -> str:
+    """``{time} outbox {stream}#{seq} {kind} {payload_summary} {key fields}``."""
     payload = value.get("payload") or {}
-    detail = _fields(payload, ["work_key", "reason", "cost_usd", "paid_cost_usd", "avoided_cost_usd", "error"])
+    detail = _fields(payload, ["work_key", "reason", "cost_usd", "paid_cost_usd", "avoided_cost_usd", "decision",
+                               "error"])
     return (f"{_time(value.get('occurred_at_ms'))} outbox {value.get('stream')}#{value.get('seq')}"
-            f" {value.get('kind')} {detail}").rstrip()
+            f" {value.get('kind')} {payload_summary(payload)} {detail}").rstrip()
+
+
+def audit_line(row: dict[str, Any]) -> str:
+    """One stored audit event (``personaflow audit query``)."""
+    return outbox(row).replace(" outbox ", " ", 1)
+
+
+def unsettled(value: dict[str, Any]) -> str:
+    """``personaflow unsettled``: the summary line, then one line per item."""
+    lines = [value.get("summary", "")]
+    for bucket in ("queued_triggers", "in_flight_llm_calls", "suspended_subagents", "partial_handoffs",
+                   "pool_pending_tasks"):
+        for item in value.get(bucket) or []:
+            what = item.get("spec_summary") or item.get("payload_summary") or ""
+            extra = _fields(item, ["status", "attempt", "reason", "to", "not_before_ms"])
+            lines.append(f"  {bucket:<20} {item.get('id')} age={item.get('age_ms', 0) / 1000:.1f}s {what} {extra}"
+                         .rstrip())
+    return "\n".join(lines)
 
 
 def dead_letter(value: dict[str, Any]) -> str:

@@ -79,7 +79,8 @@ def persona_unsettled(state: PersonaState, head: PersonaHead, now_ms: int, limit
             current = run.current
             item.update(lease_id=run.lease_id, deadline_ms=run.deadline_ms, steps=run.steps,
                         usage_usd=run.usage_usd, usage_tokens=run.usage_tokens,
-                        reserved_usd=current.reserved_usd if current is not None else 0.0)
+                        reserved_usd=current.reserved_usd if current is not None else 0.0,
+                        limits=msgspec.to_builtins(head.binding.run_limits) if head.binding is not None else {})
             snapshot.in_flight_llm_calls.append(item)
     return snapshot
 

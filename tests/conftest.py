@@ -86,3 +86,35 @@ def executor(settings: Settings, worker: SyncWorker, data_dir: Path) -> Iterator
     asyncio.run(process.wait_ready())
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server: ``PERSONAFLOW_TEST_POSTGRES_URL`` if set, else one started
+    from the ``pgserver`` wheel (about a second). Yields the URL of its ``postgres`` database."""
+    import os
+
+    url = os.environ.get("PERSONAFLOW_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A new, empty database on the session's PostgreSQL server."""
+    import sqlalchemy as sa
+
+    from audit.recorder import engine_url
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(engine_url(postgres_server), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return sa.make_url(engine_url(postgres_server)).set(database=name).render_as_string(hide_password=False)

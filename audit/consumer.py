@@ -1,0 +1,120 @@
+"""``personaflow audit``: a consumer group reading ``persona.outbox`` into the audit store.
+
+Positions live in the database (:class:`~audit.recorder.AuditRecorder`), written with
+each batch of events. When partitions are assigned, the consumer seeks to the stored
+positions, not to the group's committed offsets; it still commits offsets to Kafka after
+each batch, so that Kafka tooling shows the group's lag, but those are never read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from engine import compat
+from engine.kafka import BrokerAddress, new_consumer
+from streams.settings import Settings
+from streams.topics import TopicNames
+
+from .recorder import AuditRecorder, Recorded, records_of
+
+log = logging.getLogger("personaflow.audit")
+
+BATCH_RECORDS = 2000
+
+
+class _SeekToStored(ConsumerRebalanceListener):
+    """On assignment, continue from the positions the database holds."""
+
+    def __init__(self, auditor: "AuditConsumer") -> None:
+        self.auditor = auditor
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.auditor.seek_to_stored(list(assigned))
+
+
+class AuditConsumer:
+    def __init__(self, settings: Settings, broker: BrokerAddress, recorder: AuditRecorder, *,
+                 group: str | None = None) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.recorder = recorder
+        self.group = group or f"{settings.app_id}-audit"
+        self.topic = TopicNames(settings.topic_prefix).outbox
+        self.consumer: AIOKafkaConsumer | None = None
+        self.stopping = asyncio.Event()
+        self.totals = Recorded()
+
+    async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        stored = await asyncio.to_thread(self.recorder.positions, self.group, self.topic)
+        for tp in partitions:
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        overrides: dict[str, Any] = dict(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest")
+        if self.broker.embedded:
+            overrides.update(compat.CONSUMER_SETTINGS, fetch_max_wait_ms=100)
+        self.consumer = consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
+        await consumer.start()
+        consumer.subscribe([self.topic], listener=_SeekToStored(self))
+        try:
+            while not self.stopping.is_set():
+                # The first calls also join the group (positions are sought on assignment);
+                # what they return is recorded like any batch, never dropped.
+                batch = await consumer.getmany(timeout_ms=100 if ready is not None and not ready.is_set() else 500,
+                                               max_records=BATCH_RECORDS)
+                if ready is not None and not ready.is_set() and consumer.assignment():
+                    ready.set()
+                records = [record for part in batch.values() for record in part]
+                if not records:
+                    continue
+                # The database transaction holds events and positions; a crash before it
+                # commits means the batch is read again, after it means it is not.
+                result = await asyncio.to_thread(self.recorder.record, self.group, records_of(records))
+                self.totals.stored += result.stored
+                self.totals.already += result.already
+                for problem in result.problems:
+                    log.warning("audit problem: %s", problem)
+                with contextlib.suppress(KafkaError):  # for Kafka tooling only
+                    await consumer.commit({tp: part[-1].offset + 1 for tp, part in batch.items() if part})
+        finally:
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await consumer.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+async def run_audit(settings: Settings, broker: BrokerAddress, url: str, group: str | None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    import signal
+
+    recorder = await asyncio.to_thread(AuditRecorder.open, url)
+    auditor = AuditConsumer(settings, broker, recorder, group=group)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, auditor.stop)
+    ready = asyncio.Event()
+    work = asyncio.create_task(auditor.run(ready))
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait([work, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if ready.is_set():
+        print(f"audit ready (group {auditor.group}, {auditor.topic} into {recorder.engine.url.render_as_string()})",
+              flush=True)
+    waiting.cancel()
+    try:
+        await work
+    finally:
+        recorder.close()

@@ -1,0 +1,285 @@
+"""Recording outbox records into the audit store, and reading them back.
+
+:meth:`AuditRecorder.record` is the whole write protocol, in one database transaction:
+
+1. decode each record; one that is not an outbox event becomes a problem (``undecodable``
+   or ``invalid``), never an exception that stops the consumer;
+2. read the digests already stored for the batch's event ids;
+3. insert the events not stored yet (a second copy inside the batch counts as stored);
+4. a copy whose digest differs from the stored one is not stored: it becomes a
+   ``conflict`` problem naming both places;
+5. move the consumer's positions past the batch;
+6. commit.
+
+Why a crash anywhere is safe: events and positions commit together, so after a crash the
+consumer resumes exactly after the last committed batch (the process-recorder idea:
+the database, not Kafka, holds the position). Records read again are either stored
+already with the same digest (nothing happens) or were never stored. Problems are keyed by
+the record's place in the log, so a problem found twice is listed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import orjson
+import sqlalchemy as sa
+
+from .schema import events, migrate, positions, problems
+
+#: How much of a bad record a problem keeps.
+RECORD_KEPT = 65536
+#: Ids per ``IN (...)`` lookup.
+LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record as read from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass
+class Recorded:
+    """What one :meth:`AuditRecorder.record` call did."""
+
+    stored: int = 0
+    already: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class InvalidEvent(ValueError):
+    """The record is JSON but not an outbox event."""
+
+
+def digest(event: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+REQUIRED = {"event_id": str, "stream": str, "seq": int, "kind": str, "persona": str, "occurred_at_ms": int,
+            "payload": dict, "cause": dict}
+
+
+def decode(value: bytes | None) -> dict[str, Any]:
+    """The outbox event in ``value``; :class:`InvalidEvent` or ``ValueError`` if it is not one."""
+    if value is None:
+        raise InvalidEvent("a null record (tombstone) is not an outbox event")
+    event = orjson.loads(value)
+    if not isinstance(event, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(event).__name__}")
+    wrong = [f"{name} ({kind.__name__})" for name, kind in REQUIRED.items()
+             if not isinstance(event.get(name), kind) or isinstance(event.get(name), bool)]
+    if wrong:
+        raise InvalidEvent("missing or mistyped: " + ", ".join(wrong))
+    if event.get("run_id") is not None and not isinstance(event["run_id"], str):
+        raise InvalidEvent("run_id must be a string or null")
+    if event["event_id"] != f"{event['stream']}/{event['seq']}":
+        raise InvalidEvent(f"event_id {event['event_id']!r} is not '{{stream}}/{{seq}}'"
+                           f" ({event['stream']}/{event['seq']})")
+    if event["seq"] < 1:
+        raise InvalidEvent(f"seq {event['seq']} is below 1")
+    return event
+
+
+def engine_url(url: str) -> str:
+    """``url`` with the driver this project installs: psycopg 3 for PostgreSQL."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def engine_for(url: str) -> sa.Engine:
+    """An engine for ``url`` (``sqlite:///file.db``, ``postgresql://...``), schema migrated.
+
+    PostgreSQL URLs use psycopg 3; SQLite runs in WAL mode so that readers (queries, the
+    dashboard) never block the recorder."""
+    engine = sa.create_engine(engine_url(url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+    migrate(engine)
+    return engine
+
+
+def _insert(engine: sa.Engine, table: sa.Table) -> Any:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the two supported databases
+        raise ValueError(f"unsupported database {engine.dialect.name!r}: use sqlite or postgresql")
+    return insert(table)
+
+
+class AuditRecorder:
+    """The audit store over one SQLAlchemy engine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> "AuditRecorder":
+        return cls(engine_for(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- writing
+
+    def positions(self, consumer: str, topic: str) -> dict[int, int]:
+        """Partition -> the next offset ``consumer`` reads."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(positions.c.partition, positions.c.next_offset).where(
+                positions.c.consumer == consumer, positions.c.topic == topic))
+            return {partition: offset for partition, offset in rows}
+
+    def record(self, consumer: str, records: Sequence[LogRecord], now_ms: int | None = None) -> Recorded:
+        """Store ``records`` and move ``consumer`` past them, atomically (steps in the module doc)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        result = Recorded()
+        if not records:
+            return result
+        # 1. decode
+        fresh: dict[str, tuple[dict[str, Any], str, LogRecord]] = {}
+        found: list[dict[str, Any]] = []
+        copies: list[tuple[dict[str, Any], str, LogRecord]] = []
+        for record in records:
+            try:
+                event = decode(record.value)
+            except InvalidEvent as exc:
+                found.append(self._problem("invalid", None, record, str(exc), now))
+                continue
+            except ValueError as exc:
+                found.append(self._problem("undecodable", None, record, f"not JSON: {exc}", now))
+                continue
+            entry = (event, digest(event), record)
+            if event["event_id"] in fresh:
+                copies.append(entry)
+            else:
+                fresh[event["event_id"]] = entry
+        with self.engine.begin() as connection:
+            # 2. what is stored already
+            stored: dict[str, tuple[str, str, int, int]] = {}
+            ids = list(fresh)
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                rows = connection.execute(sa.select(
+                    events.c.event_id, events.c.digest, events.c.topic, events.c.partition, events.c.offset,
+                ).where(events.c.event_id.in_(ids[start:start + LOOKUP_CHUNK])))
+                stored.update({row[0]: (row[1], row[2], row[3], row[4]) for row in rows})
+            # 3. insert the new ones
+            new_rows = [self._row(event, digest_, record, now) for event_id, (event, digest_, record) in fresh.items()
+                        if event_id not in stored]
+            if new_rows:
+                connection.execute(_insert(self.engine, events).on_conflict_do_nothing(), new_rows)
+            result.stored = len(new_rows)
+            for event_id, (event, digest_, record) in fresh.items():
+                if event_id in stored:
+                    copies.append((event, digest_, record))
+                else:
+                    stored[event_id] = (digest_, record.topic, record.partition, record.offset)
+            # 4. copies: the same event again, or a conflict
+            for event, digest_, record in copies:
+                first = stored[event["event_id"]]
+                if first[0] == digest_:
+                    result.already += 1
+                    continue
+                found.append(self._problem(
+                    "conflict", event["event_id"], record,
+                    f"event {event['event_id']} was stored from {first[1]}[{first[2]}]@{first[3]};"
+                    f" this copy at {record.topic}[{record.partition}]@{record.offset} has other content"
+                    " and was not stored", now))
+            if found:
+                connection.execute(_insert(self.engine, problems).on_conflict_do_nothing(), found)
+                result.problems = [problem["detail"] for problem in found]
+            # 5. positions
+            ends: dict[tuple[str, int], int] = {}
+            for record in records:
+                key = (record.topic, record.partition)
+                ends[key] = max(ends.get(key, -1), record.offset + 1)
+            statement = _insert(self.engine, positions)
+            statement = statement.on_conflict_do_update(
+                index_elements=[positions.c.consumer, positions.c.topic, positions.c.partition],
+                set_={"next_offset": statement.excluded.next_offset, "updated_at_ms": statement.excluded.updated_at_ms})
+            connection.execute(statement, [{"consumer": consumer, "topic": topic, "partition": partition,
+                                            "next_offset": offset, "updated_at_ms": now}
+                                           for (topic, partition), offset in sorted(ends.items())])
+        # 6. committed by leaving the block
+        return result
+
+    @staticmethod
+    def _row(event: dict[str, Any], digest_: str, record: LogRecord, now: int) -> dict[str, Any]:
+        return {"event_id": event["event_id"], "stream": event["stream"], "seq": event["seq"], "kind": event["kind"],
+                "persona": event["persona"], "run_id": event.get("run_id"), "occurred_at_ms": event["occurred_at_ms"],
+                "payload": event["payload"], "cause": event["cause"], "digest": digest_, "topic": record.topic,
+                "partition": record.partition, "offset": record.offset, "stored_at_ms": now}
+
+    @staticmethod
+    def _problem(kind: str, event_id: str | None, record: LogRecord, detail: str, now: int) -> dict[str, Any]:
+        raw = (record.value or b"")[:RECORD_KEPT].decode("utf-8", "replace")
+        return {"kind": kind, "event_id": event_id, "topic": record.topic, "partition": record.partition,
+                "offset": record.offset, "detail": detail, "record": raw, "found_at_ms": now}
+
+    # ---------------------------------------------------------------- reading
+
+    def query(self, *, persona: str | None = None, kind: str | None = None, run_id: str | None = None,
+              since_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Events, oldest first, filtered."""
+        statement = sa.select(events.c.event_id, events.c.stream, events.c.seq, events.c.kind, events.c.persona,
+                              events.c.run_id, events.c.occurred_at_ms, events.c.payload, events.c.cause)
+        if persona is not None:
+            statement = statement.where(events.c.persona == persona)
+        if kind is not None:
+            statement = statement.where(events.c.kind.like(kind.replace("*", "%")) if "*" in kind
+                                        else events.c.kind == kind)
+        if run_id is not None:
+            statement = statement.where(events.c.run_id == run_id)
+        if since_ms is not None:
+            statement = statement.where(events.c.occurred_at_ms >= since_ms)
+        statement = statement.order_by(events.c.occurred_at_ms, events.c.stream, events.c.seq).limit(limit)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(statement)]
+
+    def problems(self, limit: int = 100) -> list[dict[str, Any]]:
+        statement = sa.select(problems).order_by(problems.c.id).limit(limit)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(statement)]
+
+    def gaps(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Missing ``seq`` ranges per stream (``first``..``last`` inclusive), until filled."""
+        previous = sa.func.lag(events.c.seq, 1, 0).over(partition_by=events.c.stream, order_by=events.c.seq)
+        inner = sa.select(events.c.stream, events.c.seq, previous.label("previous")).subquery()
+        statement = (sa.select(inner.c.stream, (inner.c.previous + 1).label("first"), (inner.c.seq - 1).label("last"))
+                     .where(inner.c.seq - inner.c.previous > 1).order_by(inner.c.stream, inner.c.seq).limit(limit))
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(statement)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {
+                "events": connection.execute(sa.select(sa.func.count()).select_from(events)).scalar_one(),
+                "streams": connection.execute(sa.select(sa.func.count(sa.distinct(events.c.stream)))).scalar_one(),
+                "problems": connection.execute(sa.select(sa.func.count()).select_from(problems)).scalar_one(),
+                "gaps": len(self.gaps(limit=1_000_000)),
+            }
+
+    def all_positions(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(
+                sa.select(positions).order_by(positions.c.consumer, positions.c.topic, positions.c.partition))]
+
+
+def records_of(batch: Iterable[Any]) -> list[LogRecord]:
+    """aiokafka ``ConsumerRecord``s as :class:`LogRecord`s."""
+    return [LogRecord(r.topic, r.partition, r.offset, r.value) for r in batch]

@@ -1,0 +1,110 @@
+"""Tables of the audit store (SQLAlchemy Core) and the migrations that create them.
+
+The schema is versioned: :data:`MIGRATIONS` lists the steps in order, and
+:func:`migrate` applies those a database has not seen yet, each in its own transaction
+together with the version row, so a crash between steps leaves a database that the next
+start migrates further. Add a step to change the schema; never edit a released one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+#: JSON columns: JSONB on PostgreSQL (queryable), JSON text elsewhere.
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+#: One row per outbox event, by its ``event_id`` (``{stream}/{seq}``).
+events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("event_id", sa.String(400), primary_key=True),
+    sa.Column("stream", sa.String(300), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("persona", sa.String(128), nullable=False),
+    sa.Column("run_id", sa.String(128)),
+    sa.Column("occurred_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("cause", Json, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),  # sha256 of the record's canonical JSON
+    sa.Column("topic", sa.String(255), nullable=False),  # where it was first read
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("stored_at_ms", sa.BigInteger, nullable=False),
+    sa.Index("audit_events_stream_seq", "stream", "seq", unique=True),
+    sa.Index("audit_events_persona_time", "persona", "occurred_at_ms"),
+    sa.Index("audit_events_kind_time", "kind", "occurred_at_ms"),
+    sa.Index("audit_events_run", "run_id"),
+    sa.Index("audit_events_time", "occurred_at_ms"),
+)
+
+#: Where each consumer group goes on reading: written in the same transaction as events.
+positions = sa.Table(
+    "audit_positions", metadata,
+    sa.Column("consumer", sa.String(255), primary_key=True),
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
+    sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+)
+
+#: Records that could not be stored as they are: at most one row per log record.
+problems = sa.Table(
+    "audit_problems", metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # conflict | undecodable | invalid
+    sa.Column("event_id", sa.String(400)),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),  # the record as read (at most 64 KiB)
+    sa.Column("found_at_ms", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("topic", "partition", "offset", name="audit_problems_record"),
+)
+
+schema_versions = sa.Table(
+    "audit_schema_versions", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("applied_at_ms", sa.BigInteger, nullable=False),
+)
+
+
+def _v1(connection: sa.Connection) -> None:
+    for table in (events, positions, problems):
+        table.create(connection, checkfirst=True)
+
+
+#: (version, description, step). Append only.
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "events, positions, problems", _v1),
+]
+
+
+def current_version(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table(schema_versions.name):
+            return 0
+        return connection.execute(sa.select(sa.func.max(schema_versions.c.version))).scalar() or 0
+
+
+def migrate(engine: sa.Engine) -> int:
+    """Bring the database to the newest schema; return its version."""
+    with engine.begin() as connection:
+        schema_versions.create(connection, checkfirst=True)
+    version = current_version(engine)
+    for number, description, step in MIGRATIONS:
+        if number <= version:
+            continue
+        with engine.begin() as connection:
+            step(connection)
+            connection.execute(schema_versions.insert().values(
+                version=number, description=description, applied_at_ms=int(time.time() * 1000)))
+        version = number
+    return version

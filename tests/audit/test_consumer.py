@@ -1,0 +1,118 @@
+"""``personaflow audit`` against the session broker: outbox records into SQLite and a real
+PostgreSQL server, each event once, across SIGKILLs; the CLI reads them back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import pytest
+
+from audit.recorder import AuditRecorder
+from personaflow.process import AuditProcess, settings_env
+
+from ..support.cluster import own_pipeline
+from ..support.personas import PersonaProbe
+from .test_recorder import event
+
+EVENTS = 10_000
+CHUNK = 1_000
+STREAMS = 50
+
+
+def publish(kafka, records: list[tuple[str, bytes]]) -> None:
+    """Publish (key, value) records to the outbox, pipelined, and wait for every ack."""
+    async def send_all() -> None:
+        client = kafka.client
+        topic = client.names.outbox
+        pending = [await client.producer.send(topic, value, key=key.encode()) for key, value in records]
+        await asyncio.gather(*pending)
+
+    kafka.run(send_all())
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not within {timeout_s}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_ten_thousand_events_through_two_sigkills_are_stored_once_with_no_gap(settings, broker, tmp_path, database):
+    with own_pipeline(settings, broker, "audit") as (own, kafka):
+        auditor = AuditProcess(own, tmp_path / "logs", database, group=f"{own.app_id}-audit")
+        recorder = AuditRecorder.open(database)
+        try:
+            auditor.spawn()
+            asyncio.run(auditor.wait_ready())
+            events = [event(f"persona:a{n % STREAMS}", n // STREAMS + 1, persona=f"a{n % STREAMS}")
+                      for n in range(EVENTS)]
+            for chunk in range(EVENTS // CHUNK):
+                publish(kafka, [(e["persona"], orjson.dumps(e)) for e in events[chunk * CHUNK:(chunk + 1) * CHUNK]])
+                if chunk in (2, 6):  # kill while it is storing this chunk, start it again
+                    wait_for(lambda: recorder.counts()["events"] > chunk * CHUNK, 60, f"chunk {chunk} being stored")
+                    auditor.stop(kill=True)
+                    auditor.spawn()
+                    asyncio.run(auditor.wait_ready())
+            wait_for(lambda: recorder.counts()["events"] == EVENTS, 120, "every event stored")
+            assert auditor.starts == 3
+            assert recorder.gaps() == [] and recorder.problems() == []
+            positions = recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox)
+            assert sum(positions.values()) == EVENTS  # fresh topic: every partition's end
+
+            forged = event("persona:a0", 1, persona="a0", payload={"forged": True})
+            publish(kafka, [("a0", orjson.dumps(forged)), ("a0", orjson.dumps(events[STREAMS]))])
+            [problem] = wait_for(lambda: recorder.problems(), 60, "the forged copy flagged")
+            assert (problem["kind"], problem["event_id"]) == ("conflict", "persona:a0/1")
+            wait_for(lambda: sum(recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox).values())
+                     == EVENTS + 2, 60, "positions past both copies")
+            [stored] = recorder.query(persona="a0", limit=1)
+            assert stored["payload"] == {} and recorder.counts()["events"] == EVENTS
+        finally:
+            auditor.stop()
+            recorder.close()
+
+
+def test_the_pipelines_outbox_is_stored_and_read_back_with_the_cli(worker, kafka, settings, persona_name, tmp_path):
+    probe = PersonaProbe(kafka, persona_name)
+    database = f"sqlite:///{tmp_path / 'audit.db'}"
+    auditor = AuditProcess(settings, tmp_path / "logs", database, group=f"{settings.app_id}-audit-{persona_name}")
+    recorder = AuditRecorder.open(database)
+    try:
+        probe.bind({})
+        receipt = probe.trigger("linear", "issue", {"issue_key": "A-1"}, cost={"cost_usd": 0.01, "tokens": 3})
+        auditor.spawn()
+        asyncio.run(auditor.wait_ready())
+        wait_for(lambda: recorder.query(persona=persona_name, kind="persona.lease.released"), 120, "the run stored")
+        cli = [sys.executable, "-m", "personaflow.cli", "audit", "--db", database]
+        env = settings_env(settings)
+        shown = subprocess.run([*cli, "query", "--persona", persona_name], env=env, capture_output=True, text=True,
+                               check=True).stdout
+        assert "persona.run.completed object(keys=" in shown and f"work_key={receipt['work_key']}" in shown
+        rows = json.loads(subprocess.run([*cli, "query", "--persona", persona_name, "--kind", "persona.run.*",
+                                          "--json"], env=env, capture_output=True, text=True, check=True).stdout)
+        assert [r["kind"] for r in rows] == ["persona.run.started", "persona.run.completed"]
+        assert rows[0]["run_id"] == receipt["run_id"]
+        problems = subprocess.run([*cli, "problems"], env=env, capture_output=True, text=True)
+        assert problems.returncode == 0 and " 0 problem(s); 0 gap(s)" in problems.stdout
+    finally:
+        auditor.stop()
+        recorder.close()
+        probe.close()

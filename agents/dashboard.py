@@ -77,10 +77,10 @@ function cell(row, field, text, cls) {
   return td;
 }
 
-function against(td, value, limit) {
+function against(td, value, limit, format) {
   if (limit === null || limit === undefined || limit <= 0) return;
   td.dataset.limit = String(limit);
-  td.textContent += " / " + (typeof limit === "number" && !Number.isInteger(limit) ? usd(limit) : limit);
+  td.textContent += " / " + (format ? format(limit) : limit);
   const share = Math.min(1, value / limit);
   const bar = document.createElement("span");
   bar.className = "bar" + (share >= 0.8 ? " hot" : "");
@@ -111,8 +111,9 @@ function personas(all) {
     cell(row, "name", s.name);
     cell(row, "state", s.state, "state-" + s.state);
     cell(row, "queued", s.queued_events, "num");
-    against(cell(row, "spent_today_usd", usd(b.spent_today_usd), "num"), b.spent_today_usd, b.daily_usd);
-    against(cell(row, "spent_this_hour_usd", usd(b.spent_this_hour_usd), "num"), b.spent_this_hour_usd, b.hourly_usd);
+    against(cell(row, "spent_today_usd", usd(b.spent_today_usd), "num"), b.spent_today_usd, b.daily_usd, usd);
+    against(cell(row, "spent_this_hour_usd", usd(b.spent_this_hour_usd), "num"), b.spent_this_hour_usd,
+            b.hourly_usd, usd);
     against(cell(row, "tokens_today", b.tokens_today, "num"), b.tokens_today, b.max_tokens);
     cell(row, "last_run", s.last_run);
     cell(row, "next_run", s.next_scheduled_run);
@@ -131,7 +132,7 @@ function runs(items, now) {
     cell(row, "lease_expires_in", secs(Math.max(0, r.deadline_ms - now)), "num");
     against(cell(row, "steps", r.steps, "num"), r.steps, limits.max_steps);
     against(cell(row, "usage_tokens", r.usage_tokens, "num"), r.usage_tokens, limits.max_tokens);
-    against(cell(row, "usage_usd", usd(r.usage_usd), "num"), r.usage_usd, limits.max_cost_usd);
+    against(cell(row, "usage_usd", usd(r.usage_usd), "num"), r.usage_usd, limits.max_cost_usd, usd);
   }, "no run in flight");
 }
 

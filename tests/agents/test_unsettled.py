@@ -1,0 +1,94 @@
+"""``GET /unsettled`` and ``personaflow unsettled`` over a real broker: queued triggers, a
+run in flight, a run waiting for its retry, and a handoff from sent to acknowledged."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from personaflow.process import settings_env
+
+from ..support.personas import SELF_REPORTED, PersonaProbe
+
+pytestmark = pytest.mark.broker
+
+SUMMARY = re.compile(r"^unsettled work: \d+ suspended subagents, \d+ queued triggers, \d+ partial handoffs,"
+                     r" \d+ in-flight llm calls, \d+ pool pending tasks$")
+
+
+def unsettled(worker, persona: str | None = None) -> dict:
+    return json.loads(worker.get("/unsettled" + (f"?persona={persona}" if persona else "")))
+
+
+def mine(answer: dict, prefix: str) -> list[tuple[str, str]]:
+    """(bucket, id) of the items of personas named ``prefix``..., in the answer's order."""
+    return [(bucket, item["id"]) for bucket in ("queued_triggers", "in_flight_llm_calls", "suspended_subagents",
+                                                "partial_handoffs")
+            for item in answer[bucket] if (item.get("persona") or item.get("from", "")).startswith(prefix)]
+
+
+def test_unsettled_lists_queued_triggers_a_run_in_flight_and_a_run_waiting_for_its_retry(worker, kafka, settings,
+                                                                                       persona_name):
+    paused, busy, flaky = (PersonaProbe(kafka, f"{persona_name}-{n}") for n in ("paused", "busy", "flaky"))
+    try:
+        paused.bind({})
+        busy.bind(SELF_REPORTED)
+        flaky.bind({**SELF_REPORTED, "retry": {"max_attempts": 3, "backoff_ms": 600_000}})
+        paused.control("pause")
+        first = paused.trigger("linear", "issue", {"issue_key": "U-1"})
+        second = paused.trigger("linear", "issue", {"issue_key": "U-2"})
+        running = busy.trigger("github", "pull_request", {"repository": "r", "number": "1"})
+        failing = flaky.trigger("github", "pull_request", {"repository": "r", "number": "2"})
+        flaky.report(failing["run_id"], failing["lease"]["id"], "failed", error="flaky", retryable=True)
+        assert flaky.receipts_for(failing["request_id"], 2)[-1]["status"] == "retrying"
+
+        answer = unsettled(worker)
+        assert SUMMARY.match(answer["summary"]) and answer["counts"]["queued"] == len(answer["queued_triggers"])
+        assert sorted(mine(answer, persona_name)) == sorted([
+            ("queued_triggers", f"trigger://{paused.name}/{first['work_key']}"),
+            ("queued_triggers", f"trigger://{paused.name}/{second['work_key']}"),
+            ("queued_triggers", f"run://{flaky.name}/{failing['run_id']}"),
+            ("in_flight_llm_calls", f"run://{busy.name}/{running['run_id']}")])
+        ordered = [item["queued_at_ms"] for item in answer["queued_triggers"]]
+        assert ordered == sorted(ordered)
+        queued = [i for i in answer["queued_triggers"] if i.get("persona") == paused.name]
+        assert {i["spec_summary"] for i in queued} == {"linear.issue"} and all(i["age_ms"] >= 0 for i in queued)
+        [retry] = [i for i in answer["queued_triggers"] if i.get("persona") == flaky.name]
+        assert (retry["source"], retry["attempt"], retry["status"]) == ("retry", 2, "retry_wait")
+
+        shown = subprocess.run([sys.executable, "-m", "personaflow.cli", "unsettled", "--persona", paused.name],
+                               env=settings_env(settings), capture_output=True, text=True, check=True).stdout
+        assert shown.splitlines()[0] == ("unsettled work: 0 suspended subagents, 2 queued triggers,"
+                                         " 0 partial handoffs, 0 in-flight llm calls, 0 pool pending tasks")
+        assert f"trigger://{paused.name}/{first['work_key']}" in shown
+    finally:
+        for probe in (paused, busy, flaky):
+            probe.close()
+
+
+def test_a_handoff_is_unsettled_until_the_target_decides_then_acknowledged(worker, kafka, persona_name):
+    source, target = PersonaProbe(kafka, f"{persona_name}-src"), PersonaProbe(kafka, f"{persona_name}-dst")
+    try:
+        source.bind(SELF_REPORTED)
+        target.bind({})
+        target.control("pause")
+        run = source.trigger("github", "pull_request", {"repository": "r", "number": "3"})
+        source.report(run["run_id"], run["lease"]["id"], "handoff", target_persona=target.name, task="review it",
+                      name="review")
+        target.status(lambda s: s["queued_events"] == 1)
+        [item] = unsettled(worker, source.name)["partial_handoffs"]
+        assert item["id"] == f"handoff://{source.name}/{item['envelope_id']}"
+        assert (item["to"], item["payload_summary"], item["origin_pipeline"]) == (target.name, "review it",
+                                                                                    run["run_id"])
+        target.control("resume")
+        [ack] = source.wait_events("persona.handoff.acknowledged")
+        assert (ack["payload"]["decision"], ack["payload"]["target_persona"]) == ("completed", target.name)
+        assert ack["payload"]["target_run_id"] and ack["payload"]["handoff_id"] == item["envelope_id"]
+        assert unsettled(worker, source.name)["partial_handoffs"] == []
+    finally:
+        source.close()
+        target.close()

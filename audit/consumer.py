@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from engine import compat
 from engine.kafka import BrokerAddress, new_consumer
+from engine.service import serve
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -99,22 +100,10 @@ class AuditConsumer:
 
 async def run_audit(settings: Settings, broker: BrokerAddress, url: str, group: str | None) -> None:
     """Run until SIGINT/SIGTERM."""
-    import signal
-
     recorder = await asyncio.to_thread(AuditRecorder.open, url)
     auditor = AuditConsumer(settings, broker, recorder, group=group)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, auditor.stop)
-    ready = asyncio.Event()
-    work = asyncio.create_task(auditor.run(ready))
-    waiting = asyncio.create_task(ready.wait())
-    await asyncio.wait([work, waiting], return_when=asyncio.FIRST_COMPLETED)
-    if ready.is_set():
-        print(f"audit ready (group {auditor.group}, {auditor.topic} into {recorder.engine.url.render_as_string()})",
-              flush=True)
-    waiting.cancel()
     try:
-        await work
+        await serve(auditor.run, auditor.stop, lambda: f"audit ready (group {auditor.group}, {auditor.topic} into"
+                                                       f" {recorder.engine.url.render_as_string()})")
     finally:
         recorder.close()

@@ -175,6 +175,8 @@ async def external_scenario(client: Client, say: Callable[[str], None], web_url:
         say(render.run_detail(ops.worker_view(web_url, f"/runs/{run_id}")))
     say("-- status")
     say("  " + render.status(await ops.status(client, persona, web_url)))
+    say("-- unsettled (GET /unsettled; the dashboard is at the worker's /)")
+    say(render.unsettled(ops.worker_view(web_url, "/unsettled")))
 
 
 async def run_demo(settings: Settings, say: Callable[[str], None] = click.echo) -> None:

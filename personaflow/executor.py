@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError
 
 from engine import compat
 from engine.kafka import BrokerAddress, new_consumer, new_producer
+from engine.service import serve
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -279,17 +280,5 @@ class ReferenceExecutor:
 
 async def run_executor(settings: Settings, broker: BrokerAddress, group: str) -> None:
     """Run until SIGINT/SIGTERM."""
-    import signal
-
     executor = ReferenceExecutor(settings, broker, group=group)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, executor.stop)
-    ready = asyncio.Event()
-    work = asyncio.create_task(executor.run(ready))
-    waiting = asyncio.create_task(ready.wait())
-    await asyncio.wait([work, waiting], return_when=asyncio.FIRST_COMPLETED)
-    if ready.is_set():
-        print(f"executor ready (group {group})", flush=True)
-    waiting.cancel()
-    await work
+    await serve(executor.run, executor.stop, lambda: f"executor ready (group {group})")

@@ -250,23 +250,6 @@ def test_the_schedule_ticker_fires_a_due_cron_occurrence(persona):
     assert persona.wait_events("persona.run.completed")
 
 
-def test_a_handoff_reported_by_a_run_becomes_work_for_the_target_persona(worker, kafka, persona_name):
-    source, target = PersonaProbe(kafka, persona_name + "-src"), PersonaProbe(kafka, persona_name + "-dst")
-    try:
-        source.bind(SELF_REPORTED)
-        target.bind({})
-        target.control("pause")
-        run = source.trigger("github", "pull_request", {"repository": "r", "number": "9"})
-        source.report(run["run_id"], run["lease"]["id"], "handoff", target_persona=target.name, task="review it",
-                      name="review")
-        status = target.status(lambda s: s["queued_events"] == 1)
-        [item] = status["handoff_inbox"]
-        assert (item["source_persona"], item["task"], item["handoff_kind"]) == (source.name, "review it", "review")
-    finally:
-        source.close()
-        target.close()
-
-
 def test_status_is_served_by_the_worker_and_matches_the_published_status(worker, persona):
     persona.bind({"budget": {"daily_usd": 2.0}})
     persona.trigger("linear", "issue", {"issue_key": "S-1"}, cost={"cost_usd": 0.5, "tokens": 1})

@@ -70,7 +70,7 @@ def test_unsettled_lists_queued_triggers_a_run_in_flight_and_a_run_waiting_for_i
             probe.close()
 
 
-def test_a_handoff_is_unsettled_until_the_target_decides_then_acknowledged(worker, kafka, persona_name):
+def test_a_handoff_becomes_work_for_the_target_and_is_unsettled_until_it_decides_then_acknowledged(worker, kafka, persona_name):
     source, target = PersonaProbe(kafka, f"{persona_name}-src"), PersonaProbe(kafka, f"{persona_name}-dst")
     try:
         source.bind(SELF_REPORTED)
@@ -79,7 +79,10 @@ def test_a_handoff_is_unsettled_until_the_target_decides_then_acknowledged(worke
         run = source.trigger("github", "pull_request", {"repository": "r", "number": "3"})
         source.report(run["run_id"], run["lease"]["id"], "handoff", target_persona=target.name, task="review it",
                       name="review")
-        target.status(lambda s: s["queued_events"] == 1)
+        status = target.status(lambda s: s["queued_events"] == 1)
+        [waiting] = status["handoff_inbox"]  # the handoff became work for the target
+        assert (waiting["source_persona"], waiting["task"], waiting["handoff_kind"]) == (source.name, "review it",
+                                                                                         "review")
         [item] = unsettled(worker, source.name)["partial_handoffs"]
         assert item["id"] == f"handoff://{source.name}/{item['envelope_id']}"
         assert (item["to"], item["payload_summary"], item["origin_pipeline"]) == (target.name, "review it",

@@ -7,9 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 import orjson
 import pytest
@@ -19,6 +17,7 @@ from personaflow.process import AuditProcess, settings_env
 
 from ..support.cluster import own_pipeline
 from ..support.personas import PersonaProbe
+from ..support.wait import eventually
 from .test_recorder import event
 
 EVENTS = 10_000
@@ -35,17 +34,6 @@ def publish(kafka, records: list[tuple[str, bytes]]) -> None:
         await asyncio.gather(*pending)
 
     kafka.run(send_all())
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout_s}s")
-        time.sleep(0.05)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -67,11 +55,11 @@ def test_ten_thousand_events_through_two_sigkills_are_stored_once_with_no_gap(se
             for chunk in range(EVENTS // CHUNK):
                 publish(kafka, [(e["persona"], orjson.dumps(e)) for e in events[chunk * CHUNK:(chunk + 1) * CHUNK]])
                 if chunk in (2, 6):  # kill while it is storing this chunk, start it again
-                    wait_for(lambda: recorder.counts()["events"] > chunk * CHUNK, 60, f"chunk {chunk} being stored")
+                    eventually(lambda: recorder.counts()["events"] > chunk * CHUNK, 60, f"chunk {chunk} being stored")
                     auditor.stop(kill=True)
                     auditor.spawn()
                     asyncio.run(auditor.wait_ready())
-            wait_for(lambda: recorder.counts()["events"] == EVENTS, 120, "every event stored")
+            eventually(lambda: recorder.counts()["events"] == EVENTS, 120, "every event stored")
             assert auditor.starts == 3
             assert recorder.gaps() == [] and recorder.problems() == []
             positions = recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox)
@@ -79,9 +67,9 @@ def test_ten_thousand_events_through_two_sigkills_are_stored_once_with_no_gap(se
 
             forged = event("persona:a0", 1, persona="a0", payload={"forged": True})
             publish(kafka, [("a0", orjson.dumps(forged)), ("a0", orjson.dumps(events[STREAMS]))])
-            [problem] = wait_for(lambda: recorder.problems(), 60, "the forged copy flagged")
+            [problem] = eventually(lambda: recorder.problems(), 60, "the forged copy flagged")
             assert (problem["kind"], problem["event_id"]) == ("conflict", "persona:a0/1")
-            wait_for(lambda: sum(recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox).values())
+            eventually(lambda: sum(recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox).values())
                      == EVENTS + 2, 60, "positions past both copies")
             [stored] = recorder.query(persona="a0", limit=1)
             assert stored["payload"] == {} and recorder.counts()["events"] == EVENTS
@@ -100,7 +88,7 @@ def test_the_pipelines_outbox_is_stored_and_read_back_with_the_cli(worker, kafka
         receipt = probe.trigger("linear", "issue", {"issue_key": "A-1"}, cost={"cost_usd": 0.01, "tokens": 3})
         auditor.spawn()
         asyncio.run(auditor.wait_ready())
-        wait_for(lambda: recorder.query(persona=persona_name, kind="persona.lease.released"), 120, "the run stored")
+        eventually(lambda: recorder.query(persona=persona_name, kind="persona.lease.released"), 120, "the run stored")
         cli = [sys.executable, "-m", "personaflow.cli", "audit", "--db", database]
         env = settings_env(settings)
         shown = subprocess.run([*cli, "query", "--persona", persona_name], env=env, capture_output=True, text=True,

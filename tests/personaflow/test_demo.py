@@ -43,4 +43,7 @@ def test_the_demo_shows_external_runs_heartbeating_past_their_lease_and_a_retry_
     assert ledger[0].startswith("dispatch 1 attempt 1 completed")
     assert ledger[1].startswith("dispatch 1 attempt 1 retry_scheduled") and "simulated failure" in ledger[1]
     assert ledger[2].startswith("dispatch 2 attempt 2 completed")
-    assert "spent_today_usd=0.014" in lines[-1]
+    [status] = [line for line in lines if line.strip().startswith(f"status {persona_name}:")]
+    assert "spent_today_usd=0.014" in status
+    after = lines[lines.index("-- unsettled (GET /unsettled; the dashboard is at the worker's /)") + 1]
+    assert after == "no unsettled work" or after.startswith("unsettled work: ")

@@ -98,6 +98,8 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
+    runtime = tmp_path_factory.mktemp("xdg-runtime")
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))  # pgserver asks for one; CI machines may not set it
     import pgserver
 
     server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")

@@ -31,43 +31,43 @@ def mine(answer: dict, prefix: str) -> list[tuple[str, str]]:
             for item in answer[bucket] if (item.get("persona") or item.get("from", "")).startswith(prefix)]
 
 
-def test_unsettled_lists_queued_triggers_a_run_in_flight_and_a_run_waiting_for_its_retry(worker, kafka, settings,
-                                                                                       persona_name):
-    paused, busy, flaky = (PersonaProbe(kafka, f"{persona_name}-{n}") for n in ("paused", "busy", "flaky"))
+def test_a_paused_persona_with_two_queued_triggers_a_run_in_flight_and_a_retry_lists_exactly_those(
+        worker, kafka, settings, persona_name):
+    persona = PersonaProbe(kafka, persona_name)
     try:
-        paused.bind({})
-        busy.bind(SELF_REPORTED)
-        flaky.bind({**SELF_REPORTED, "retry": {"max_attempts": 3, "backoff_ms": 600_000}})
-        paused.control("pause")
-        first = paused.trigger("linear", "issue", {"issue_key": "U-1"})
-        second = paused.trigger("linear", "issue", {"issue_key": "U-2"})
-        running = busy.trigger("github", "pull_request", {"repository": "r", "number": "1"})
-        failing = flaky.trigger("github", "pull_request", {"repository": "r", "number": "2"})
-        flaky.report(failing["run_id"], failing["lease"]["id"], "failed", error="flaky", retryable=True)
-        assert flaky.receipts_for(failing["request_id"], 2)[-1]["status"] == "retrying"
+        persona.bind({**SELF_REPORTED, "retry": {"max_attempts": 3, "backoff_ms": 600_000}})
+        failing = persona.trigger("github", "pull_request", {"repository": "r", "number": "1"})
+        persona.report(failing["run_id"], failing["lease"]["id"], "failed", error="flaky", retryable=True)
+        assert persona.receipts_for(failing["request_id"], 2)[-1]["status"] == "retrying"  # the lease is free again
+        running = persona.trigger("github", "pull_request", {"repository": "r", "number": "2"})
+        assert running["status"] == "dispatched"
+        persona.control("pause")
+        first = persona.trigger("linear", "issue", {"issue_key": "U-1"})
+        second = persona.trigger("linear", "issue", {"issue_key": "U-2"})
+        assert (first["status"], second["status"]) == ("queued", "queued")
 
-        answer = unsettled(worker)
-        assert SUMMARY.match(answer["summary"]) and answer["counts"]["queued"] == len(answer["queued_triggers"])
-        assert sorted(mine(answer, persona_name)) == sorted([
-            ("queued_triggers", f"trigger://{paused.name}/{first['work_key']}"),
-            ("queued_triggers", f"trigger://{paused.name}/{second['work_key']}"),
-            ("queued_triggers", f"run://{flaky.name}/{failing['run_id']}"),
-            ("in_flight_llm_calls", f"run://{busy.name}/{running['run_id']}")])
-        ordered = [item["queued_at_ms"] for item in answer["queued_triggers"]]
-        assert ordered == sorted(ordered)
-        queued = [i for i in answer["queued_triggers"] if i.get("persona") == paused.name]
-        assert {i["spec_summary"] for i in queued} == {"linear.issue"} and all(i["age_ms"] >= 0 for i in queued)
-        [retry] = [i for i in answer["queued_triggers"] if i.get("persona") == flaky.name]
-        assert (retry["source"], retry["attempt"], retry["status"]) == ("retry", 2, "retry_wait")
+        answer = unsettled(worker, persona.name)
+        assert answer["summary"] == ("unsettled work: 0 suspended subagents, 3 queued triggers, 0 partial handoffs,"
+                                     " 1 in-flight llm calls, 0 pool pending tasks")
+        assert answer["counts"] == {"suspended": 0, "queued": 3, "partial": 0, "in_flight": 1, "pool_pending": 0}
+        assert mine(answer, persona.name) == [
+            ("queued_triggers", f"run://{persona.name}/{failing['run_id']}"),  # waiting since its failure
+            ("queued_triggers", f"trigger://{persona.name}/{first['work_key']}"),
+            ("queued_triggers", f"trigger://{persona.name}/{second['work_key']}"),
+            ("in_flight_llm_calls", f"run://{persona.name}/{running['run_id']}")]
+        retry, *queued = answer["queued_triggers"]
+        assert (retry["source"], retry["attempt"], retry["status"], retry["spec_summary"]) == (
+            "retry", 2, "retry_wait", "github.pull_request")
+        assert [(q["spec_summary"], q["reason"]) for q in queued] == [("linear.issue", "paused")] * 2
+        assert all(item["age_ms"] >= 0 for item in answer["queued_triggers"])
+        assert SUMMARY.match(unsettled(worker)["summary"])  # across every persona of every worker
 
-        shown = subprocess.run([sys.executable, "-m", "personaflow.cli", "unsettled", "--persona", paused.name],
+        shown = subprocess.run([sys.executable, "-m", "personaflow.cli", "unsettled", "--persona", persona.name],
                                env=settings_env(settings), capture_output=True, text=True, check=True).stdout
-        assert shown.splitlines()[0] == ("unsettled work: 0 suspended subagents, 2 queued triggers,"
-                                         " 0 partial handoffs, 0 in-flight llm calls, 0 pool pending tasks")
-        assert f"trigger://{paused.name}/{first['work_key']}" in shown
+        assert shown.splitlines()[0] == answer["summary"]
+        assert f"trigger://{persona.name}/{first['work_key']}" in shown
     finally:
-        for probe in (paused, busy, flaky):
-            probe.close()
+        persona.close()
 
 
 def test_a_handoff_becomes_work_for_the_target_and_is_unsettled_until_it_decides_then_acknowledged(worker, kafka, persona_name):

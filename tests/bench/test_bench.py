@@ -9,7 +9,8 @@ Nothing here asserts a speed. ``make bench`` measures, on the session's broker:
   latency at 20 and 200 triggers/s offered, recovery of a worker holding 10,000 personas
   and 100,000 completed work keys (memory and RocksDB stores), and throughput after
   1,000 and after 50,000 earlier runs of one persona, and external runs completed per
-  second with the reference executor doing zero work;
+  second with the reference executor doing zero work, and the audit store's write path
+  into SQLite and PostgreSQL;
 
 each the median of three rounds, and writes ``bench/results.json`` and
 ``docs/BENCHMARKS.md``. ``make test`` runs the same code at tiny sizes into temporary
@@ -63,14 +64,15 @@ class Sizes:
     history_measured: int  # triggers measured after each history
     external_personas: int  # personas of the external-runs measure
     external: int  # external runs per round
+    audit: int  # outbox events recorded into each audit database
 
 
 FULL = Sizes(rounds=3, raw=100_000, faust=10_000, personas=1_000, inline=10_000, latency_s=10.0,
              recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=5_000,
-             external_personas=200, external=2_000)
+             external_personas=200, external=2_000, audit=100_000)
 SHORT = Sizes(rounds=1, raw=2_000, faust=200, personas=20, inline=200, latency_s=0.5,
               recovery_personas=50, recovery_keys=200, history=(10, 100), history_measured=50,
-              external_personas=4, external=12)
+              external_personas=4, external=12, audit=4_000)
 
 
 # -------------------------------------------------------------------- helpers
@@ -382,6 +384,49 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
             "records_written_per_run": median(records), "personas": sizes.external_personas, "rounds": rates}
 
 
+def bench_audit(databases: dict[str, str], sizes: Sizes) -> dict[str, Any]:
+    """The audit store's write path (``AuditRecorder.record``, batches as the consumer reads
+    them) into each database: events stored per second, the rate of the last tenth against
+    the first (cost must not grow with the table), and records read again (after a crash)."""
+    from audit.consumer import BATCH_RECORDS
+    from audit.recorder import AuditRecorder, LogRecord
+
+    results: dict[str, Any] = {}
+    for name, url in databases.items():
+        recorder = AuditRecorder.open(url)
+        try:
+            batches, offsets = [], [0] * 8
+            for start in range(0, sizes.audit, BATCH_RECORDS):
+                batch = []
+                for n in range(start, min(start + BATCH_RECORDS, sizes.audit)):
+                    partition, stream = n % 8, f"persona:bench-{n % 1000}"
+                    event = {"event_id": f"{stream}/{n // 1000 + 1}", "stream": stream, "seq": n // 1000 + 1,
+                             "kind": "persona.run.completed", "persona": f"bench-{n % 1000}", "run_id": f"run-{n}",
+                             "occurred_at_ms": AT + n, "payload": {"work_key": f"k{n}", "run_id": f"run-{n}"},
+                             "cause": {"type": "trigger", "request_id": f"r{n}"}}
+                    batch.append(LogRecord("persona.outbox", partition, offsets[partition], json.dumps(event).encode()))
+                    offsets[partition] += 1
+                batches.append(batch)
+            times = []
+            for batch in batches:
+                started = time.perf_counter()
+                recorder.record("bench", batch)
+                times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for batch in batches[:max(1, len(batches) // 10)]:
+                recorder.record("bench", batch)
+            again = time.perf_counter() - started
+            tenth = max(1, len(batches) // 10)
+            results[name] = {
+                "per_s": round(sizes.audit / sum(times)),
+                "last_vs_first_tenth_rate": round(sum(times[:tenth]) / sum(times[-tenth:]), 3),
+                "read_again_per_s": round(sum(len(b) for b in batches[:tenth]) / again),
+                "events": recorder.counts()["events"]}
+        finally:
+            recorder.close()
+    return results
+
+
 def _records_written(worker: SyncWorker) -> float:
     """Records the worker has published: outputs and state changelog."""
     return metric_total(worker, "personaflow_outputs_published_total") + metric_total(
@@ -532,7 +577,8 @@ def bench_history(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> 
 # ------------------------------------------------------------------- the run
 
 
-def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes) -> dict[str, Any]:
+def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes,
+                   databases: dict[str, str]) -> dict[str, Any]:
     results: dict[str, Any] = {"sizes": asdict(sizes), "machine": {
         "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
         "broker": "embedded Tansu" if broker.embedded else "Kafka"}}
@@ -550,6 +596,7 @@ def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes) -> dic
         finally:
             worker.stop()
     results["recovery"] = bench_recovery(settings, broker, data_dir, sizes)
+    results["audit"] = bench_audit(databases, sizes)
     return results
 
 
@@ -604,6 +651,10 @@ def render(r: dict[str, Any]) -> str:
          f"worker {ratio(ext['worker_cpu_ms_per_run'], inline['worker_cpu_ms_per_trigger'])} an inline trigger"),
         ("records written to Kafka per external run (outputs + state)", f"{ext['records_written_per_run']:.2f}",
          f"{ratio(ext['records_written_per_run'], inline['records_written_per_trigger'])} an inline trigger"),
+        *[(f"audit store: outbox events recorded into {name} ({r['sizes']['audit']:,}, batches of 2,000)",
+           f"{audit['per_s']:,} events/s", f"{ratio(audit['per_s'], raw['consume_per_s'])} raw consume; last tenth"
+           f" {audit['last_vs_first_tenth_rate']:.2f}× the first tenth's rate; read again {audit['read_again_per_s']:,}/s")
+          for name, audit in r["audit"].items()],
         (f"recovery, {rec['personas']:,} personas + {rec['completed_keys']:,} completed keys, memory://",
          f"{rec['memory_s']:.2f} s", f"{rec['changelog_records']:,} changelog records"),
         ("same, rocksdb:// first start (full restore)", f"{rec['rocksdb_cold_s']:.2f} s", ""),
@@ -632,17 +683,19 @@ def render(r: dict[str, Any]) -> str:
 
 
 @pytest.mark.bench
-def test_bench(kafka, settings, broker, data_dir):
-    results = run_benchmarks(kafka, settings, broker, data_dir, FULL)
+def test_bench(kafka, settings, broker, data_dir, tmp_path, postgres_url):
+    databases = {"SQLite": f"sqlite:///{tmp_path / 'audit.db'}", "PostgreSQL": postgres_url}
+    results = run_benchmarks(kafka, settings, broker, data_dir, FULL, databases)
     write_results(results, ROOT / "bench" / "results.json", ROOT / "docs" / "BENCHMARKS.md")
     print("\n" + render(results))
 
 
 def test_the_benchmarks_run_in_short_form(kafka, settings, broker, data_dir, tmp_path):
-    results = run_benchmarks(kafka, settings, broker, data_dir, SHORT)
+    results = run_benchmarks(kafka, settings, broker, data_dir, SHORT, {"SQLite": f"sqlite:///{tmp_path / 'audit.db'}"})
     write_results(results, tmp_path / "results.json", tmp_path / "BENCHMARKS.md")
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| personaflow inline triggers over 20 personas |" in table
     assert results["inline"]["per_s"] > 0 and results["faust_agent"]["per_s"] > 0
     assert results["recovery"]["memory_s"] >= 0 and results["latency"]["at_200_per_s"]["p99"] > 0
     assert results["external"]["per_s"] > 0 and "external runs over 4 personas" in table
+    assert results["audit"]["SQLite"]["events"] == SHORT.audit and "recorded into SQLite" in table

@@ -1,10 +1,15 @@
-"""The original pipeline lifecycle's formatting rules and unsettled snapshot (seed 003)."""
+"""The original pipeline lifecycle's formatting rules and unsettled snapshot (seed 003),
+and its upstream tests mapped onto personaflow (the ``on_finish`` callback and its reset
+have no counterpart: nothing but the transitions runs inside the pipeline)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tables.lifecycle import UnsettledSnapshot, payload_summary, trigger_spec_summary
+from tables.unsettled import partition_unsettled
+
+from .harness import T0, Harness, binding
 
 
 @pytest.mark.parametrize("provider, kind, trigger_id, expected", [
@@ -54,3 +59,50 @@ def test_items_sort_by_queued_at_then_id_with_missing_times_last():
     snapshot.sort()
     assert [i["id"] for i in snapshot.queued_triggers] == ["c", "a", "b", "z"]
     assert UnsettledSnapshot.from_json(snapshot.to_json()) == snapshot
+
+
+# ------------------------------------------- the original's upstream tests, mapped (see docs)
+
+
+def test_seed_003_audit_entries_are_outbox_events_with_a_monotonic_seq_and_headers():
+    """``record_lifecycle_audit`` assigns a monotonic seq and persists ``kind`` with it:
+    here every transition is an outbox event of its stream, gap-free ``seq``, headers
+    ``kind`` and ``event_id``."""
+    h = Harness()
+    h.bind(binding(name="p", entry_workflow="wf"))
+    h.control("p", "pause")
+    h.trigger("p", "linear", "issue", {"issue_key": "L-1"})
+    events = [o for o in h.outputs if o.role == "outbox"]
+    assert [o.value.seq for o in events] == list(range(1, len(events) + 1))
+    for output in events:
+        headers = {name: bytes(value).decode() for name, value in output.headers}
+        assert (headers["kind"], headers["event_id"]) == (output.value.kind, f"persona:p/{output.value.seq}")
+
+
+def test_seed_003_the_disposition_is_the_runs_one_terminal_event():
+    """``finalize_pipeline_records_disposition``: the run's terminal event is its
+    disposition, the last event of its stream, and there is exactly one."""
+    h = Harness()
+    h.bind(binding(name="p", entry_workflow="wf", execution="external"))
+    run = h.trigger("p", "webhook", "push", {"dedupe_key": "1"}).run_id
+    lease = [d for d in h.dispatches(run) if d.action == "start"][-1].lease_id
+    h.finish("p", run, lease, "completed")
+    h.finish("p", run, lease, "failed", error="late")  # a second disposition changes nothing
+    kinds = [e.kind for e in h.run_events(run)]
+    assert kinds.count("run.completed") == 1 and "run.failed" not in kinds
+    assert kinds[-1] == "run.report_rejected" and kinds[-2] == "run.completed"
+
+
+def test_seed_003_a_queued_trigger_superseded_or_drained_leaves_the_list():
+    """The upstream test cancels an inbox event and the list empties: here a later request
+    for the same work key supersedes the queued one, and a drain takes it up."""
+    h = Harness()
+    h.bind(binding(name="p", entry_workflow="wf"))
+    h.control("p", "pause")
+    h.trigger("p", "linear", "issue", {"issue_key": "L-1"}, request_id="old")
+    h.trigger("p", "linear", "issue", {"issue_key": "L-1"}, request_id="new")
+    [item] = partition_unsettled(h.store, T0).queued_triggers
+    assert (item["id"], item["request_id"]) == ("trigger://p/linear:issue:L-1", "new")
+    assert h.receipts("old")[-1].status == "duplicate"
+    h.control("p", "resume")
+    assert partition_unsettled(h.store, T0).is_empty()

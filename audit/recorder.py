@@ -113,6 +113,7 @@ def engine_for(url: str) -> sa.Engine:
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a large store stay cached
+            cursor.execute("PRAGMA wal_autocheckpoint=20000")
             cursor.close()
     migrate(engine)
     return engine

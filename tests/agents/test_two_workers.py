@@ -1,4 +1,5 @@
-"""Two workers in one group: partitions split, status is routed, failover keeps state.
+"""Two workers in one group: partitions split, status is routed, unsettled work is
+gathered from both, failover keeps state.
 
 A pipeline of its own (topic prefix and consumer group) on the session broker, so the
 rebalances here do not disturb the session worker.
@@ -25,7 +26,7 @@ def two_worker_pipeline(settings, broker):
         yield pipeline
 
 
-def test_two_workers_share_partitions_route_status_and_survive_losing_one(two_worker_pipeline, data_dir, persona_name):
+def test_two_workers_share_partitions_route_status_gather_unsettled_work_and_survive_losing_one(two_worker_pipeline, data_dir, persona_name):
     base, kafka = two_worker_pipeline
     workers = [SyncWorker(base.with_overrides(web_port=free_port()), kafka, data_dir / f"logs-{base.app_id}-{n}")
                for n in (1, 2)]
@@ -44,6 +45,18 @@ def test_two_workers_share_partitions_route_status_and_survive_losing_one(two_wo
         assert local[0] and local[1] and not local[0] & local[1], "each persona is owned by exactly one worker"
         for probe in probes:  # either worker answers for any persona (routed to its owner)
             assert json.loads(workers[0].get(f"/personas/{probe.name}")) == json.loads(workers[1].get(f"/personas/{probe.name}"))
+
+        for probe in probes:  # unsettled work is gathered from both workers, by either of them
+            probe.control("pause")
+            assert probe.trigger("linear", "issue", {"issue_key": "Q-1"})["status"] == "queued"
+        expected = {f"trigger://{p.name}/linear:issue:Q-1" for p in probes}
+        for worker in workers:
+            answer = json.loads(worker.get("/unsettled"))
+            assert {i["id"] for i in answer["queued_triggers"]} == expected and answer["counts"]["queued"] == 6
+        local = [{i["id"] for i in json.loads(w.get("/unsettled?local=1"))["queued_triggers"]} for w in workers]
+        assert local[0] and local[1] and local[0] | local[1] == expected and not local[0] & local[1]
+        for probe in probes:
+            probe.control("resume")
 
         workers[1].stop(kill=True)
         for probe in probes:

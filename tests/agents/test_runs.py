@@ -133,9 +133,11 @@ def test_max_tokens_gives_one_warning_then_limit_exceeded(persona, executor):
 
 
 def test_a_run_and_its_spawned_child_reserve_the_daily_budget_until_they_reconcile(persona, executor):
-    persona.bind(external(estimated_run_usd=0.4, budget={"daily_usd": 1.0}, lease_ttl_ms=5000))
-    parent = persona.trigger("linear", "issue", {"issue_key": "P", "executor.steps": "2",
-                                                 "executor.duration_ms": "3000", "executor.spawn": "tests:wf/test"})
+    # Both runs take 3 s (the child's options come from the binding), so both are in flight
+    # when the third trigger arrives; the parent's completion cancels the child.
+    persona.bind(external(estimated_run_usd=0.4, budget={"daily_usd": 1.0}, lease_ttl_ms=5000,
+                          executor_options={"steps": "2", "duration_ms": "3000"}))
+    parent = persona.trigger("linear", "issue", {"issue_key": "P", "executor.spawn": "tests:wf/test"})
     persona.wait_events("persona.budget.reserved", 2)  # the parent's and the child's
     blocked = persona.trigger("linear", "issue", {"issue_key": "Q"})
     assert blocked["status"] == "budget_exhausted" and "daily_usd" in blocked["error"]

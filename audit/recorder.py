@@ -194,6 +194,10 @@ class AuditRecorder:
             else:
                 fresh[event["event_id"]] = entry
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                # A young table has no statistics yet and the planner may scan it whole for
+                # the id lookup below; the primary key answers it in every case.
+                connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
             # 2. what is stored already
             stored: dict[str, tuple[str, str, int, int]] = {}
             ids = list(fresh)

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from engine import compat
 from engine.kafka import BrokerAddress, new_consumer
-from engine.service import serve
+from engine.service import fetch, serve
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -72,12 +72,8 @@ class AuditConsumer:
         consumer.subscribe([self.topic], listener=_SeekToStored(self))
         try:
             while not self.stopping.is_set():
-                # The first calls also join the group (positions are sought on assignment);
-                # what they return is recorded like any batch, never dropped.
-                batch = await consumer.getmany(timeout_ms=100 if ready is not None and not ready.is_set() else 500,
-                                               max_records=BATCH_RECORDS)
-                if ready is not None and not ready.is_set() and consumer.assignment():
-                    ready.set()
+                # Positions are sought on assignment, inside the first fetches.
+                batch = await fetch(consumer, ready, timeout_ms=500, max_records=BATCH_RECORDS)
                 records = [record for part in batch.values() for record in part]
                 if not records:
                     continue
@@ -98,9 +94,8 @@ class AuditConsumer:
         self.stopping.set()
 
 
-async def run_audit(settings: Settings, broker: BrokerAddress, url: str, group: str | None) -> None:
-    """Run until SIGINT/SIGTERM."""
-    recorder = await asyncio.to_thread(AuditRecorder.open, url)
+async def run_audit(settings: Settings, broker: BrokerAddress, recorder: AuditRecorder, group: str | None) -> None:
+    """Run until SIGINT/SIGTERM; closes ``recorder`` at the end."""
     auditor = AuditConsumer(settings, broker, recorder, group=group)
     try:
         await serve(auditor.run, auditor.stop, lambda: f"audit ready (group {auditor.group}, {auditor.topic} into"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 import sqlalchemy as sa
@@ -119,14 +119,15 @@ def engine_for(url: str) -> sa.Engine:
     return engine
 
 
-def _insert(engine: sa.Engine, table: sa.Table) -> Any:
+def _dialect_insert(engine: sa.Engine) -> Callable[[sa.Table], Any]:
+    """The dialect's ``insert`` (it has ``on_conflict_do_nothing`` / ``_do_update``)."""
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif engine.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the two supported databases
+    else:
         raise ValueError(f"unsupported database {engine.dialect.name!r}: use sqlite or postgresql")
-    return insert(table)
+    return insert
 
 
 _COLUMNS = [column.name for column in events.columns]
@@ -152,6 +153,8 @@ class AuditRecorder:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.postgresql = engine.dialect.name == "postgresql"
+        self._insert = _dialect_insert(engine)
 
     @classmethod
     def open(cls, url: str) -> "AuditRecorder":
@@ -194,7 +197,7 @@ class AuditRecorder:
             else:
                 fresh[event["event_id"]] = entry
         with self.engine.begin() as connection:
-            if self.engine.dialect.name == "postgresql":
+            if self.postgresql:
                 # A young table has no statistics yet and the planner may scan it whole for
                 # the id lookup below; the primary key answers it in every case.
                 connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
@@ -206,19 +209,19 @@ class AuditRecorder:
                     events.c.event_id, events.c.digest, events.c.topic, events.c.partition, events.c.offset,
                 ).where(events.c.event_id.in_(ids[start:start + LOOKUP_CHUNK])))
                 stored.update({row[0]: (row[1], row[2], row[3], row[4]) for row in rows})
-            # 3. insert the new ones
-            new_rows = [self._row(event, digest_, record, now) for event_id, (event, digest_, record) in fresh.items()
-                        if event_id not in stored]
-            if new_rows and self.engine.dialect.name == "postgresql":
-                _copy_in(connection, new_rows)
-            elif new_rows:
-                connection.execute(_insert(self.engine, events).on_conflict_do_nothing(), new_rows)
-            result.stored = len(new_rows)
+            # 3. insert the new ones (a stored one is one more copy)
+            new_rows = []
             for event_id, (event, digest_, record) in fresh.items():
                 if event_id in stored:
                     copies.append((event, digest_, record))
                 else:
+                    new_rows.append(self._row(event, digest_, record, now))
                     stored[event_id] = (digest_, record.topic, record.partition, record.offset)
+            if new_rows and self.postgresql:
+                _copy_in(connection, new_rows)
+            elif new_rows:
+                connection.execute(self._insert(events).on_conflict_do_nothing(), new_rows)
+            result.stored = len(new_rows)
             # 4. copies: the same event again, or a conflict
             for event, digest_, record in copies:
                 first = stored[event["event_id"]]
@@ -231,14 +234,14 @@ class AuditRecorder:
                     f" this copy at {record.topic}[{record.partition}]@{record.offset} has other content"
                     " and was not stored", now))
             if found:
-                connection.execute(_insert(self.engine, problems).on_conflict_do_nothing(), found)
+                connection.execute(self._insert(problems).on_conflict_do_nothing(), found)
                 result.problems = [problem["detail"] for problem in found]
             # 5. positions
             ends: dict[tuple[str, int], int] = {}
             for record in records:
                 key = (record.topic, record.partition)
                 ends[key] = max(ends.get(key, -1), record.offset + 1)
-            statement = _insert(self.engine, positions)
+            statement = self._insert(positions)
             statement = statement.on_conflict_do_update(
                 index_elements=[positions.c.consumer, positions.c.topic, positions.c.partition],
                 set_={"next_offset": statement.excluded.next_offset, "updated_at_ms": statement.excluded.updated_at_ms})

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer
+
+#: How long a fetch waits while the service is still joining its group (so it says it is
+#: ready soon after the assignment arrives).
+JOINING_WAIT_MS = 100
+
+
+async def fetch(consumer: AIOKafkaConsumer, ready: asyncio.Event | None, timeout_ms: int,
+                max_records: int) -> dict[Any, list[Any]]:
+    """One batch of a group member's subscription. The first calls also join the group:
+    what they return is part of the stream like any batch (dropping it loses records), and
+    ``ready`` is set once partitions are assigned."""
+    joining = ready is not None and not ready.is_set()
+    batch = await consumer.getmany(timeout_ms=JOINING_WAIT_MS if joining else timeout_ms, max_records=max_records)
+    if joining and consumer.assignment():
+        assert ready is not None
+        ready.set()
+    return batch
 
 
 async def serve(run: Callable[[asyncio.Event], Awaitable[None]], stop: Callable[[], None],

@@ -482,9 +482,8 @@ def audit(ctx: click.Context, db: str, group: str | None) -> None:
         broker = resolve_broker(settings)
     except BrokerNotFound as exc:
         raise click.ClickException(str(exc)) from None
-    recorder = _audit_recorder(db)  # fail early on a bad URL; migrates the schema
-    recorder.close()
-    asyncio.run(run_audit(settings, broker, db, group))
+    recorder = _audit_recorder(db)  # a bad URL fails here, with one line; the schema is migrated
+    asyncio.run(run_audit(settings, broker, recorder, group))
 
 
 @audit.command("query")

@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError
 
 from engine import compat
 from engine.kafka import BrokerAddress, new_consumer, new_producer
-from engine.service import serve
+from engine.service import fetch, serve
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -155,11 +155,7 @@ class ReferenceExecutor:
         consumer.subscribe([self.names.dispatch])
         try:
             while not self.stopping.is_set():
-                # The first calls also join the group; what they return is handled, not dropped.
-                batch = await consumer.getmany(timeout_ms=100 if ready is not None and not ready.is_set() else 200,
-                                               max_records=1000)
-                if ready is not None and not ready.is_set() and consumer.assignment():
-                    ready.set()  # joined: say so before running anything
+                batch = await fetch(consumer, ready, timeout_ms=200, max_records=1000)
                 for records in batch.values():
                     for record in records:
                         try:

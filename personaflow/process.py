@@ -35,6 +35,7 @@ class ChildProcess:
 
     command: tuple[str, ...] = ()
     name = "child"
+    start_timeout_s = 60.0
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
@@ -65,6 +66,21 @@ class ChildProcess:
         except FileNotFoundError:
             return "(no log)"
 
+    def ready(self) -> bool:
+        """Whether the child says it is ready (each kind says it its own way)."""
+        raise NotImplementedError
+
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until :meth:`ready`; fail with the log's tail if the child exits or is too slow."""
+        timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not ready within {timeout_s}s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+
     def stop(self, *, kill: bool = False, timeout_s: float = 30.0) -> None:
         if self.process is None:
             return
@@ -83,34 +99,26 @@ class WorkerProcess(ChildProcess):
 
     command = ("worker",)
     name = "worker"
+    start_timeout_s = 120.0  # recovery of a large state comes first
 
-    def healthy(self) -> bool:
+    def _answers(self, path: str) -> bool:
+        """``path`` on the worker's web port answers 200."""
         try:
-            with urllib.request.urlopen(f"{self.settings.web_url}/health", timeout=1) as response:
+            with urllib.request.urlopen(f"{self.settings.web_url}{path}", timeout=1) as response:
                 return response.status == 200
         except OSError:
             return False
+
+    def healthy(self) -> bool:
+        return self._answers("/health")
 
     def get(self, path: str, timeout_s: float = 10.0) -> bytes:
         with urllib.request.urlopen(f"{self.settings.web_url}{path}", timeout=timeout_s) as response:
             return response.read()
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.settings.web_url}/ready", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    async def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Ready = ``/ready`` answers 200: every assigned partition recovered and processing."""
-        deadline = time.monotonic() + timeout_s
-        while not self.ready():
-            if not self.alive():
-                raise RuntimeError(f"worker exited during start-up:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker not ready within {timeout_s}s:\n{self.log_tail()}")
-            await asyncio.sleep(0.1)
+        """``/ready`` answers 200: every assigned partition recovered and processing."""
+        return self._answers("/ready")
 
 
 class LineReadyProcess(ChildProcess):
@@ -118,14 +126,8 @@ class LineReadyProcess(ChildProcess):
 
     ready_text = "ready"
 
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.ready_text not in self.log_tail(200):
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited during start-up:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} not ready within {timeout_s}s:\n{self.log_tail()}")
-            await asyncio.sleep(0.1)
+    def ready(self) -> bool:
+        return self.ready_text in self.log_tail(200)
 
 
 class ExecutorProcess(LineReadyProcess):

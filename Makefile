@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test chaos bench install install-test browser clean
+.PHONY: run test lint chaos bench install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ browser:
 run: install
 	$(BIN)/personaflow demo
 
-## Unit tests, broker-level tests and the short crash test (one broker, one worker per session).
-test: install-test
+## Static checks: lint, format, types, import layers.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Static checks, then unit tests, broker-level tests and the short crash test (one broker, one worker per session).
+test: lint
 	$(PYTEST) -q -m "not chaos and not bench"
 
 ## Long crash/restart suite.

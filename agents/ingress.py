@@ -35,5 +35,7 @@ def sources(settings: Settings) -> list[Source]:
         else:
             batch.emit(Output("dlq", raw.key, verdict, (("error", verdict.error[:200]), ("reason", "invalid_input"))))
 
-    return [Source("persona-ingress", PERSONA_ROLES, handle, in_time_order=True, stage=0),
-            Source("run-ingress", RUN_ROLES, handle, stage=0)]
+    return [
+        Source("persona-ingress", PERSONA_ROLES, handle, in_time_order=True, stage=0),
+        Source("run-ingress", RUN_ROLES, handle, stage=0),
+    ]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -29,8 +30,8 @@ from tables.runs import persona_of_run
 from tables.runstate import RunState
 from tables.state import PERSONAS, PersonaState, decode_head
 from tables.status import status_json
-from tables.unsettled import partition_unsettled
 from tables.store import Transaction
+from tables.unsettled import partition_unsettled
 
 from .dashboard import DASHBOARD_HTML
 
@@ -79,9 +80,13 @@ class Views:
         task = self.engine.tasks.get(self.engine.partition_of(key))
         return task.store if task is not None and task.active else None
 
-    async def _routed(self, request: web.Request, key: str,
-                      local: Callable[[PartitionStore], Awaitable[web.Response] | web.Response],
-                      path_qs: str | None = None) -> web.Response:
+    async def _routed(
+        self,
+        request: web.Request,
+        key: str,
+        local: Callable[[PartitionStore], Awaitable[web.Response] | web.Response],
+        path_qs: str | None = None,
+    ) -> web.Response:
         """Answer from this worker's store if it owns ``key``, else from the owner's (at
         ``path_qs``, default the request's own path)."""
         store = self._local_store(key)
@@ -98,11 +103,11 @@ class Views:
             return json_response({"error": f"the partition of {key!r} is not served yet (rebalancing?)"}, 503)
         session = await self.client()
         try:
-            async with session.get(owner.rstrip("/") + (path_qs or request.path_qs),
-                                   headers={FORWARDED: "1"}) as response:
-                return web.Response(body=await response.read(), status=response.status,
-                                    content_type="application/json")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            async with session.get(
+                owner.rstrip("/") + (path_qs or request.path_qs), headers={FORWARDED: "1"}
+            ) as response:
+                return web.Response(body=await response.read(), status=response.status, content_type="application/json")
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return json_response({"error": f"owner {owner} did not answer: {exc}"}, 502)
 
     async def persona(self, request: web.Request) -> web.Response:
@@ -184,7 +189,7 @@ class Views:
             try:
                 async with session.get(f"{url}{path}{'&' if '?' in path else '?'}local=1") as response:
                     answers.append(json.loads(await response.read()))
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, ValueError):
                 continue  # a worker leaving: its partitions move and show up on the next ask
         return answers
 
@@ -221,8 +226,9 @@ class Views:
             for answer in await self._peers(query):
                 snapshot.extend(UnsettledSnapshot.from_json(answer))
         snapshot.sort()
-        return json_response({**snapshot.to_json(), "counts": snapshot.counts_json(), "summary": snapshot.summary(),
-                              "at_ms": now})
+        return json_response(
+            {**snapshot.to_json(), "counts": snapshot.counts_json(), "summary": snapshot.summary(), "at_ms": now}
+        )
 
     async def dead_letters(self, request: web.Request) -> web.Response:
         """``/dead-letters``: the latest dead letters every worker published, newest first."""
@@ -250,8 +256,9 @@ class Views:
         return json_response({"ready": ready, "partitions": sorted(self.engine.tasks)}, 200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.engine.metrics.exposition(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(
+            body=self.engine.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
 
 def application(engine: Engine) -> tuple[web.Application, Views]:

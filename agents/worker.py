@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web as aioweb
 
@@ -46,19 +46,36 @@ def engine_config(settings: Settings) -> EngineConfig:
 def build(settings: Settings, broker: BrokerAddress) -> Engine:
     engine = Engine(settings, broker, engine_config(settings))
     metrics = engine.metrics
-    metrics.add_gauges("personaflow_consumer_lag", "Input records not yet processed, per input partition",
-                       ["topic", "partition"],
-                       lambda: [((topic, str(p)), float(lag)) for (topic, p), lag in engine.lag().items()])
+    metrics.add_gauges(
+        "personaflow_consumer_lag",
+        "Input records not yet processed, per input partition",
+        ["topic", "partition"],
+        lambda: [((topic, str(p)), float(lag)) for (topic, p), lag in engine.lag().items()],
+    )
 
     def per_partition(count: Callable[[PartitionStore], int]) -> Callable[[], list[tuple[tuple[str, ...], float]]]:
-        return lambda: [((str(p),), float(count(task.store))) for p, task in sorted(engine.tasks.items()) if task.active]
+        return lambda: [
+            ((str(p),), float(count(task.store))) for p, task in sorted(engine.tasks.items()) if task.active
+        ]
 
-    metrics.add_gauges("personaflow_active_leases", "Work leases held by runs in flight, per partition", ["partition"],
-                       per_partition(lambda store: store.count(LEASES)))
-    metrics.add_gauges("personaflow_queued_items", "Queued work items, per partition", ["partition"],
-                       per_partition(lambda store: store.count(QUEUES)))
-    metrics.add_gauges("personaflow_runs_in_flight", "Dispatched runs not finished yet, per partition", ["partition"],
-                       per_partition(runs.in_flight))
+    metrics.add_gauges(
+        "personaflow_active_leases",
+        "Work leases held by runs in flight, per partition",
+        ["partition"],
+        per_partition(lambda store: store.count(LEASES)),
+    )
+    metrics.add_gauges(
+        "personaflow_queued_items",
+        "Queued work items, per partition",
+        ["partition"],
+        per_partition(lambda store: store.count(QUEUES)),
+    )
+    metrics.add_gauges(
+        "personaflow_runs_in_flight",
+        "Dispatched runs not finished yet, per partition",
+        ["partition"],
+        per_partition(runs.in_flight),
+    )
     return engine
 
 
@@ -76,8 +93,10 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event) 
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise StartupError(f"cannot serve HTTP on {settings.web_bind}:{settings.web_port} ({exc.strerror});"
-                           " set PERSONAFLOW_WEB_PORT to a free port") from None
+        raise StartupError(
+            f"cannot serve HTTP on {settings.web_bind}:{settings.web_port} ({exc.strerror});"
+            " set PERSONAFLOW_WEB_PORT to a free port"
+        ) from None
     try:
         await engine.start()
         loop_task = asyncio.create_task(engine.run())

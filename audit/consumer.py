@@ -32,7 +32,7 @@ BATCH_RECORDS = 2000
 class _SeekToStored(ConsumerRebalanceListener):
     """On assignment, continue from the positions the database holds."""
 
-    def __init__(self, auditor: "AuditConsumer") -> None:
+    def __init__(self, auditor: AuditConsumer) -> None:
         self.auditor = auditor
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -43,8 +43,9 @@ class _SeekToStored(ConsumerRebalanceListener):
 
 
 class AuditConsumer:
-    def __init__(self, settings: Settings, broker: BrokerAddress, recorder: AuditRecorder, *,
-                 group: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, broker: BrokerAddress, recorder: AuditRecorder, *, group: str | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.recorder = recorder
@@ -98,7 +99,12 @@ async def run_audit(settings: Settings, broker: BrokerAddress, recorder: AuditRe
     """Run until SIGINT/SIGTERM; closes ``recorder`` at the end."""
     auditor = AuditConsumer(settings, broker, recorder, group=group)
     try:
-        await serve(auditor.run, auditor.stop, lambda: f"audit ready (group {auditor.group}, {auditor.topic} into"
-                                                       f" {recorder.engine.url.render_as_string()})")
+        await serve(
+            auditor.run,
+            auditor.stop,
+            lambda: (
+                f"audit ready (group {auditor.group}, {auditor.topic} into {recorder.engine.url.render_as_string()})"
+            ),
+        )
     finally:
         recorder.close()

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -63,8 +64,16 @@ def digest(event: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-REQUIRED = {"event_id": str, "stream": str, "seq": int, "kind": str, "persona": str, "occurred_at_ms": int,
-            "payload": dict, "cause": dict}
+REQUIRED = {
+    "event_id": str,
+    "stream": str,
+    "seq": int,
+    "kind": str,
+    "persona": str,
+    "occurred_at_ms": int,
+    "payload": dict,
+    "cause": dict,
+}
 
 
 def decode(value: bytes | None) -> dict[str, Any]:
@@ -74,15 +83,19 @@ def decode(value: bytes | None) -> dict[str, Any]:
     event = orjson.loads(value)
     if not isinstance(event, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(event).__name__}")
-    wrong = [f"{name} ({kind.__name__})" for name, kind in REQUIRED.items()
-             if not isinstance(event.get(name), kind) or isinstance(event.get(name), bool)]
+    wrong = [
+        f"{name} ({kind.__name__})"
+        for name, kind in REQUIRED.items()
+        if not isinstance(event.get(name), kind) or isinstance(event.get(name), bool)
+    ]
     if wrong:
         raise InvalidEvent("missing or mistyped: " + ", ".join(wrong))
     if event.get("run_id") is not None and not isinstance(event["run_id"], str):
         raise InvalidEvent("run_id must be a string or null")
     if event["event_id"] != f"{event['stream']}/{event['seq']}":
-        raise InvalidEvent(f"event_id {event['event_id']!r} is not '{{stream}}/{{seq}}'"
-                           f" ({event['stream']}/{event['seq']})")
+        raise InvalidEvent(
+            f"event_id {event['event_id']!r} is not '{{stream}}/{{seq}}' ({event['stream']}/{event['seq']})"
+        )
     if event["seq"] < 1:
         raise InvalidEvent(f"seq {event['seq']} is below 1")
     return event
@@ -106,6 +119,7 @@ def engine_for(url: str) -> sa.Engine:
     dashboard) never block the recorder."""
     engine = sa.create_engine(engine_url(url), pool_pre_ping=True, json_serializer=_json_text)
     if engine.dialect.name == "sqlite":
+
         @sa.event.listens_for(engine, "connect")
         def _pragmas(connection: Any, _record: Any) -> None:
             cursor = connection.cursor()
@@ -115,6 +129,7 @@ def engine_for(url: str) -> sa.Engine:
             cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a large store stay cached
             cursor.execute("PRAGMA wal_autocheckpoint=20000")
             cursor.close()
+
     migrate(engine)
     return engine
 
@@ -142,10 +157,12 @@ def _copy_in(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
         cursor.execute("CREATE TEMP TABLE IF NOT EXISTS audit_incoming (LIKE audit_events) ON COMMIT DELETE ROWS")
         with cursor.copy(f"COPY audit_incoming ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([_json_text(row[name]) if name in ("payload", "cause") else row[name]
-                                for name in _COLUMNS])
-        cursor.execute(f"INSERT INTO audit_events ({columns}) SELECT {columns} FROM audit_incoming"
-                       " ON CONFLICT DO NOTHING")
+                copy.write_row(
+                    [_json_text(row[name]) if name in ("payload", "cause") else row[name] for name in _COLUMNS]
+                )
+        cursor.execute(
+            f"INSERT INTO audit_events ({columns}) SELECT {columns} FROM audit_incoming ON CONFLICT DO NOTHING"
+        )
 
 
 class AuditRecorder:
@@ -157,7 +174,7 @@ class AuditRecorder:
         self._insert = _dialect_insert(engine)
 
     @classmethod
-    def open(cls, url: str) -> "AuditRecorder":
+    def open(cls, url: str) -> AuditRecorder:
         return cls(engine_for(url))
 
     def close(self) -> None:
@@ -168,8 +185,11 @@ class AuditRecorder:
     def positions(self, consumer: str, topic: str) -> dict[int, int]:
         """Partition -> the next offset ``consumer`` reads."""
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(positions.c.partition, positions.c.next_offset).where(
-                positions.c.consumer == consumer, positions.c.topic == topic))
+            rows = connection.execute(
+                sa.select(positions.c.partition, positions.c.next_offset).where(
+                    positions.c.consumer == consumer, positions.c.topic == topic
+                )
+            )
             return {partition: offset for partition, offset in rows}
 
     def record(self, consumer: str, records: Sequence[LogRecord], now_ms: int | None = None) -> Recorded:
@@ -205,9 +225,15 @@ class AuditRecorder:
             stored: dict[str, tuple[str, str, int, int]] = {}
             ids = list(fresh)
             for start in range(0, len(ids), LOOKUP_CHUNK):
-                rows = connection.execute(sa.select(
-                    events.c.event_id, events.c.digest, events.c.topic, events.c.partition, events.c.offset,
-                ).where(events.c.event_id.in_(ids[start:start + LOOKUP_CHUNK])))
+                rows = connection.execute(
+                    sa.select(
+                        events.c.event_id,
+                        events.c.digest,
+                        events.c.topic,
+                        events.c.partition,
+                        events.c.offset,
+                    ).where(events.c.event_id.in_(ids[start : start + LOOKUP_CHUNK]))
+                )
                 stored.update({row[0]: (row[1], row[2], row[3], row[4]) for row in rows})
             # 3. insert the new ones (a stored one is one more copy)
             new_rows = []
@@ -228,11 +254,17 @@ class AuditRecorder:
                 if first[0] == digest_:
                     result.already += 1
                     continue
-                found.append(self._problem(
-                    "conflict", event["event_id"], record,
-                    f"event {event['event_id']} was stored from {first[1]}[{first[2]}]@{first[3]};"
-                    f" this copy at {record.topic}[{record.partition}]@{record.offset} has other content"
-                    " and was not stored", now))
+                found.append(
+                    self._problem(
+                        "conflict",
+                        event["event_id"],
+                        record,
+                        f"event {event['event_id']} was stored from {first[1]}[{first[2]}]@{first[3]};"
+                        f" this copy at {record.topic}[{record.partition}]@{record.offset} has other content"
+                        " and was not stored",
+                        now,
+                    )
+                )
             if found:
                 connection.execute(self._insert(problems).on_conflict_do_nothing(), found)
                 result.problems = [problem["detail"] for problem in found]
@@ -244,38 +276,86 @@ class AuditRecorder:
             statement = self._insert(positions)
             statement = statement.on_conflict_do_update(
                 index_elements=[positions.c.consumer, positions.c.topic, positions.c.partition],
-                set_={"next_offset": statement.excluded.next_offset, "updated_at_ms": statement.excluded.updated_at_ms})
-            connection.execute(statement, [{"consumer": consumer, "topic": topic, "partition": partition,
-                                            "next_offset": offset, "updated_at_ms": now}
-                                           for (topic, partition), offset in sorted(ends.items())])
+                set_={"next_offset": statement.excluded.next_offset, "updated_at_ms": statement.excluded.updated_at_ms},
+            )
+            connection.execute(
+                statement,
+                [
+                    {
+                        "consumer": consumer,
+                        "topic": topic,
+                        "partition": partition,
+                        "next_offset": offset,
+                        "updated_at_ms": now,
+                    }
+                    for (topic, partition), offset in sorted(ends.items())
+                ],
+            )
         # 6. committed by leaving the block
         return result
 
     @staticmethod
     def _row(event: dict[str, Any], digest_: str, record: LogRecord, now: int) -> dict[str, Any]:
-        return {"event_id": event["event_id"], "stream": event["stream"], "seq": event["seq"], "kind": event["kind"],
-                "persona": event["persona"], "run_id": event.get("run_id"), "occurred_at_ms": event["occurred_at_ms"],
-                "payload": event["payload"], "cause": event["cause"], "digest": digest_, "topic": record.topic,
-                "partition": record.partition, "offset": record.offset, "stored_at_ms": now}
+        return {
+            "event_id": event["event_id"],
+            "stream": event["stream"],
+            "seq": event["seq"],
+            "kind": event["kind"],
+            "persona": event["persona"],
+            "run_id": event.get("run_id"),
+            "occurred_at_ms": event["occurred_at_ms"],
+            "payload": event["payload"],
+            "cause": event["cause"],
+            "digest": digest_,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "stored_at_ms": now,
+        }
 
     @staticmethod
     def _problem(kind: str, event_id: str | None, record: LogRecord, detail: str, now: int) -> dict[str, Any]:
         raw = (record.value or b"")[:RECORD_KEPT].decode("utf-8", "replace")
-        return {"kind": kind, "event_id": event_id, "topic": record.topic, "partition": record.partition,
-                "offset": record.offset, "detail": detail, "record": raw, "found_at_ms": now}
+        return {
+            "kind": kind,
+            "event_id": event_id,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "detail": detail,
+            "record": raw,
+            "found_at_ms": now,
+        }
 
     # ---------------------------------------------------------------- reading
 
-    def query(self, *, persona: str | None = None, kind: str | None = None, run_id: str | None = None,
-              since_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def query(
+        self,
+        *,
+        persona: str | None = None,
+        kind: str | None = None,
+        run_id: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
         """Events, oldest first, filtered."""
-        statement = sa.select(events.c.event_id, events.c.stream, events.c.seq, events.c.kind, events.c.persona,
-                              events.c.run_id, events.c.occurred_at_ms, events.c.payload, events.c.cause)
+        statement = sa.select(
+            events.c.event_id,
+            events.c.stream,
+            events.c.seq,
+            events.c.kind,
+            events.c.persona,
+            events.c.run_id,
+            events.c.occurred_at_ms,
+            events.c.payload,
+            events.c.cause,
+        )
         if persona is not None:
             statement = statement.where(events.c.persona == persona)
         if kind is not None:
-            statement = statement.where(events.c.kind.like(kind.replace("*", "%")) if "*" in kind
-                                        else events.c.kind == kind)
+            statement = statement.where(
+                events.c.kind.like(kind.replace("*", "%")) if "*" in kind else events.c.kind == kind
+            )
         if run_id is not None:
             statement = statement.where(events.c.run_id == run_id)
         if since_ms is not None:
@@ -293,8 +373,12 @@ class AuditRecorder:
         """Missing ``seq`` ranges per stream (``first``..``last`` inclusive), until filled."""
         previous = sa.func.lag(events.c.seq, 1, 0).over(partition_by=events.c.stream, order_by=events.c.seq)
         inner = sa.select(events.c.stream, events.c.seq, previous.label("previous")).subquery()
-        statement = (sa.select(inner.c.stream, (inner.c.previous + 1).label("first"), (inner.c.seq - 1).label("last"))
-                     .where(inner.c.seq - inner.c.previous > 1).order_by(inner.c.stream, inner.c.seq).limit(limit))
+        statement = (
+            sa.select(inner.c.stream, (inner.c.previous + 1).label("first"), (inner.c.seq - 1).label("last"))
+            .where(inner.c.seq - inner.c.previous > 1)
+            .order_by(inner.c.stream, inner.c.seq)
+            .limit(limit)
+        )
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(statement)]
 
@@ -309,8 +393,12 @@ class AuditRecorder:
 
     def all_positions(self) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(
-                sa.select(positions).order_by(positions.c.consumer, positions.c.topic, positions.c.partition))]
+            return [
+                dict(row._mapping)
+                for row in connection.execute(
+                    sa.select(positions).order_by(positions.c.consumer, positions.c.topic, positions.c.partition)
+                )
+            ]
 
 
 def records_of(batch: Iterable[Any]) -> list[LogRecord]:

@@ -9,7 +9,7 @@ start migrates further. Add a step to change the schema; never edit a released o
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -21,7 +21,8 @@ Json = sa.JSON().with_variant(JSONB(), "postgresql")
 
 #: One row per outbox event, by its ``event_id`` (``{stream}/{seq}``).
 events = sa.Table(
-    "audit_events", metadata,
+    "audit_events",
+    metadata,
     sa.Column("event_id", sa.String(400), primary_key=True),
     sa.Column("stream", sa.String(300), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
@@ -45,7 +46,8 @@ events = sa.Table(
 
 #: Where each consumer group goes on reading: written in the same transaction as events.
 positions = sa.Table(
-    "audit_positions", metadata,
+    "audit_positions",
+    metadata,
     sa.Column("consumer", sa.String(255), primary_key=True),
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True),
@@ -55,7 +57,8 @@ positions = sa.Table(
 
 #: Records that could not be stored as they are: at most one row per log record.
 problems = sa.Table(
-    "audit_problems", metadata,
+    "audit_problems",
+    metadata,
     sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
     sa.Column("kind", sa.String(32), nullable=False),  # conflict | undecodable | invalid
     sa.Column("event_id", sa.String(400)),
@@ -69,7 +72,8 @@ problems = sa.Table(
 )
 
 schema_versions = sa.Table(
-    "audit_schema_versions", metadata,
+    "audit_schema_versions",
+    metadata,
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("description", sa.String(200), nullable=False),
     sa.Column("applied_at_ms", sa.BigInteger, nullable=False),
@@ -104,7 +108,10 @@ def migrate(engine: sa.Engine) -> int:
             continue
         with engine.begin() as connection:
             step(connection)
-            connection.execute(schema_versions.insert().values(
-                version=number, description=description, applied_at_ms=int(time.time() * 1000)))
+            connection.execute(
+                schema_versions.insert().values(
+                    version=number, description=description, applied_at_ms=int(time.time() * 1000)
+                )
+            )
         version = number
     return version

@@ -59,8 +59,11 @@ class CopartitionedAssignor(AbstractPartitionAssignor):
         user_data = json.dumps({"url": self.url, "owned": self.owned}).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
 
-    def assign(self, cluster: ClusterMetadata,  # type: ignore[override]
-               members: Mapping[str, ConsumerProtocolMemberMetadata]) -> dict[str, ConsumerProtocolMemberAssignment]:
+    def assign(
+        self,
+        cluster: ClusterMetadata,  # type: ignore[override]
+        members: Mapping[str, ConsumerProtocolMemberMetadata],
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
         topics = sorted({topic for meta in members.values() for topic in meta.subscription})
         counts = {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in topics}
         numbers = sorted({p for topic in topics for p in (cluster.partitions_for_topic(topic) or ())})

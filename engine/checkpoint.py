@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from .publish import Publisher, Record
 from .state import Row
@@ -59,7 +59,9 @@ class TaskCommit:
 
 
 class Checkpoint:
-    def __init__(self, publisher: Publisher, changelog: str, headers: Callable[[], Sequence[tuple[str, bytes]]]) -> None:
+    def __init__(
+        self, publisher: Publisher, changelog: str, headers: Callable[[], Sequence[tuple[str, bytes]]]
+    ) -> None:
         self.publisher = publisher
         self.changelog = changelog
         self.headers = headers
@@ -80,7 +82,9 @@ class Checkpoint:
             rows = commit.rows + [commit.task.positions_row(commit.positions)]
             records = [(f"{table}\x1f{key}".encode(), value) for table, key, value in rows]
             size = sum(len(k) + (len(v) if v else 0) for k, v in records)
-            future = await self.publisher.send_batch(self.changelog, commit.task.partition, records, self.headers(), size)
+            future = await self.publisher.send_batch(
+                self.changelog, commit.task.partition, records, self.headers(), size
+            )
             self._in_flight.append((commit.task, future, len(records)))
             self.changelog_records += len(records)
 
@@ -94,7 +98,8 @@ class Checkpoint:
         for task, future, count in in_flight:
             try:
                 metadata = await future
-            except Exception as exc:  # noqa: BLE001 - any failure here loses state
-                raise LostStateWrite(f"the state batch of partition {task.partition} was not written to"
-                                     f" {self.changelog}: {exc!r}") from exc
+            except Exception as exc:
+                raise LostStateWrite(
+                    f"the state batch of partition {task.partition} was not written to {self.changelog}: {exc!r}"
+                ) from exc
             task.store.confirm(metadata.offset + count - 1)

@@ -14,7 +14,8 @@ fetches with a short wait while records flow and a long one once idle (:class:`F
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.protocol.fetch import FetchRequest
@@ -44,7 +45,9 @@ class FetchWait:
             self.fetcher._fetch_max_wait_ms = self.idle_ms
 
 
-async def _fetch_once(client: Any, node: int, topics: dict[str, list[tuple[int, int, int]]]) -> dict[TopicPartition, int]:
+async def _fetch_once(
+    client: Any, node: int, topics: dict[str, list[tuple[int, int, int]]]
+) -> dict[TopicPartition, int]:
     # min_bytes 0 with a short max_wait: Tansu answers an immediate (max_wait 0)
     # fetch with no partitions at all, but reports every partition, empty ones
     # included, once it may wait briefly. One byte per partition is enough for the

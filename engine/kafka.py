@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -47,9 +48,7 @@ def client_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
     if protocol:
         config["security_protocol"] = protocol
     if protocol in ("SSL", "SASL_SSL"):
-        config["ssl_context"] = create_ssl_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
+        config["ssl_context"] = create_ssl_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
     if settings.sasl_mechanism:
         config["sasl_mechanism"] = settings.sasl_mechanism
         config["sasl_plain_username"] = settings.sasl_username
@@ -74,12 +73,16 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Name -> topic config for every contract topic and the state changelog."""
     names = TopicNames(settings.topic_prefix)
     configs = {
-        names.name(spec.role): {"max.message.bytes": MAX_MESSAGE_BYTES,
-                                **({"cleanup.policy": "compact"} if spec.compacted else {})}
+        names.name(spec.role): {
+            "max.message.bytes": MAX_MESSAGE_BYTES,
+            **({"cleanup.policy": "compact"} if spec.compacted else {}),
+        }
         for spec in SPECS
     }
-    configs[changelog_topic(settings)] = {"max.message.bytes": str(MAX_CHANGELOG_BATCH_BYTES),
-                                          "cleanup.policy": "compact"}
+    configs[changelog_topic(settings)] = {
+        "max.message.bytes": str(MAX_CHANGELOG_BATCH_BYTES),
+        "cleanup.policy": "compact",
+    }
     return configs
 
 
@@ -148,14 +151,16 @@ def new_producer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKaf
 
 def new_consumer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKafkaConsumer:
     config = client_config(settings, bootstrap)
-    config.update(enable_auto_commit=False, auto_offset_reset="earliest",
-                  max_partition_fetch_bytes=MAX_RECORD_BYTES * 4)
+    config.update(
+        enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_RECORD_BYTES * 4
+    )
     config.update(overrides)
     return AIOKafkaConsumer(**config)
 
 
-async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
-                      embedded: bool) -> dict[TopicPartition, int]:
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], embedded: bool
+) -> dict[TopicPartition, int]:
     """End offsets of ``partitions``: ListOffsets on Kafka; on the embedded broker, whose
     ListOffsets is wrong, the high watermarks of a Fetch (see :mod:`engine.compat`)."""
     if not partitions:
@@ -167,8 +172,9 @@ async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartitio
     return dict(await consumer.end_offsets(partitions))
 
 
-async def read_until(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int], timeout_s: float,
-                     what: str) -> list[ConsumerRecord]:
+async def read_until(
+    consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int], timeout_s: float, what: str
+) -> list[ConsumerRecord]:
     """The records below ``ends`` from where the assigned partitions are positioned.
 
     Returns once every partition reached its end; records the log no longer holds

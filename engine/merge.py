@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Callable, Generic, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
 
 
 class Timestamped(Protocol):
@@ -59,8 +60,11 @@ class Merger(Generic[R]):
         """The records that may be processed now, in order. ``lag(name)`` is how many
         records of that input the broker has that were not fetched (None: unknown)."""
         released: list[tuple[str, R]] = []
-        heads = [(buffer[0].timestamp, self.rank[name], buffer[0].offset, name)
-                 for name, buffer in self.buffers.items() if buffer]
+        heads = [
+            (buffer[0].timestamp, self.rank[name], buffer[0].offset, name)
+            for name, buffer in self.buffers.items()
+            if buffer
+        ]
         heapq.heapify(heads)
         while heads:
             empty = [name for name, buffer in self.buffers.items() if not buffer]

@@ -8,7 +8,7 @@ Gauges that describe state (lag, leases, queues, runs) are computed when scraped
 from __future__ import annotations
 
 from collections import Counter as Tally
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -24,24 +24,34 @@ class EngineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.inputs = Counter("personaflow_inputs_applied", "Input records handled, per input topic",
-                              ["topic"], registry=r)
-        self.outputs = Counter("personaflow_outputs_published", "Records published, per topic role", ["topic"],
-                               registry=r)
+        self.inputs = Counter(
+            "personaflow_inputs_applied", "Input records handled, per input topic", ["topic"], registry=r
+        )
+        self.outputs = Counter(
+            "personaflow_outputs_published", "Records published, per topic role", ["topic"], registry=r
+        )
         self.receipts = Counter("personaflow_receipts", "Receipts published, per status", ["status"], registry=r)
-        self.dead_letters = Counter("personaflow_dead_letters", "Dead letters published, per reason", ["reason"],
-                                    registry=r)
-        self.changelog_records = Counter("personaflow_changelog_records",
-                                         "State records written to the changelog (rows and positions)", registry=r)
-        self.processing_errors = Counter("personaflow_processing_errors",
-                                         "Handler errors (each record involved was dead-lettered)", registry=r)
-        self.pass_records = Histogram("personaflow_batch_records", "Input records handled per loop pass",
-                                      buckets=PASS_RECORD_BUCKETS, registry=r)
-        self.pass_seconds = Histogram("personaflow_batch_processing_seconds",
-                                      "Time to process and commit one loop pass", buckets=PASS_SECOND_BUCKETS,
-                                      registry=r)
-        self.recovery_seconds = Histogram("personaflow_recovery_seconds", "Time to recover assigned partitions",
-                                          registry=r)
+        self.dead_letters = Counter(
+            "personaflow_dead_letters", "Dead letters published, per reason", ["reason"], registry=r
+        )
+        self.changelog_records = Counter(
+            "personaflow_changelog_records", "State records written to the changelog (rows and positions)", registry=r
+        )
+        self.processing_errors = Counter(
+            "personaflow_processing_errors", "Handler errors (each record involved was dead-lettered)", registry=r
+        )
+        self.pass_records = Histogram(
+            "personaflow_batch_records", "Input records handled per loop pass", buckets=PASS_RECORD_BUCKETS, registry=r
+        )
+        self.pass_seconds = Histogram(
+            "personaflow_batch_processing_seconds",
+            "Time to process and commit one loop pass",
+            buckets=PASS_SECOND_BUCKETS,
+            registry=r,
+        )
+        self.recovery_seconds = Histogram(
+            "personaflow_recovery_seconds", "Time to recover assigned partitions", registry=r
+        )
 
     def observe_pass(self, inputs: dict[str, int], outputs: Iterable[Output], seconds: float) -> None:
         total = 0
@@ -66,8 +76,9 @@ class EngineMetrics:
         self.pass_records.observe(total)
         self.pass_seconds.observe(seconds)
 
-    def add_gauges(self, name: str, help: str, labels: list[str],
-                   values: Callable[[], Iterable[tuple[tuple[str, ...], float]]]) -> None:
+    def add_gauges(
+        self, name: str, help: str, labels: list[str], values: Callable[[], Iterable[tuple[tuple[str, ...], float]]]
+    ) -> None:
         """A gauge computed at scrape time."""
         self.registry.register(_GaugeCollector(name, help, labels, values))
 
@@ -76,8 +87,9 @@ class EngineMetrics:
 
 
 class _GaugeCollector(Collector):
-    def __init__(self, name: str, help: str, labels: list[str],
-                 values: Callable[[], Iterable[tuple[tuple[str, ...], float]]]) -> None:
+    def __init__(
+        self, name: str, help: str, labels: list[str], values: Callable[[], Iterable[tuple[tuple[str, ...], float]]]
+    ) -> None:
         self.name, self.help, self.labels, self.values = name, help, labels, values
 
     def describe(self):  # type: ignore[no-untyped-def]

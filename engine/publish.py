@@ -9,7 +9,7 @@ partition (murmur2 in pure Python). Building the record batches ourselves
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -85,8 +85,14 @@ class Publisher:
     def _builder(size: int = BATCH_BYTES) -> BatchBuilder:
         return BatchBuilder(size, 0)
 
-    async def send_batch(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]],
-                         headers: Sequence[tuple[str, bytes]], size: int) -> asyncio.Future:
+    async def send_batch(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        headers: Sequence[tuple[str, bytes]],
+        size: int,
+    ) -> asyncio.Future:
         """Send ``records`` as ONE record batch (atomic: all or none is appended); return the
         future of its acknowledgement (its metadata's offset is the first record's)."""
         builder = self._builder(size + 1024 * len(records) + 65536)
@@ -97,7 +103,13 @@ class Publisher:
         self.sent += len(records)
         return await self.producer.send_batch(builder, topic, partition=partition)
 
-    async def publish_batch(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]],
-                            headers: Sequence[tuple[str, bytes]], size: int) -> int:
+    async def publish_batch(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        headers: Sequence[tuple[str, bytes]],
+        size: int,
+    ) -> int:
         """:meth:`send_batch` and wait for it; return the offset of its first record."""
         return (await (await self.send_batch(topic, partition, records, headers, size))).offset

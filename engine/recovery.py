@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -28,8 +28,9 @@ class StaleStore(RuntimeError):
     """The local store is ahead of its changelog (the topic was recreated): rebuild it."""
 
 
-async def recover(consumer: AIOKafkaConsumer, changelog: str, stores: Sequence[PartitionStore],
-                  embedded: bool) -> dict[int, int]:
+async def recover(
+    consumer: AIOKafkaConsumer, changelog: str, stores: Sequence[PartitionStore], embedded: bool
+) -> dict[int, int]:
     """Bring every store up to the end of its changelog partition; return the number of
     records applied per partition. ``consumer`` is started and not in a group."""
     tps = {TopicPartition(changelog, store.partition): store for store in stores}
@@ -40,8 +41,10 @@ async def recover(consumer: AIOKafkaConsumer, changelog: str, stores: Sequence[P
     pending: dict[TopicPartition, int] = {}
     for tp, store in tps.items():
         if store.changelog_offset >= ends[tp]:
-            raise StaleStore(f"{changelog}[{tp.partition}] ends at {ends[tp]} but the local store of partition"
-                             f" {tp.partition} is at offset {store.changelog_offset}")
+            raise StaleStore(
+                f"{changelog}[{tp.partition}] ends at {ends[tp]} but the local store of partition"
+                f" {tp.partition} is at offset {store.changelog_offset}"
+            )
         start = store.changelog_offset + 1
         if start < ends[tp]:
             consumer.seek(tp, start)

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import traceback
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -92,13 +92,16 @@ def describe_error(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (in {frames[-1].name} at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     text = str(exc) or "no message"
-    return (f"processing failed: {type(exc).__name__}: {text}{where}; the record was skipped and the"
-            " stream went on. This is a bug or a state the pipeline cannot handle: report it with this record")
+    return (
+        f"processing failed: {type(exc).__name__}: {text}{where}; the record was skipped and the"
+        " stream went on. This is a bug or a state the pipeline cannot handle: report it with this record"
+    )
 
 
 class Engine:
-    def __init__(self, settings: Settings, broker: BrokerAddress, config: EngineConfig,
-                 metrics: EngineMetrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, broker: BrokerAddress, config: EngineConfig, metrics: EngineMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.config = config
@@ -113,8 +116,9 @@ class Engine:
         self.stopping = asyncio.Event()
         self.generation = -1
         self._next_punctuation = {p.name: 0.0 for p in config.punctuators}
-        self.recent: dict[str, deque[bytes | None]] = {role: deque(maxlen=size)
-                                                       for role, size in config.recent_outputs.items()}
+        self.recent: dict[str, deque[bytes | None]] = {
+            role: deque(maxlen=size) for role, size in config.recent_outputs.items()
+        }
         self.punctuating = False
         self.activated_at = 0.0
         self._last_offset_commit = 0.0
@@ -138,19 +142,31 @@ class Engine:
         if self.settings.store == "rocksdb://":
             store = RocksDBStore(partition, self.state_dir / "rocksdb", self.config.ordered_tables)
             if store.rebuilt:
-                log.warning("partition %d: the local store held a state batch the changelog may not have"
-                            " (the worker stopped uncleanly); rebuilding it from the changelog", partition)
+                log.warning(
+                    "partition %d: the local store held a state batch the changelog may not have"
+                    " (the worker stopped uncleanly); rebuilding it from the changelog",
+                    partition,
+                )
             return store
         return MemoryStore(partition, self.config.ordered_tables)
 
     async def start(self) -> None:
-        producer = new_producer(self.settings, self.broker.bootstrap, linger_ms=0,
-                                max_request_size=128 * 1024 * 1024, request_timeout_ms=60_000)
+        producer = new_producer(
+            self.settings,
+            self.broker.bootstrap,
+            linger_ms=0,
+            max_request_size=128 * 1024 * 1024,
+            request_timeout_ms=60_000,
+        )
         await producer.start()
         self.publisher = Publisher(producer)
         self.checkpoint = Checkpoint(self.publisher, self.changelog, self._changelog_headers)
-        overrides: dict[str, Any] = dict(group_id=self.settings.app_id, partition_assignment_strategy=(self.assignor,),
-                                         max_poll_records=MAX_POLL_RECORDS, fetch_max_wait_ms=100)
+        overrides: dict[str, Any] = dict(
+            group_id=self.settings.app_id,
+            partition_assignment_strategy=(self.assignor,),
+            max_poll_records=MAX_POLL_RECORDS,
+            fetch_max_wait_ms=100,
+        )
         if self.broker.embedded:
             overrides.update(compat.CONSUMER_SETTINGS)
         self.consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
@@ -219,6 +235,7 @@ class Engine:
                 if highwater is None:
                     return None
             return highwater - task.next_fetched.get(topic, task.positions.get(topic, 0))
+
         return lag
 
     async def _pass(self) -> None:
@@ -249,8 +266,14 @@ class Engine:
         for task in active:
             lag = self._lag(task)
             prepared.append((task, task.ready(now, lag, stage=1), lag))
-        if not self.punctuating and active and (all(task.caught_up(lag) for task, _, lag in prepared)
-                                                or monotonic - self.activated_at > PUNCTUATION_HOLD_S):
+        if (
+            not self.punctuating
+            and active
+            and (
+                all(task.caught_up(lag) for task, _, lag in prepared)
+                or monotonic - self.activated_at > PUNCTUATION_HOLD_S
+            )
+        ):
             self.punctuating = True  # from now on, wall-clock work runs
         if not self.punctuating:
             due = []
@@ -265,18 +288,27 @@ class Engine:
             return
         # What the records caused goes out before what the punctuators caused, across tasks:
         # a record one task forwarded to another task's input precedes that task's tick.
-        outputs = [(output.phase, self._record(output, task.partition))
-                   for task, batch, _ in batches for output in batch.outputs[:batch.punctuated_from]]
-        outputs += [(output.phase, self._record(output, task.partition))
-                    for task, batch, _ in batches if batch.punctuated_from is not None
-                    for output in batch.outputs[batch.punctuated_from:]]
+        outputs = [
+            (output.phase, self._record(output, task.partition))
+            for task, batch, _ in batches
+            for output in batch.outputs[: batch.punctuated_from]
+        ]
+        outputs += [
+            (output.phase, self._record(output, task.partition))
+            for task, batch, _ in batches
+            if batch.punctuated_from is not None
+            for output in batch.outputs[batch.punctuated_from :]
+        ]
         commits = [TaskCommit(task, list(batch.txn.changes()), done) for task, batch, done in batches]
         written = self.checkpoint.changelog_records if self.checkpoint else 0
         await self._commit(outputs, commits)
         if self.checkpoint is not None:
             self.metrics.changelog_records.inc(self.checkpoint.changelog_records - written)
-        self.metrics.observe_pass(handled, [*(o for _, o in forwarded), *(o for _, b, _ in batches for o in b.outputs)],
-                                  time.perf_counter() - started)
+        self.metrics.observe_pass(
+            handled,
+            [*(o for _, o in forwarded), *(o for _, b, _ in batches for o in b.outputs)],
+            time.perf_counter() - started,
+        )
         await self._maybe_commit_offsets()
 
     def _count(self, work: list[tuple[Source, list[ConsumerRecord]]], handled: dict[str, int]) -> None:
@@ -291,15 +323,21 @@ class Engine:
         offsets = await self._retrying(lambda: self.publisher.publish(records))  # type: ignore[union-attr]
         now = wall_ms()
         by_input: dict[tuple[str, int], list[Forwarded]] = defaultdict(list)
-        for (topic, partition, key, value, headers), offset in zip(records, offsets):
+        for (topic, partition, key, value, headers), offset in zip(records, offsets, strict=True):
             by_input[(topic, partition)].append(Forwarded(topic, partition, offset, key, value, now, headers))
         for (topic, partition), fed in by_input.items():
             task = self.tasks.get(partition)
             if task is not None and task.active:
                 task.feed(topic, fed)
 
-    def _process(self, task: Task, work: list[tuple[Source, list[ConsumerRecord]]], due: Sequence[Punctuator],
-                 now: int, start: dict[str, int]) -> tuple[TaskBatch, dict[str, int]]:
+    def _process(
+        self,
+        task: Task,
+        work: list[tuple[Source, list[ConsumerRecord]]],
+        due: Sequence[Punctuator],
+        now: int,
+        start: dict[str, int],
+    ) -> tuple[TaskBatch, dict[str, int]]:
         """Run the handlers over ``work``; on a handler error, start over without that record.
         Returns the pass and the positions after it (``start``: the positions before)."""
         poisoned: dict[tuple[str, int], str] = {}
@@ -312,15 +350,27 @@ class Engine:
                         positions[record.topic] = record.offset + 1
                         error = poisoned.get((record.topic, record.offset))
                         if error is not None:
-                            batch.emit(Output("dlq", record.key, dead_letter(_raw(record), error),
-                                              (("error", error[:200]), ("reason", "processing_error"))))
+                            batch.emit(
+                                Output(
+                                    "dlq",
+                                    record.key,
+                                    dead_letter(_raw(record), error),
+                                    (("error", error[:200]), ("reason", "processing_error")),
+                                )
+                            )
                             continue
                         try:
                             source.handle(batch, record)
-                        except Exception as exc:  # noqa: BLE001 - the record carries the error to the DLQ
+                        except Exception as exc:
                             poisoned[(record.topic, record.offset)] = describe_error(exc)
-                            log.error("%s[%d]@%d: %s", record.topic, record.partition, record.offset,
-                                      poisoned[(record.topic, record.offset)], exc_info=exc)
+                            log.error(
+                                "%s[%d]@%d: %s",
+                                record.topic,
+                                record.partition,
+                                record.offset,
+                                poisoned[(record.topic, record.offset)],
+                                exc_info=exc,
+                            )
                             self.metrics.processing_errors.inc()
                             raise ProcessingError from exc
                     if source.finish is not None:
@@ -338,7 +388,7 @@ class Engine:
         mark = len(batch.outputs)
         try:
             work(batch)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("per-pass work failed on partition %d; its outputs of this pass are dropped", batch.partition)
             self.metrics.processing_errors.inc()
             del batch.outputs[mark:]
@@ -348,8 +398,9 @@ class Engine:
         if recent is not None:
             recent.append(output.value_bytes())
         key = output.key_bytes()
-        target = output.partition if output.partition is not None else (
-            partition if key is None else self.partitioner(key))
+        target = (
+            output.partition if output.partition is not None else (partition if key is None else self.partitioner(key))
+        )
         return self._topic(output.role), target, key, output.value_bytes(), output.header_list()
 
     async def _commit(self, outputs: list[tuple[int, Record]], commits: list[TaskCommit]) -> None:
@@ -376,8 +427,12 @@ class Engine:
         if time.monotonic() - self._last_offset_commit < OFFSET_COMMIT_INTERVAL_S or self.consumer is None:
             return
         self._last_offset_commit = time.monotonic()
-        offsets = {TopicPartition(topic, task.partition): OffsetAndMetadata(offset, "")
-                   for task in self.tasks.values() if task.active for topic, offset in task.positions.items()}
+        offsets = {
+            TopicPartition(topic, task.partition): OffsetAndMetadata(offset, "")
+            for task in self.tasks.values()
+            if task.active
+            for topic, offset in task.positions.items()
+        }
         if offsets:
             with contextlib.suppress(KafkaError, AssertionError, asyncio.TimeoutError):
                 await self.consumer.commit(offsets)
@@ -410,8 +465,13 @@ class Engine:
             for partition in partitions:
                 task = self.suspended.pop(partition, None)
                 if task is None:
-                    task = Task(partition, self._open_store(partition), self.config.sources, self.names.name,
-                                self.settings.max_task_idle_ms)
+                    task = Task(
+                        partition,
+                        self._open_store(partition),
+                        self.config.sources,
+                        self.names.name,
+                        self.settings.max_task_idle_ms,
+                    )
                 self.tasks[partition] = task
                 fresh.append(task)
             if assigned:

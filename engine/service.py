@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
@@ -13,8 +14,9 @@ from aiokafka import AIOKafkaConsumer
 JOINING_WAIT_MS = 100
 
 
-async def fetch(consumer: AIOKafkaConsumer, ready: asyncio.Event | None, timeout_ms: int,
-                max_records: int) -> dict[Any, list[Any]]:
+async def fetch(
+    consumer: AIOKafkaConsumer, ready: asyncio.Event | None, timeout_ms: int, max_records: int
+) -> dict[Any, list[Any]]:
     """One batch of a group member's subscription. The first calls also join the group:
     what they return is part of the stream like any batch (dropping it loses records), and
     ``ready`` is set once partitions are assigned."""
@@ -26,8 +28,9 @@ async def fetch(consumer: AIOKafkaConsumer, ready: asyncio.Event | None, timeout
     return batch
 
 
-async def serve(run: Callable[[asyncio.Event], Awaitable[None]], stop: Callable[[], None],
-                ready_line: Callable[[], str]) -> None:
+async def serve(
+    run: Callable[[asyncio.Event], Awaitable[None]], stop: Callable[[], None], ready_line: Callable[[], str]
+) -> None:
     """Run ``run(ready)`` until it returns; SIGINT and SIGTERM call ``stop``. Once ``ready``
     is set (the service joined its group), print ``ready_line()`` so that whoever started
     the process can wait for it."""

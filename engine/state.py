@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import abc
 import shutil
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
 
@@ -74,7 +74,7 @@ class PartitionStore(abc.ABC):
         """Rows in ``table``."""
         return sum(1 for _ in self.items(table))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: stores without resources keep it
         """Release resources; the data stays where it is kept."""
 
 
@@ -197,7 +197,7 @@ class RocksDBStore(PartitionStore):
         for raw_key, value in self.db.items(from_key=first):
             if not raw_key.startswith(prefix) or (end is not None and raw_key >= end):
                 return
-            yield raw_key[len(prefix):].decode(), value
+            yield raw_key[len(prefix) :].decode(), value
 
     def close(self) -> None:
         self.db.close()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord
 
@@ -75,8 +76,16 @@ class Forwarded:
 
     __slots__ = ("topic", "partition", "offset", "key", "value", "timestamp", "headers")
 
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 timestamp: int, headers: Any) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int,
+        headers: Any,
+    ) -> None:
         self.topic, self.partition, self.offset = topic, partition, offset
         self.key, self.value, self.timestamp, self.headers = key, value, timestamp, headers
 
@@ -91,8 +100,14 @@ class Punctuator:
 
 
 class Task:
-    def __init__(self, partition: int, store: PartitionStore, sources: Sequence[Source],
-                 topic_of: Callable[[str], str], idle_ms: int) -> None:
+    def __init__(
+        self,
+        partition: int,
+        store: PartitionStore,
+        sources: Sequence[Source],
+        topic_of: Callable[[str], str],
+        idle_ms: int,
+    ) -> None:
         self.partition = partition
         self.store = store
         self.active = False
@@ -119,8 +134,7 @@ class Task:
         """Nothing fetched is left unhandled and no input has records beyond what was
         fetched: everything that reached this task's inputs (the records its own stage 0
         forwarded there included) has been handled or is in the pass being built."""
-        return all(not buffer for buffer in self.buffers.values()) and all(
-            not lag(topic) for topic in self.topics)
+        return all(not buffer for buffer in self.buffers.values()) and all(not lag(topic) for topic in self.topics)
 
     def load_positions(self) -> None:
         raw = self.store.get(ENGINE_TABLE, POSITIONS_KEY)
@@ -158,14 +172,17 @@ class Task:
         if not records or topic not in self.source_of or self.source_of[topic].in_time_order:
             return 0
         expected = self.next_fetched.get(topic, self.positions.get(topic, 0))
-        if records[0].offset != expected or any(b.offset != a.offset + 1 for a, b in zip(records, records[1:])):
+        if records[0].offset != expected or any(
+            b.offset != a.offset + 1 for a, b in zip(records, records[1:], strict=False)
+        ):
             return 0
         self.buffers[topic].extend(records)  # type: ignore[arg-type]
         self.next_fetched[topic] = records[-1].offset + 1
         return len(records)
 
-    def ready(self, now_ms: int, lag: Callable[[str], int | None],
-              stage: int | None = None) -> list[tuple[Source, list[ConsumerRecord]]]:
+    def ready(
+        self, now_ms: int, lag: Callable[[str], int | None], stage: int | None = None
+    ) -> list[tuple[Source, list[ConsumerRecord]]]:
         """The records that may be processed now, per source (of ``stage``, or all), in
         processing order."""
         work = []

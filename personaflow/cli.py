@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from .embedded import BrokerNotFound, EmbeddedBroker
 from streams.settings import Settings, SettingsError, load_settings
+
+from .embedded import BrokerNotFound, EmbeddedBroker
 
 
 def settings_or_exit() -> Settings:
@@ -46,9 +47,11 @@ def broker(port: int | None) -> None:
     except BrokerNotFound as exc:
         embedded.stop()
         raise click.ClickException(str(exc)) from None
-    click.echo(f"embedded broker on {address.bootstrap} (address in {settings.data_dir / 'broker.json'});"
-               f" topics created with {settings.partitions} partitions"
-               + (f", prefix {settings.topic_prefix!r}" if settings.topic_prefix else ""))
+    click.echo(
+        f"embedded broker on {address.bootstrap} (address in {settings.data_dir / 'broker.json'});"
+        f" topics created with {settings.partitions} partitions"
+        + (f", prefix {settings.topic_prefix!r}" if settings.topic_prefix else "")
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -186,7 +189,7 @@ def bind(file: Path, no_wait: bool, timeout: float) -> None:
     seen = run_with_client(lambda client: ops.bind(client, bindings, None if no_wait else timeout))
     for binding in bindings:
         click.echo(f"bound {binding.name} (entry {binding.entry_workflow}, execution {binding.execution})")
-    for record in seen[-len(bindings):] if seen else []:
+    for record in seen[-len(bindings) :] if seen else []:
         click.echo("  " + render.status(record.value, record.key))
 
 
@@ -217,23 +220,55 @@ def unbind(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the receipt as JSON.")
 @click.option("--no-wait", is_flag=True, help="Publish and exit without waiting for the receipt.")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-def trigger(persona: str, provider: str, kind: str, metadata: tuple[str, ...], request_id: str | None,
-            cost_usd: float | None, tokens: int, avoided_cost_usd: float, deterministic_steps: int, llm_steps: int,
-            frontier_escalations: int, priority: int, raw: str | None, as_json: bool, no_wait: bool,
-            timeout: float) -> None:
+def trigger(
+    persona: str,
+    provider: str,
+    kind: str,
+    metadata: tuple[str, ...],
+    request_id: str | None,
+    cost_usd: float | None,
+    tokens: int,
+    avoided_cost_usd: float,
+    deterministic_steps: int,
+    llm_steps: int,
+    frontier_escalations: int,
+    priority: int,
+    raw: str | None,
+    as_json: bool,
+    no_wait: bool,
+    timeout: float,
+) -> None:
     """Send a trigger for PERSONA (metadata as key=value ...) and print its receipt."""
     import json
 
     from . import ops, render
 
-    costed = cost_usd is not None or tokens or avoided_cost_usd or deterministic_steps or llm_steps or frontier_escalations
-    cost = None if not costed else {
-        "cost_usd": cost_usd or 0.0, "tokens": tokens, "avoided_cost_usd": avoided_cost_usd,
-        "deterministic_steps": deterministic_steps, "llm_steps": llm_steps,
-        "frontier_escalations": frontier_escalations}
+    costed = (
+        cost_usd is not None or tokens or avoided_cost_usd or deterministic_steps or llm_steps or frontier_escalations
+    )
+    cost = (
+        None
+        if not costed
+        else {
+            "cost_usd": cost_usd or 0.0,
+            "tokens": tokens,
+            "avoided_cost_usd": avoided_cost_usd,
+            "deterministic_steps": deterministic_steps,
+            "llm_steps": llm_steps,
+            "frontier_escalations": frontier_escalations,
+        }
+    )
     try:
-        request = ops.build_trigger(persona, provider, kind, ops.parse_metadata(metadata), request_id=request_id,
-                                    cost=cost, priority=priority, raw=None if raw is None else json.loads(raw))
+        request = ops.build_trigger(
+            persona,
+            provider,
+            kind,
+            ops.parse_metadata(metadata),
+            request_id=request_id,
+            cost=cost,
+            priority=priority,
+            raw=None if raw is None else json.loads(raw),
+        )
     except (ops.OpsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     receipt = run_with_client(lambda client: ops.trigger(client, request, None if no_wait else timeout))
@@ -252,20 +287,35 @@ def trigger(persona: str, provider: str, kind: str, metadata: tuple[str, ...], r
 @click.option("--tokens", type=int, default=0)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-def control(persona: str, action: str, reason: str | None, actor: str, cost_usd: float | None, tokens: int,
-            as_json: bool, timeout: float) -> None:
+def control(
+    persona: str,
+    action: str,
+    reason: str | None,
+    actor: str,
+    cost_usd: float | None,
+    tokens: int,
+    as_json: bool,
+    timeout: float,
+) -> None:
     """Send a control command to PERSONA and print what it caused."""
     import json
     import uuid
 
     from pydantic import ValidationError
 
-    from . import ops, render
     from streams.codec import describe_validation_error
     from streams.records import ControlCommand
 
-    body = {"command_id": f"cli-{uuid.uuid4()}", "persona": persona, "action": action, "actor": actor,
-            "reason": reason, "cost": None if cost_usd is None else {"cost_usd": cost_usd, "tokens": tokens}}
+    from . import ops, render
+
+    body = {
+        "command_id": f"cli-{uuid.uuid4()}",
+        "persona": persona,
+        "action": action,
+        "actor": actor,
+        "reason": reason,
+        "cost": None if cost_usd is None else {"cost_usd": cost_usd, "tokens": tokens},
+    }
     try:
         command = ControlCommand.model_validate_json(json.dumps(body))
     except ValidationError as exc:
@@ -361,24 +411,27 @@ def run(run_id: str, as_json: bool) -> None:
 
 @main.command("run-control")
 @click.argument("run_id")
-@click.argument("action", type=click.Choice(["pause", "resume", "cancel", "checkpoint", "compact", "guidance",
-                                             "evidence", "a2a"]))
+@click.argument(
+    "action", type=click.Choice(["pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a"])
+)
 @click.option("--content", default=None, help="Guidance/evidence/a2a content (JSON, or plain text).")
 @click.option("--reason", default=None)
 @click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="current user")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-def run_control(run_id: str, action: str, content: str | None, reason: str | None, actor: str, as_json: bool,
-                timeout: float) -> None:
+def run_control(
+    run_id: str, action: str, content: str | None, reason: str | None, actor: str, as_json: bool, timeout: float
+) -> None:
     """Send run control to RUN_ID (forwarded to its executor) and print the answer."""
     import json
     import uuid
 
     from pydantic import ValidationError
 
-    from . import ops, render
     from streams.codec import describe_validation_error
     from streams.records import RunControl
+
+    from . import ops, render
 
     body_content: object = content
     if content is not None:
@@ -387,8 +440,16 @@ def run_control(run_id: str, action: str, content: str | None, reason: str | Non
         except ValueError:
             body_content = content
     try:
-        command = RunControl.model_validate({"command_id": f"cli-{uuid.uuid4()}", "run_id": run_id, "action": action,
-                                             "actor": actor, "reason": reason, "content": body_content})
+        command = RunControl.model_validate(
+            {
+                "command_id": f"cli-{uuid.uuid4()}",
+                "run_id": run_id,
+                "action": action,
+                "actor": actor,
+                "reason": reason,
+                "content": body_content,
+            }
+        )
     except ValidationError as exc:
         raise click.ClickException(describe_validation_error(exc, "run control")) from None
     answer = run_with_client(lambda client: ops.run_control(client, command, timeout))
@@ -405,8 +466,10 @@ def verify() -> None:
     comparisons = run_with_client(ops.verify)
     failed = False
     for result in comparisons:
-        click.echo(f"{result.topic}: {result.expected} expected by id, {result.published} published records,"
-                   f" {result.matching} identical, {len(result.problems)} problems")
+        click.echo(
+            f"{result.topic}: {result.expected} expected by id, {result.published} published records,"
+            f" {result.matching} identical, {len(result.problems)} problems"
+        )
         for problem in result.problems[:20]:
             click.echo(f"  {problem}")
         failed |= not result.ok
@@ -422,8 +485,6 @@ def demo() -> None:
     from .demo import run_demo
 
     asyncio.run(run_demo(settings_or_exit()))
-
-
 
 
 # ------------------------------------------------------------------------ audit
@@ -457,13 +518,14 @@ def _since_ms(value: str | None) -> int | None:
     except ValueError:
         raise click.BadParameter(f"{value!r}: use epoch ms, 15m/2h/1d, or an ISO-8601 time") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return int(moment.timestamp() * 1000)
 
 
 @main.group(invoke_without_command=True)
-@click.option("--db", envvar="PERSONAFLOW_AUDIT_DB", default="sqlite:///audit.db", show_default=True,
-              help=AUDIT_DB_HELP)
+@click.option(
+    "--db", envvar="PERSONAFLOW_AUDIT_DB", default="sqlite:///audit.db", show_default=True, help=AUDIT_DB_HELP
+)
 @click.option("--group", default=None, help="Consumer group (default: {app_id}-audit).")
 @click.pass_context
 def audit(ctx: click.Context, db: str, group: str | None) -> None:
@@ -494,8 +556,15 @@ def audit(ctx: click.Context, db: str, group: str | None) -> None:
 @click.option("--limit", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def audit_query(ctx: click.Context, persona: str | None, kind: str | None, run_id: str | None, since: str | None,
-                limit: int, as_json: bool) -> None:
+def audit_query(
+    ctx: click.Context,
+    persona: str | None,
+    kind: str | None,
+    run_id: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Stored events, oldest first."""
     import json
 
@@ -530,11 +599,14 @@ def audit_problems(ctx: click.Context, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"counts": counts, "problems": found, "gaps": gaps}, indent=2))
         return
-    click.echo(f"{counts['events']} event(s) in {counts['streams']} stream(s); {counts['problems']} problem(s);"
-               f" {counts['gaps']} gap(s)")
+    click.echo(
+        f"{counts['events']} event(s) in {counts['streams']} stream(s); {counts['problems']} problem(s);"
+        f" {counts['gaps']} gap(s)"
+    )
     for problem in found:
-        click.echo(f"  {problem['kind']} {problem['topic']}[{problem['partition']}]@{problem['offset']}:"
-                   f" {problem['detail']}")
+        click.echo(
+            f"  {problem['kind']} {problem['topic']}[{problem['partition']}]@{problem['offset']}: {problem['detail']}"
+        )
     for gap in gaps:
         missing = gap["first"] if gap["first"] == gap["last"] else f"{gap['first']}..{gap['last']}"
         click.echo(f"  gap {gap['stream']}: seq {missing} not stored yet")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from streams.codec import encode
 from engine.kafka import BrokerAddress, end_offsets, new_consumer, new_producer, read_until
+from streams.codec import encode
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -61,7 +62,7 @@ class MissingTopic(LookupError):
 class Tail:
     """Follows one topic (all partitions) from a fixed starting point."""
 
-    def __init__(self, client: "Client", role: str, *, from_beginning: bool) -> None:
+    def __init__(self, client: Client, role: str, *, from_beginning: bool) -> None:
         self.client = client
         self.topic = client.names.name(role)
         self.from_beginning = from_beginning
@@ -69,7 +70,7 @@ class Tail:
         self.seen: list[Seen] = []
         self.next: dict[TopicPartition, int] = {}  # offset after the last record read, per partition
 
-    async def start(self) -> "Tail":
+    async def start(self) -> Tail:
         # A short fetch wait: the embedded broker holds a fetch for half its wait even when
         # records arrive, and a tail is there to see them soon.
         consumer = new_consumer(self.client.settings, self.client.bootstrap, fetch_max_wait_ms=50)
@@ -121,7 +122,9 @@ class Tail:
         deadline = loop.time() + timeout_s
         while not done(self.seen):
             if loop.time() > deadline:
-                raise TimeoutError(f"{what} not met on {self.topic} within {timeout_s}s ({len(self.seen)} records seen)")
+                raise TimeoutError(
+                    f"{what} not met on {self.topic} within {timeout_s}s ({len(self.seen)} records seen)"
+                )
             await self.poll(min(0.2, max(0.01, deadline - loop.time())))
         return self.seen
 
@@ -133,7 +136,7 @@ class Tail:
             # to anyone. A cancellation of the caller itself is passed on.
             try:
                 await consumer.stop()
-            except (KafkaError, asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, KafkaError, asyncio.CancelledError):
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
@@ -151,7 +154,7 @@ class Client:
         self.producer = new_producer(settings, broker.bootstrap)
         self.tails: list[Tail] = []  # open tails, oldest first
 
-    async def start(self) -> "Client":
+    async def start(self) -> Client:
         await self.producer.start()
         return self
 
@@ -167,8 +170,14 @@ class Client:
         finally:
             await self.producer.stop()
 
-    async def send(self, role: str, key: str | bytes | None, value: BaseModel | bytes | dict | None,
-                   headers: Iterable[tuple[str, str]] = (), timestamp_ms: int | None = None) -> Any:
+    async def send(
+        self,
+        role: str,
+        key: str | bytes | None,
+        value: BaseModel | bytes | dict | None,
+        headers: Iterable[tuple[str, str]] = (),
+        timestamp_ms: int | None = None,
+    ) -> Any:
         if isinstance(value, BaseModel):
             payload: bytes | None = encode(value)
         elif isinstance(value, dict):
@@ -177,8 +186,11 @@ class Client:
             payload = value
         key_bytes = key.encode() if isinstance(key, str) else key
         return await self.producer.send_and_wait(
-            self.names.name(role), payload, key=key_bytes,
-            headers=[(name, text.encode()) for name, text in headers] or None, timestamp_ms=timestamp_ms,
+            self.names.name(role),
+            payload,
+            key=key_bytes,
+            headers=[(name, text.encode()) for name, text in headers] or None,
+            timestamp_ms=timestamp_ms,
         )
 
     @contextlib.asynccontextmanager

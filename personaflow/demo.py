@@ -8,24 +8,27 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import click
+
+from engine.kafka import BrokerAddress, ensure_topics
+from streams.records import ControlCommand, PersonaBinding, TriggerRequest
+from streams.settings import Settings
 
 from . import ops, render
 from .client import Client
 from .embedded import EmbeddedBroker, free_port
-from engine.kafka import BrokerAddress, ensure_topics
 from .process import ExecutorProcess, WorkerProcess
-from streams.records import ControlCommand, PersonaBinding, TriggerRequest
-from streams.settings import Settings
 
 PERSONA = "merge_captain"
 
 
 @contextlib.asynccontextmanager
-async def demo_cluster(settings: Settings, workdir: Path, say: Callable[[str], None]) -> AsyncIterator[tuple[Settings, Client, WorkerProcess]]:
+async def demo_cluster(
+    settings: Settings, workdir: Path, say: Callable[[str], None]
+) -> AsyncIterator[tuple[Settings, Client, WorkerProcess]]:
     """A broker (the configured one, else a fresh embedded one), one worker and the
     reference executor."""
     broker = None
@@ -63,8 +66,11 @@ async def demo_cluster(settings: Settings, workdir: Path, say: Callable[[str], N
 
 
 DEMO_BINDING = {
-    "name": PERSONA, "template_ref": "software_factory@v0", "entry_workflow": "workflows/merge.harn#run",
-    "schedules": ["*/30 * * * *"], "triggers": ["github.pr_opened"],
+    "name": PERSONA,
+    "template_ref": "software_factory@v0",
+    "entry_workflow": "workflows/merge.harn#run",
+    "schedules": ["*/30 * * * *"],
+    "triggers": ["github.pr_opened"],
     "budget": {"daily_usd": 0.05, "run_usd": 0.02, "max_tokens": 1000},
 }
 
@@ -77,9 +83,16 @@ async def scenario(client: Client, say: Callable[[str], None], web_url: str, per
     run = uuid.uuid4().hex[:6]
 
     def pr(number: str) -> TriggerRequest:
-        return TriggerRequest.model_validate({
-            "request_id": f"demo-{run}-pr-{number}", "persona": persona, "provider": "github", "kind": "pull_request",
-            "metadata": {"repository": "burin-labs/harn", "number": number}, "cost": {"cost_usd": 0.01, "tokens": 10}})
+        return TriggerRequest.model_validate(
+            {
+                "request_id": f"demo-{run}-pr-{number}",
+                "persona": persona,
+                "provider": "github",
+                "kind": "pull_request",
+                "metadata": {"repository": "burin-labs/harn", "number": number},
+                "cost": {"cost_usd": 0.01, "tokens": 10},
+            }
+        )
 
     def command(action: str) -> ControlCommand:
         return ControlCommand(command_id=f"demo-{run}-{action}", persona=persona, action=action, actor="demo")
@@ -90,13 +103,20 @@ async def scenario(client: Client, say: Callable[[str], None], web_url: str, per
     await ops.control(client, command("pause"))
     await ops.trigger(client, pr("463"))
     await ops.control(client, command("resume"))
-    await receipts.until(lambda seen: sum(1 for r in seen if (r.value or {}).get("request_id") == f"demo-{run}-pr-463") >= 2,
-                         60, "the queued trigger drained on resume")
+    await receipts.until(
+        lambda seen: sum(1 for r in seen if (r.value or {}).get("request_id") == f"demo-{run}-pr-463") >= 2,
+        60,
+        "the queued trigger drained on resume",
+    )
     await client.send("triggers", persona, b"{not json")
     await dlq.until(lambda seen: any(r.key == persona for r in seen), 60, "a dead letter")
-    await outbox.until(lambda seen: sum(1 for r in seen if r.key == persona
-                                        and (r.value or {}).get("kind") == "persona.run.completed") >= 2,
-                       30, "both runs on the outbox")
+    await outbox.until(
+        lambda seen: (
+            sum(1 for r in seen if r.key == persona and (r.value or {}).get("kind") == "persona.run.completed") >= 2
+        ),
+        30,
+        "both runs on the outbox",
+    )
 
     # The topics may hold other personas' records (a shared broker): show this one's only.
     say("-- persona.receipts")
@@ -120,19 +140,29 @@ async def scenario(client: Client, say: Callable[[str], None], web_url: str, per
 EXTERNAL_PERSONA = "repo_gardener"
 
 EXTERNAL_BINDING = {
-    "name": EXTERNAL_PERSONA, "template_ref": "software_factory@v0", "entry_workflow": "workflows/garden.harn#run",
-    "execution": "external", "lease_ttl_ms": 1500, "estimated_run_usd": 0.01,
+    "name": EXTERNAL_PERSONA,
+    "template_ref": "software_factory@v0",
+    "entry_workflow": "workflows/garden.harn#run",
+    "execution": "external",
+    "lease_ttl_ms": 1500,
+    "estimated_run_usd": 0.01,
     "budget": {"daily_usd": 1.0},
     "retry": {"max_attempts": 3, "backoff_ms": 500, "factor": 2.0},
     # The reference executor's simulated workflow: 3 steps over 2.4 s (longer than the
     # lease: heartbeats keep it), 120 tokens and $0.002 per step.
-    "executor_options": {"steps": "3", "duration_ms": "2400", "tokens_per_step": "120",
-                         "cost_per_step_usd": "0.002", "heartbeat_ms": "400"},
+    "executor_options": {
+        "steps": "3",
+        "duration_ms": "2400",
+        "tokens_per_step": "120",
+        "cost_per_step_usd": "0.002",
+        "heartbeat_ms": "400",
+    },
 }
 
 
-async def external_scenario(client: Client, say: Callable[[str], None], web_url: str,
-                            persona: str = EXTERNAL_PERSONA) -> None:
+async def external_scenario(
+    client: Client, say: Callable[[str], None], web_url: str, persona: str = EXTERNAL_PERSONA
+) -> None:
     """External runs with the reference executor: one completes while it heartbeats past
     its lease's time to live, one fails on attempt 1 and succeeds on the retry."""
     receipts = await client.tail("receipts", from_beginning=True)
@@ -140,20 +170,33 @@ async def external_scenario(client: Client, say: Callable[[str], None], web_url:
     tag = uuid.uuid4().hex[:6]
 
     def issue(number: str, **metadata: str) -> TriggerRequest:
-        return TriggerRequest.model_validate({
-            "request_id": f"demo-{tag}-issue-{number}", "persona": persona, "provider": "linear", "kind": "issue",
-            "metadata": {"issue_key": f"GARDEN-{number}", **metadata}})
+        return TriggerRequest.model_validate(
+            {
+                "request_id": f"demo-{tag}-issue-{number}",
+                "persona": persona,
+                "provider": "linear",
+                "kind": "issue",
+                "metadata": {"issue_key": f"GARDEN-{number}", **metadata},
+            }
+        )
 
     await ops.bind(client, [PersonaBinding.model_validate({**EXTERNAL_BINDING, "name": persona})])
-    say(f"bound {persona} (external runs, lease_ttl_ms 1500, reference executor options"
-        f" {EXTERNAL_BINDING['executor_options']})")
+    say(
+        f"bound {persona} (external runs, lease_ttl_ms 1500, reference executor options"
+        f" {EXTERNAL_BINDING['executor_options']})"
+    )
     steady, flaky = issue("1"), issue("2", **{"executor.fail_on_attempt": "1"})
     for request in (steady, flaky):
         await ops.trigger(client, request)
 
     def finals(seen: list) -> int:
-        return sum(1 for r in seen if r.key == persona and (r.value or {}).get("request_id") in (
-            steady.request_id, flaky.request_id) and r.value.get("status") in ("completed", "failed"))
+        return sum(
+            1
+            for r in seen
+            if r.key == persona
+            and (r.value or {}).get("request_id") in (steady.request_id, flaky.request_id)
+            and r.value.get("status") in ("completed", "failed")
+        )
 
     await receipts.until(lambda seen: finals(seen) >= 2, 90, "both external runs finished")
     say("-- persona.receipts (external runs)")

@@ -113,11 +113,21 @@ class EmbeddedBroker:
         if _port_open(self.port):
             raise BrokerNotFound(f"port {self.port} is already in use")
         url = f"tcp://{self.bootstrap}"
-        log = open(self.data_dir / "broker.log", "ab")
+        log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - the broker process owns it
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent if self.tie_to_parent and sys.platform == "linux" else None,
         )
         log.close()
@@ -153,7 +163,7 @@ class EmbeddedBroker:
                 path.unlink()
         self.process = None
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         self.start()
         return self
 

@@ -66,11 +66,11 @@ class Options:
     silent: bool = False  # never report (its lease expires): for trying out the reaper
 
     @classmethod
-    def of(cls, dispatch: dict[str, Any]) -> "Options":
+    def of(cls, dispatch: dict[str, Any]) -> Options:
         """The binding's options, then the trigger's ``executor.*`` metadata over them."""
         raw: dict[str, str] = dict(dispatch.get("options") or {})
         metadata = (dispatch.get("envelope") or {}).get("metadata") or {}
-        raw.update({k[len(OPTION_PREFIX):]: v for k, v in metadata.items() if k.startswith(OPTION_PREFIX)})
+        raw.update({k[len(OPTION_PREFIX) :]: v for k, v in metadata.items() if k.startswith(OPTION_PREFIX)})
         values: dict[str, Any] = {}
         for option in fields(cls):
             if option.name not in raw:
@@ -136,17 +136,23 @@ class ReferenceExecutor:
     async def report(self, execution: Execution, kind: str, **fields_: Any) -> None:
         """Send one report about ``execution`` (a new event id each time)."""
         execution.reports += 1
-        event = {"event_id": f"{execution.lease_id}:{execution.reports}", "run_id": execution.run_id,
-                 "lease_id": execution.lease_id, "kind": kind, "at_ms": int(time.time() * 1000), **fields_}
-        await self.producer.send(self.names.run_events, json.dumps(event).encode(),
-                                 key=execution.run_id.encode())
+        event = {
+            "event_id": f"{execution.lease_id}:{execution.reports}",
+            "run_id": execution.run_id,
+            "lease_id": execution.lease_id,
+            "kind": kind,
+            "at_ms": int(time.time() * 1000),
+            **fields_,
+        }
+        await self.producer.send(self.names.run_events, json.dumps(event).encode(), key=execution.run_id.encode())
 
     # ------------------------------------------------------------------- the loop
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Consume dispatches until :meth:`stop`."""
-        overrides: dict[str, Any] = dict(group_id=self.group, enable_auto_commit=True, auto_commit_interval_ms=1000,
-                                         auto_offset_reset="latest")
+        overrides: dict[str, Any] = dict(
+            group_id=self.group, enable_auto_commit=True, auto_commit_interval_ms=1000, auto_offset_reset="latest"
+        )
         if self.broker.embedded:
             overrides.update(compat.CONSUMER_SETTINGS, fetch_max_wait_ms=50)
         consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
@@ -161,8 +167,9 @@ class ReferenceExecutor:
                         try:
                             self.handle(json.loads(record.value or b"null"))
                         except (ValueError, KeyError, TypeError) as exc:
-                            log.warning("skipping dispatch at %s[%d]@%d: %s", record.topic, record.partition,
-                                        record.offset, exc)
+                            log.warning(
+                                "skipping dispatch at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
+                            )
         finally:
             for execution in list(self.runs.values()):
                 if execution.task is not None:
@@ -202,8 +209,11 @@ class ReferenceExecutor:
         elif action == "checkpoint":
             asyncio.create_task(self.report(current, "checkpoint", payload={"step": current.step}))
         elif action in ("guidance", "evidence", "a2a"):
-            asyncio.create_task(self.report(current, "message", name="executor",
-                                            payload={"noted": action, "content": dispatch.get("content")}))
+            asyncio.create_task(
+                self.report(
+                    current, "message", name="executor", payload={"noted": action, "content": dispatch.get("content")}
+                )
+            )
         # compact, child_* and spawn_rejected: nothing to do in a simulation.
 
     # --------------------------------------------------------------- the workflow
@@ -239,24 +249,37 @@ class ReferenceExecutor:
             if options.tokens_per_step or options.cost_per_step_usd:
                 execution.spent_tokens += options.tokens_per_step
                 execution.spent_usd += options.cost_per_step_usd
-                await self.report(execution, "usage", tokens=options.tokens_per_step,
-                                  cost_usd=options.cost_per_step_usd)
+                await self.report(
+                    execution, "usage", tokens=options.tokens_per_step, cost_usd=options.cost_per_step_usd
+                )
             await self.report(execution, "step_completed", step_id=step_id, output={"step": step + 1})
             if step == 0 and work and options.spawn:
                 for child in options.spawn.split(","):
                     key, _, workflow = child.partition(":")
-                    await self.report(execution, "spawn", child_key=key.strip(),
-                                      entry_workflow=workflow.strip() or dispatch["entry_workflow"],
-                                      spawn_mode="child", background=options.spawn_background,
-                                      inherit_inbox=options.spawn_inherit_inbox, task=f"child {key.strip()}")
+                    await self.report(
+                        execution,
+                        "spawn",
+                        child_key=key.strip(),
+                        entry_workflow=workflow.strip() or dispatch["entry_workflow"],
+                        spawn_mode="child",
+                        background=options.spawn_background,
+                        inherit_inbox=options.spawn_inherit_inbox,
+                        task=f"child {key.strip()}",
+                    )
         cost = {"cost_usd": execution.spent_usd, "tokens": execution.spent_tokens}
         if fails:
-            await self.report(execution, "failed", error=f"simulated failure on attempt {dispatch['attempt']}",
-                              retryable=options.retryable, cost=cost)
+            await self.report(
+                execution,
+                "failed",
+                error=f"simulated failure on attempt {dispatch['attempt']}",
+                retryable=options.retryable,
+                cost=cost,
+            )
         else:
             if work and options.handoff_to:
-                await self.report(execution, "handoff", target_persona=options.handoff_to, task=options.handoff_task,
-                                  name="handoff")
+                await self.report(
+                    execution, "handoff", target_persona=options.handoff_to, task=options.handoff_task, name="handoff"
+                )
             await self.report(execution, "completed", output={"steps": options.steps}, cost=cost)
         self.completed += 1
 

@@ -7,15 +7,17 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .client import Client, Seen, read_all
 from streams.codec import describe_validation_error
 from streams.records import ControlCommand, PersonaBinding, RunControl, TriggerRequest
+
+from .client import Client, Seen, read_all
 
 
 class OpsError(RuntimeError):
@@ -58,9 +60,12 @@ def load_bindings(path: Path) -> list[PersonaBinding]:
 
 
 def status_matches(value: Any, binding: PersonaBinding) -> bool:
-    return (isinstance(value, dict) and value.get("entry_workflow") == binding.entry_workflow
-            and value.get("template_ref") == binding.template_ref
-            and all(value["budget"].get(k) == v for k, v in binding.budget.model_dump().items()))
+    return (
+        isinstance(value, dict)
+        and value.get("entry_workflow") == binding.entry_workflow
+        and value.get("template_ref") == binding.template_ref
+        and all(value["budget"].get(k) == v for k, v in binding.budget.model_dump().items())
+    )
 
 
 async def bind(client: Client, bindings: list[PersonaBinding], timeout_s: float | None = 30.0) -> list[Seen]:
@@ -74,14 +79,20 @@ async def bind(client: Client, bindings: list[PersonaBinding], timeout_s: float 
     def applied(seen: list[Seen]) -> bool:
         return all(any(r.key == name and status_matches(r.value, b) for r in seen) for name, b in wanted.items())
 
-    seen = await _publish_and_wait(client, send, "status", applied, timeout_s,
-                                   "bindings published, but no worker applied them")
+    seen = await _publish_and_wait(
+        client, send, "status", applied, timeout_s, "bindings published, but no worker applied them"
+    )
     return [r for r in seen if r.key in wanted]
 
 
-async def _publish_and_wait(client: Client, send: Callable[[], Awaitable[Any]], answers: str,
-                            answered: Callable[[list[Seen]], bool], timeout_s: float | None,
-                            failure: str) -> list[Seen]:
+async def _publish_and_wait(
+    client: Client,
+    send: Callable[[], Awaitable[Any]],
+    answers: str,
+    answered: Callable[[list[Seen]], bool],
+    timeout_s: float | None,
+    failure: str,
+) -> list[Seen]:
     """Run ``send``, then (with a timeout) wait until ``answered`` holds of the records
     on the ``answers`` topic. The topic is followed from before ``send``, so an answer
     cannot slip in between; without a timeout nothing is awaited and nothing returned."""
@@ -115,19 +126,42 @@ def parse_metadata(pairs: tuple[str, ...]) -> dict[str, str]:
 
 async def trigger(client: Client, request: TriggerRequest, timeout_s: float | None = 30.0) -> dict[str, Any] | None:
     """Publish a trigger and return its first receipt (None without waiting)."""
+
     def answers(record: Seen) -> bool:
         return record.key == request.persona and (record.value or {}).get("request_id") == request.request_id
 
-    seen = await _publish_and_wait(client, lambda: client.send("triggers", request.persona, request), "receipts",
-                                   lambda records: any(answers(r) for r in records), timeout_s,
-                                   f"no receipt for request {request.request_id}")
+    seen = await _publish_and_wait(
+        client,
+        lambda: client.send("triggers", request.persona, request),
+        "receipts",
+        lambda records: any(answers(r) for r in records),
+        timeout_s,
+        f"no receipt for request {request.request_id}",
+    )
     return next((r.value for r in seen if answers(r)), None)
 
 
-def build_trigger(persona: str, provider: str, kind: str, metadata: dict[str, str], *, request_id: str | None,
-                  cost: dict[str, Any] | None, priority: int, raw: Any) -> TriggerRequest:
-    body = {"request_id": request_id or f"cli-{uuid.uuid4()}", "persona": persona, "provider": provider,
-            "kind": kind, "metadata": metadata, "priority": priority, "raw": raw, "cost": cost}
+def build_trigger(
+    persona: str,
+    provider: str,
+    kind: str,
+    metadata: dict[str, str],
+    *,
+    request_id: str | None,
+    cost: dict[str, Any] | None,
+    priority: int,
+    raw: Any,
+) -> TriggerRequest:
+    body = {
+        "request_id": request_id or f"cli-{uuid.uuid4()}",
+        "persona": persona,
+        "provider": provider,
+        "kind": kind,
+        "metadata": metadata,
+        "priority": priority,
+        "raw": raw,
+        "cost": cost,
+    }
     try:
         return TriggerRequest.model_validate_json(json.dumps(body))
     except ValidationError as exc:
@@ -160,8 +194,9 @@ async def control(client: Client, command: ControlCommand, timeout_s: float | No
         deadline = asyncio.get_running_loop().time() + timeout_s
         while (answer := answered()) is None:
             if asyncio.get_running_loop().time() > deadline:
-                raise OpsError(f"command {command.command_id} was not applied within {timeout_s}s"
-                               " (is a worker running?)")
+                raise OpsError(
+                    f"command {command.command_id} was not applied within {timeout_s}s (is a worker running?)"
+                )
             await outbox.poll(0.1)
             await receipts.poll(0.05)
     return answer
@@ -183,11 +218,13 @@ async def run_control(client: Client, command: RunControl, timeout_s: float | No
                     return record.value
             for record in letters.seen:
                 if record.key == command.run_id and command.command_id in json.dumps(record.value or {}) + _decoded(
-                        record.value):
+                    record.value
+                ):
                     raise OpsError((record.value or {}).get("error") or f"run control for {command.run_id} rejected")
             if asyncio.get_running_loop().time() > deadline:
-                raise OpsError(f"run control {command.command_id} was not answered within {timeout_s}s"
-                               " (is a worker running?)")
+                raise OpsError(
+                    f"run control {command.command_id} was not answered within {timeout_s}s (is a worker running?)"
+                )
             await receipts.poll(0.1)
             await letters.poll(0.05)
 

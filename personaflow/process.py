@@ -12,8 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .embedded import die_with_parent
 from streams.settings import Settings
+
+from .embedded import die_with_parent
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -53,8 +54,11 @@ class ChildProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "personaflow.cli", *self.command],
-                env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent if sys.platform == "linux" else None,
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
 
     def alive(self) -> bool:

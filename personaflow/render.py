@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from tables.lifecycle import payload_summary
 
@@ -14,7 +15,7 @@ from .client import Seen
 def _time(ms: int | None) -> str:
     if not ms:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _fields(value: dict[str, Any], names: list[str]) -> str:
@@ -33,17 +34,22 @@ def receipt(value: dict[str, Any]) -> str:
         extra += f" retry_at={_time(value['not_before_ms'])}"
     # `queued: true` matters where the status does not say it already (`lease_busy`).
     queued = " (queued)" if value.get("queued") and value.get("status") != "queued" else ""
-    return (f"{_time(value.get('at_ms'))} receipt {value.get('persona')} {value.get('status')}{queued}"
-            f" request={value.get('request_id')} {extra}{' lease=' + lease if lease else ''}").rstrip()
+    return (
+        f"{_time(value.get('at_ms'))} receipt {value.get('persona')} {value.get('status')}{queued}"
+        f" request={value.get('request_id')} {extra}{' lease=' + lease if lease else ''}"
+    ).rstrip()
 
 
 def outbox(value: dict[str, Any]) -> str:
     """``{time} outbox {stream}#{seq} {kind} {payload_summary} {key fields}``."""
     payload = value.get("payload") or {}
-    detail = _fields(payload, ["work_key", "reason", "cost_usd", "paid_cost_usd", "avoided_cost_usd", "decision",
-                               "error"])
-    return (f"{_time(value.get('occurred_at_ms'))} outbox {value.get('stream')}#{value.get('seq')}"
-            f" {value.get('kind')} {payload_summary(payload)} {detail}").rstrip()
+    detail = _fields(
+        payload, ["work_key", "reason", "cost_usd", "paid_cost_usd", "avoided_cost_usd", "decision", "error"]
+    )
+    return (
+        f"{_time(value.get('occurred_at_ms'))} outbox {value.get('stream')}#{value.get('seq')}"
+        f" {value.get('kind')} {payload_summary(payload)} {detail}"
+    ).rstrip()
 
 
 def audit_line(row: dict[str, Any]) -> str:
@@ -54,19 +60,27 @@ def audit_line(row: dict[str, Any]) -> str:
 def unsettled(value: dict[str, Any]) -> str:
     """``personaflow unsettled``: the summary line, then one line per item."""
     lines = [value.get("summary", "")]
-    for bucket in ("queued_triggers", "in_flight_llm_calls", "suspended_subagents", "partial_handoffs",
-                   "pool_pending_tasks"):
+    for bucket in (
+        "queued_triggers",
+        "in_flight_llm_calls",
+        "suspended_subagents",
+        "partial_handoffs",
+        "pool_pending_tasks",
+    ):
         for item in value.get(bucket) or []:
             what = item.get("spec_summary") or item.get("payload_summary") or ""
             extra = _fields(item, ["status", "attempt", "reason", "to", "not_before_ms"])
-            lines.append(f"  {bucket:<20} {item.get('id')} age={item.get('age_ms', 0) / 1000:.1f}s {what} {extra}"
-                         .rstrip())
+            lines.append(
+                f"  {bucket:<20} {item.get('id')} age={item.get('age_ms', 0) / 1000:.1f}s {what} {extra}".rstrip()
+            )
     return "\n".join(lines)
 
 
 def dead_letter(value: dict[str, Any]) -> str:
-    return (f"{_time(value.get('at_ms'))} dlq {value.get('source_topic')}[{value.get('partition')}]@{value.get('offset')}"
-            f" key={value.get('key')!r}: {value.get('error')}")
+    return (
+        f"{_time(value.get('at_ms'))} dlq {value.get('source_topic')}[{value.get('partition')}]@{value.get('offset')}"
+        f" key={value.get('key')!r}: {value.get('error')}"
+    )
 
 
 def status(value: dict[str, Any] | None, key: str | None = None) -> str:
@@ -74,11 +88,13 @@ def status(value: dict[str, Any] | None, key: str | None = None) -> str:
         return f"status {key}: unbound"
     budget = value.get("budget") or {}
     lease = (value.get("active_lease") or {}).get("work_key")
-    return (f"status {value.get('name')}: state={value.get('state')} queued={value.get('queued_events')}"
-            f" spent_today_usd={budget.get('spent_today_usd')} exhausted={budget.get('exhausted')}"
-            f" last_run={value.get('last_run')} next_run={value.get('next_scheduled_run')}"
-            + (f" lease={lease}" if lease else "")
-            + (f" last_error={value.get('last_error')!r}" if value.get("last_error") else ""))
+    return (
+        f"status {value.get('name')}: state={value.get('state')} queued={value.get('queued_events')}"
+        f" spent_today_usd={budget.get('spent_today_usd')} exhausted={budget.get('exhausted')}"
+        f" last_run={value.get('last_run')} next_run={value.get('next_scheduled_run')}"
+        + (f" lease={lease}" if lease else "")
+        + (f" last_error={value.get('last_error')!r}" if value.get("last_error") else "")
+    )
 
 
 def inbox(value: dict[str, Any]) -> str:
@@ -110,21 +126,25 @@ def _usd(value: Any) -> str:
 
 def run_summary(value: dict[str, Any]) -> str:
     """One line of ``personaflow runs``."""
-    return (f"{_time(value.get('created_at_ms'))} {value.get('run_id')} {value.get('kind')} {value.get('status')}"
-            f" attempt={value.get('attempt')} work_key={value.get('work_key')}"
-            f" spent={_usd(value.get('usage_usd'))}/{value.get('usage_tokens')} tokens"
-            + (f" error={value.get('error')!r}" if value.get("error") else ""))
+    return (
+        f"{_time(value.get('created_at_ms'))} {value.get('run_id')} {value.get('kind')} {value.get('status')}"
+        f" attempt={value.get('attempt')} work_key={value.get('work_key')}"
+        f" spent={_usd(value.get('usage_usd'))}/{value.get('usage_tokens')} tokens"
+        + (f" error={value.get('error')!r}" if value.get("error") else "")
+    )
 
 
 def run_detail(value: dict[str, Any]) -> str:
     """``personaflow run``: the run, its cost ledger and its latest events."""
-    lines = [f"run {value.get('run_id')} ({value.get('kind')}) of {value.get('persona')}: {value.get('status')}"
-             + (f" error={value.get('error')!r}" if value.get("error") else ""),
-             f"  work_key={value.get('work_key')} entry={value.get('entry_workflow')}"
-             f" attempt={value.get('attempt')} dispatches={value.get('dispatches')} steps={value.get('steps')}"
-             + (f" current_step={value.get('current_step_id')}" if value.get("current_step_id") else ""),
-             f"  spent={_usd(value.get('usage_usd'))} tokens={value.get('usage_tokens')}"
-             f" reserved={_usd(value.get('reserved_usd'))} lease={value.get('lease_id')}"]
+    lines = [
+        f"run {value.get('run_id')} ({value.get('kind')}) of {value.get('persona')}: {value.get('status')}"
+        + (f" error={value.get('error')!r}" if value.get("error") else ""),
+        f"  work_key={value.get('work_key')} entry={value.get('entry_workflow')}"
+        f" attempt={value.get('attempt')} dispatches={value.get('dispatches')} steps={value.get('steps')}"
+        + (f" current_step={value.get('current_step_id')}" if value.get("current_step_id") else ""),
+        f"  spent={_usd(value.get('usage_usd'))} tokens={value.get('usage_tokens')}"
+        f" reserved={_usd(value.get('reserved_usd'))} lease={value.get('lease_id')}",
+    ]
     if value.get("parent_run_id"):
         lines.append(f"  parent={value['parent_run_id']}")
     if value.get("children"):
@@ -133,9 +153,11 @@ def run_detail(value: dict[str, Any]) -> str:
         lines.append(f"  compensation={value['compensation_run_id']}")
     lines.append("  ledger:")
     for row in value.get("ledger") or []:
-        lines.append(f"    dispatch {row['dispatch']} attempt {row['attempt']} {row['status']:<15}"
-                     f" reserved={_usd(row['reserved_usd'])} actual={_usd(row['actual_usd'])}"
-                     f"/{row['actual_tokens']} tokens" + (f" error={row['error']!r}" if row.get("error") else ""))
+        lines.append(
+            f"    dispatch {row['dispatch']} attempt {row['attempt']} {row['status']:<15}"
+            f" reserved={_usd(row['reserved_usd'])} actual={_usd(row['actual_usd'])}"
+            f"/{row['actual_tokens']} tokens" + (f" error={row['error']!r}" if row.get("error") else "")
+        )
     lines.append(f"  last events (of {value.get('last_seq')}):")
     for event in value.get("last_events") or []:
         lines.append("    " + outbox(event))
@@ -143,6 +165,9 @@ def run_detail(value: dict[str, Any]) -> str:
 
 
 def run_control_answer(value: dict[str, Any]) -> str:
-    return (f"{_time(value.get('at_ms'))} run control {value.get('request_id')} on {value.get('run_id')}:"
-            f" {value.get('status')}" + (f" event={value['event_id']}" if value.get("event_id") else "")
-            + (f" error={value['error']!r}" if value.get("error") else ""))
+    return (
+        f"{_time(value.get('at_ms'))} run control {value.get('request_id')} on {value.get('run_id')}:"
+        f" {value.get('status')}"
+        + (f" event={value['event_id']}" if value.get("event_id") else "")
+        + (f" error={value['error']!r}" if value.get("error") else "")
+    )

@@ -10,8 +10,9 @@ validates; once it has, the same bytes are read into the record's fast twin
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -20,7 +21,6 @@ from .codec import DecodeError, check_size, decode
 from .inbox import (
     BindingChanged,
     ControlReceived,
-
     RunCommanded,
     RunReported,
     Source,
@@ -110,27 +110,36 @@ def _binding(raw: RawRecord) -> Forward:
     if raw.value is None:  # tombstone: unbind
         if not is_persona_name(key):
             raise DecodeError(f"tombstone key {key!r} is not a valid persona name")
-        return Forward("persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key, binding=None))
+        return Forward(
+            "persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key, binding=None)
+        )
     binding = decode(PersonaBinding, raw.value)
     _matching_key(raw, "persona name", "binding name", binding.name)
-    return Forward("persona_inbox", key, BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key,
-                                                        binding=_twin(raw, wire.PersonaBinding)))
+    return Forward(
+        "persona_inbox",
+        key,
+        BindingChanged(at_ms=raw.time_ms, source=raw.source, persona=key, binding=_twin(raw, wire.PersonaBinding)),
+    )
 
 
 def _trigger(raw: RawRecord, hold_ms: int = 0) -> Forward:
     request = decode(TriggerRequest, raw.value)
     key = _matching_key(raw, "persona name", "persona", request.persona)
     at_ms = request.received_at_ms if request.received_at_ms is not None else raw.time_ms
-    return Forward("persona_inbox", key, TriggerReceived(at_ms=at_ms, source=raw.source,
-                                                         request=_twin(raw, wire.TriggerRequest), hold_ms=hold_ms))
+    return Forward(
+        "persona_inbox",
+        key,
+        TriggerReceived(at_ms=at_ms, source=raw.source, request=_twin(raw, wire.TriggerRequest), hold_ms=hold_ms),
+    )
 
 
 def _control(raw: RawRecord) -> Forward:
     command = decode(ControlCommand, raw.value)
     key = _matching_key(raw, "persona name", "persona", command.persona)
     at_ms = command.at_ms if command.at_ms is not None else raw.time_ms
-    return Forward("persona_inbox", key, ControlReceived(at_ms=at_ms, source=raw.source,
-                                                         command=_twin(raw, wire.ControlCommand)))
+    return Forward(
+        "persona_inbox", key, ControlReceived(at_ms=at_ms, source=raw.source, command=_twin(raw, wire.ControlCommand))
+    )
 
 
 def _run_event(raw: RawRecord) -> Forward:
@@ -144,8 +153,7 @@ def _run_control(raw: RawRecord) -> Forward:
     command = decode(RunControl, raw.value)
     key = _matching_key(raw, "run id", "run_id", command.run_id)
     at_ms = command.at_ms if command.at_ms is not None else raw.time_ms
-    return Forward("run_inbox", key, RunCommanded(at_ms=at_ms, source=raw.source,
-                                                  command=_twin(raw, wire.RunControl)))
+    return Forward("run_inbox", key, RunCommanded(at_ms=at_ms, source=raw.source, command=_twin(raw, wire.RunControl)))
 
 
 RULES: dict[str, Callable[[RawRecord], Forward]] = {

@@ -13,7 +13,7 @@ by the pipeline, after validation, so reading it back needs no second validation
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -98,8 +98,9 @@ class HandoffSettled(_Inbox, frozen=True, kw_only=True, tag="handoff_settled"):
     receipt_id: str
 
 
-PersonaInput = Union[BindingChanged, TriggerReceived, ControlReceived, RunReportReceived, RunControlReceived, Tick,
-                     HandoffSettled]
+PersonaInput: TypeAlias = (
+    BindingChanged | TriggerReceived | ControlReceived | RunReportReceived | RunControlReceived | Tick | HandoffSettled
+)
 PERSONA_INPUT = msgspec.json.Decoder(PersonaInput)
 
 
@@ -129,7 +130,7 @@ class RunCommanded(_Inbox, frozen=True, kw_only=True, tag="control"):
     command: RunControl
 
 
-RunInput = Union[RunRegistered, RunReported, RunCommanded]
+RunInput: TypeAlias = RunRegistered | RunReported | RunCommanded
 RUN_INPUT = msgspec.json.Decoder(RunInput)
 
 

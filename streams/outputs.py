@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from pydantic import BaseModel
@@ -27,8 +28,15 @@ class Output:
 
     __slots__ = ("role", "key", "value", "headers", "phase", "partition")
 
-    def __init__(self, role: str, key: str | bytes | None, value: Any, headers: Sequence[Header] = (),
-                 phase: int = 0, partition: int | None = None) -> None:
+    def __init__(
+        self,
+        role: str,
+        key: str | bytes | None,
+        value: Any,
+        headers: Sequence[Header] = (),
+        phase: int = 0,
+        partition: int | None = None,
+    ) -> None:
         self.role = role
         self.key = key
         self.value = value

@@ -54,13 +54,9 @@ def _check_metadata(value: dict[str, str]) -> dict[str, str]:
         raise ValueError(f"at most {MAX_METADATA_ENTRIES} entries allowed, got {len(value)}")
     for key, item in value.items():
         if len(key) > MAX_METADATA_KEY_CHARS:
-            raise ValueError(
-                f"key {key[:40]!r}... is {len(key)} chars, at most {MAX_METADATA_KEY_CHARS} allowed"
-            )
+            raise ValueError(f"key {key[:40]!r}... is {len(key)} chars, at most {MAX_METADATA_KEY_CHARS} allowed")
         if len(item) > MAX_METADATA_VALUE_CHARS:
-            raise ValueError(
-                f"value of {key!r} is {len(item)} chars, at most {MAX_METADATA_VALUE_CHARS} allowed"
-            )
+            raise ValueError(f"value of {key!r} is {len(item)} chars, at most {MAX_METADATA_VALUE_CHARS} allowed")
     return value
 
 
@@ -103,9 +99,7 @@ class RunLimits(Record):
 def validate_cron(expression: str) -> str:
     """A 5-field standard cron expression (minute hour day month weekday), UTC."""
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
-        raise ValueError(
-            f"{expression!r} is not a valid 5-field cron expression (minute hour day month weekday)"
-        )
+        raise ValueError(f"{expression!r} is not a valid 5-field cron expression (minute hour day month weekday)")
     return expression
 
 
@@ -183,7 +177,7 @@ class ControlCommand(Record):
     at_ms: EpochMs | None = None
 
     @model_validator(mode="after")
-    def _cost_only_for_spend(self) -> "ControlCommand":
+    def _cost_only_for_spend(self) -> ControlCommand:
         if self.action == "record_spend" and self.cost is None:
             raise ValueError("action 'record_spend' needs a 'cost' object")
         if self.action != "record_spend" and self.cost is not None:
@@ -239,7 +233,7 @@ class RunEvent(Record):
     inherit_inbox: bool = False
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "RunEvent":
+    def _kind_fields(self) -> RunEvent:
         if self.kind.startswith("step_") and self.step_id is None:
             raise ValueError(f"kind {self.kind!r} needs 'step_id'")
         if self.kind == "handoff" and (self.target_persona is None or self.task is None):
@@ -251,9 +245,7 @@ class RunEvent(Record):
         return self
 
 
-RunControlAction = Literal[
-    "pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a"
-]
+RunControlAction = Literal["pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a"]
 
 
 class RunControl(Record):
@@ -433,9 +425,7 @@ class PersonaValueReceipt(Record):
     metadata: Any = None
 
 
-LifecycleState = Literal[
-    "inactive", "starting", "idle", "running", "paused", "draining", "failed", "disabled"
-]
+LifecycleState = Literal["inactive", "starting", "idle", "running", "paused", "draining", "failed", "disabled"]
 
 
 class PersonaStatus(Record):

@@ -33,12 +33,8 @@ class Settings(BaseSettings):
     bootstrap_servers: str | None = Field(None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
     topic_prefix: str = Field("", validation_alias=_env("PERSONAFLOW_TOPIC_PREFIX"))
     partitions: int = Field(8, ge=1, le=1024, validation_alias=_env("PERSONAFLOW_PARTITIONS"))
-    replication_factor: int = Field(
-        1, ge=1, le=16, validation_alias=_env("PERSONAFLOW_REPLICATION_FACTOR")
-    )
-    store: Literal["memory://", "rocksdb://"] = Field(
-        "memory://", validation_alias=_env("PERSONAFLOW_STORE")
-    )
+    replication_factor: int = Field(1, ge=1, le=16, validation_alias=_env("PERSONAFLOW_REPLICATION_FACTOR"))
+    store: Literal["memory://", "rocksdb://"] = Field("memory://", validation_alias=_env("PERSONAFLOW_STORE"))
     data_dir: Path = Field(Path(".personaflow"), validation_alias=_env("PERSONAFLOW_DATA_DIR"))
     app_id: str = Field("personaflow", min_length=1, validation_alias=_env("PERSONAFLOW_APP_ID"))
     web_host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("PERSONAFLOW_WEB_HOST"))
@@ -98,18 +94,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _sasl_complete(self) -> "Settings":
+    def _sasl_complete(self) -> Settings:
         if self.sasl_mechanism and not (self.sasl_username and self.sasl_password):
-            raise ValueError(
-                "KAFKA_SASL_MECHANISM is set: KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required"
-            )
+            raise ValueError("KAFKA_SASL_MECHANISM is set: KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required")
         return self
 
     @property
     def web_url(self) -> str:
         return f"http://{self.web_host}:{self.web_port}"
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: object) -> Settings:
         return self.model_copy(update=changes)
 
 

@@ -28,11 +28,21 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("outbox", "persona.outbox", "persona", description="OutboxEvent per transition"),
     TopicSpec("status", "persona.status", "persona", True, description="latest PersonaStatus"),
     TopicSpec("dlq", "persona.dlq", "original key", description="DeadLetter"),
-    TopicSpec("persona_inbox", "persona.inbox", "persona", internal=True,
-              description="validated persona input and internal notices (one ordered stream per persona)"),
-    TopicSpec("run_inbox", "persona.run.inbox", "run id", internal=True,
-              description="the run directory: runs registered by their persona, and executors' reports and"
-                          " run control, routed from here to the run's persona"),
+    TopicSpec(
+        "persona_inbox",
+        "persona.inbox",
+        "persona",
+        internal=True,
+        description="validated persona input and internal notices (one ordered stream per persona)",
+    ),
+    TopicSpec(
+        "run_inbox",
+        "persona.run.inbox",
+        "run id",
+        internal=True,
+        description="the run directory: runs registered by their persona, and executors' reports and"
+        " run control, routed from here to the run's persona",
+    ),
 )
 
 BY_ROLE: dict[str, TopicSpec] = {spec.role: spec for spec in SPECS}

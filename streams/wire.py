@@ -31,7 +31,7 @@ def _plain(annotation: Any) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return twin(annotation)
     if origin in (Union, types.UnionType):
-        return Union[tuple(_plain(arg) for arg in get_args(annotation))]  # type: ignore[return-value]
+        return Union[tuple(_plain(arg) for arg in get_args(annotation))]  # type: ignore[return-value]  # noqa: UP007 - built at run time
     if origin is Literal or origin is None:
         return annotation
     args = get_args(annotation)

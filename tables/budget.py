@@ -49,8 +49,7 @@ def enforce(policy: BudgetPolicy, budget: Budget, cost_usd: float, tokens: int, 
     return None
 
 
-def record(budget: Budget, cost_usd: float, tokens: int, receipt_id: str, now_ms: int,
-           last_run: bool = True) -> None:
+def record(budget: Budget, cost_usd: float, tokens: int, receipt_id: str, now_ms: int, last_run: bool = True) -> None:
     """Spend recorded at ``now_ms`` (may be negative: a settlement below what usage said)."""
     roll(budget, now_ms)
     budget.spent_day += cost_usd
@@ -110,8 +109,12 @@ def status(policy: BudgetPolicy, budget: Budget, now_ms: int) -> PersonaBudgetSt
         spent_this_hour_usd=spent_hour,
         spent_last_run_usd=budget.last_run_usd,
         tokens_today=tokens,
-        remaining_today_usd=None if policy.daily_usd is None else max(policy.daily_usd - spent_day - budget.reserved_usd, 0.0),
-        remaining_hour_usd=None if policy.hourly_usd is None else max(policy.hourly_usd - spent_hour - budget.reserved_usd, 0.0),
+        remaining_today_usd=None
+        if policy.daily_usd is None
+        else max(policy.daily_usd - spent_day - budget.reserved_usd, 0.0),
+        remaining_hour_usd=None
+        if policy.hourly_usd is None
+        else max(policy.hourly_usd - spent_hour - budget.reserved_usd, 0.0),
         exhausted=reason is not None,
         reason=reason,
         last_receipt_id=budget.last_receipt_id,

@@ -8,7 +8,7 @@ per request, never deduplicated across requests, and the same on every replay.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from streams.wire import PersonaBinding, TriggerEnvelope
 
@@ -50,8 +50,9 @@ def subject_key(provider: str, kind: str, metadata: Mapping[str, str], request_i
     return f"{provider}:{kind}:{value if value is not None else request_id}"
 
 
-def normalize_trigger_envelope(provider: str, kind: str, metadata: Mapping[str, str], now_ms: int,
-                               request_id: str, raw: object = None) -> TriggerEnvelope:
+def normalize_trigger_envelope(
+    provider: str, kind: str, metadata: Mapping[str, str], now_ms: int, request_id: str, raw: object = None
+) -> TriggerEnvelope:
     """The normalized envelope; ``raw`` defaults to ``{"metadata": ...}``."""
     provider = "".join(c.lower() if c.isascii() else c for c in provider)  # ASCII letters only
     items = dict(metadata)

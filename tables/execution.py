@@ -72,23 +72,49 @@ def runs(step: Step) -> RunState:
 def run_emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
     """Append an event to the run's stream (``run:<run_id>``); return its id."""
     run.seq += 1
-    output = outbox_output(f"run:{run.run_id}", run.seq, kind, step.persona, run.run_id, step.now,
-                           step.redacted(payload), step.cause)
+    output = outbox_output(
+        f"run:{run.run_id}", run.seq, kind, step.persona, run.run_id, step.now, step.redacted(payload), step.cause
+    )
     step.outputs.append(output)
     runs(step).put_event(run.run_id, run.seq, output.value)
     return ids.event_id(f"run:{run.run_id}", run.seq)
 
 
-def _send_dispatch(step: Step, run: RunRow, action: str, *, command_id: str | None = None,
-                   reason: str | None = None, content: Any = None, envelope: TriggerEnvelope | None = None) -> None:
+def _send_dispatch(
+    step: Step,
+    run: RunRow,
+    action: str,
+    *,
+    command_id: str | None = None,
+    reason: str | None = None,
+    content: Any = None,
+    envelope: TriggerEnvelope | None = None,
+) -> None:
     binding = step.binding
-    step.send("dispatch", run.run_id, RunDispatch(
-        run_id=run.run_id, persona=step.persona, lease_id=run.lease_id, attempt=run.attempt,
-        entry_workflow=run.entry_workflow, envelope=envelope or run.envelope, deadline_ms=run.deadline_ms,
-        limits=binding.run_limits, parent_run_id=run.parent_run_id, action=action, command_id=command_id,
-        reason=reason, content=content, kind=run.kind, spawn_mode=run.spawn_mode, background=run.background,
-        options=binding.executor_options if action == "start" else {}),
-        phase=1)
+    step.send(
+        "dispatch",
+        run.run_id,
+        RunDispatch(
+            run_id=run.run_id,
+            persona=step.persona,
+            lease_id=run.lease_id,
+            attempt=run.attempt,
+            entry_workflow=run.entry_workflow,
+            envelope=envelope or run.envelope,
+            deadline_ms=run.deadline_ms,
+            limits=binding.run_limits,
+            parent_run_id=run.parent_run_id,
+            action=action,
+            command_id=command_id,
+            reason=reason,
+            content=content,
+            kind=run.kind,
+            spawn_mode=run.spawn_mode,
+            background=run.background,
+            options=binding.executor_options if action == "start" else {},
+        ),
+        phase=1,
+    )
 
 
 def _lease(step: Step) -> LeaseRecord | None:
@@ -125,9 +151,17 @@ def _close(step: Step, run: RunRow) -> None:
 def start_work_run(step: Step, request_id: str, envelope: TriggerEnvelope, decision: int) -> RunRow:
     """A trigger's external run, first dispatch: lease, run started, value, dispatch."""
     run_id = ids.run_id(step.persona, request_id, decision)
-    run = RunRow(run_id=run_id, persona=step.persona, kind="work", request_id=request_id,
-                 work_key=envelope.subject_key, envelope=envelope, entry_workflow=step.binding.entry_workflow,
-                 root_run_id=run_id, created_at_ms=step.now)
+    run = RunRow(
+        run_id=run_id,
+        persona=step.persona,
+        kind="work",
+        request_id=request_id,
+        work_key=envelope.subject_key,
+        envelope=envelope,
+        entry_workflow=step.binding.entry_workflow,
+        root_run_id=run_id,
+        created_at_ms=step.now,
+    )
     _register(step, run)
     dispatch(step, run, takes_lease=True)
     return run
@@ -135,8 +169,7 @@ def start_work_run(step: Step, request_id: str, envelope: TriggerEnvelope, decis
 
 def _register(step: Step, run: RunRow) -> None:
     """A new run: known to the directory before any executor can report on it (phase 0)."""
-    step.send("run_inbox", run.run_id, RunRegistered(at_ms=step.now, run_id=run.run_id, persona=step.persona),
-              phase=0)
+    step.send("run_inbox", run.run_id, RunRegistered(at_ms=step.now, run_id=run.run_id, persona=step.persona), phase=0)
     state = runs(step)
     state.put_index(step.head.runs, run.run_id)
     step.head.runs += 1
@@ -152,46 +185,119 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool) -> None:
     run.deadline_ms = step.now + binding.lease_ttl_ms
     run.not_before_ms = None
     usd, tokens = binding.estimated_run_usd or 0.0, binding.run_limits.max_tokens or 0
-    run.ledger.append(Attempt(dispatch=run.dispatches, attempt=run.attempt, lease_id=run.lease_id,
-                              started_at_ms=step.now, reserved_usd=usd, reserved_tokens=tokens))
+    run.ledger.append(
+        Attempt(
+            dispatch=run.dispatches,
+            attempt=run.attempt,
+            lease_id=run.lease_id,
+            started_at_ms=step.now,
+            reserved_usd=usd,
+            reserved_tokens=tokens,
+        )
+    )
     budgets.reserve(step.head.budget, usd, tokens)
     if takes_lease:
-        lease = PersonaLease(id=run.lease_id, holder=LEASE_HOLDER, work_key=run.work_key, acquired_at_ms=step.now,
-                             expires_at_ms=run.deadline_ms)
-        step.state.put_lease(LeaseRecord(lease=lease, run_id=run.run_id, request_id=run.request_id,
-                                         envelope=run.envelope, external=True, attempt=run.attempt))
+        lease = PersonaLease(
+            id=run.lease_id,
+            holder=LEASE_HOLDER,
+            work_key=run.work_key,
+            acquired_at_ms=step.now,
+            expires_at_ms=run.deadline_ms,
+        )
+        step.state.put_lease(
+            LeaseRecord(
+                lease=lease,
+                run_id=run.run_id,
+                request_id=run.request_id,
+                envelope=run.envelope,
+                external=True,
+                attempt=run.attempt,
+            )
+        )
         step.set_timer("lease", lease.expires_at_ms)
         step.emit("persona.lease.acquired", lease)
         if step.head.mode == "failed":
             step.head.mode = "idle"
         if run.dispatches == 1 and run.kind == "work":
-            step.emit("persona.run.started", {"work_key": run.work_key, "run_id": run.run_id, "started_at_ms": step.now,
-                                              "entry_workflow": run.entry_workflow, "lease_id": lease.id}, run.run_id)
+            step.emit(
+                "persona.run.started",
+                {
+                    "work_key": run.work_key,
+                    "run_id": run.run_id,
+                    "started_at_ms": step.now,
+                    "entry_workflow": run.entry_workflow,
+                    "lease_id": lease.id,
+                },
+                run.run_id,
+            )
             _value_started(step, run, lease)
         else:
-            step.emit("persona.run.dispatched", {"work_key": run.work_key, "run_id": run.run_id, "kind": run.kind,
-                                                 "attempt": run.attempt, "dispatch": run.dispatches,
-                                                 "lease_id": lease.id}, run.run_id)
+            step.emit(
+                "persona.run.dispatched",
+                {
+                    "work_key": run.work_key,
+                    "run_id": run.run_id,
+                    "kind": run.kind,
+                    "attempt": run.attempt,
+                    "dispatch": run.dispatches,
+                    "lease_id": lease.id,
+                },
+                run.run_id,
+            )
     if usd or tokens:
-        step.emit("persona.budget.reserved", {"run_id": run.run_id, "attempt": run.attempt, "lease_id": run.lease_id,
-                                              "reserved_usd": usd, "reserved_tokens": tokens}, run.run_id)
-    run_emit(step, run, "run.dispatched", {
-        "kind": run.kind, "attempt": run.attempt, "dispatch": run.dispatches, "lease_id": run.lease_id,
-        "work_key": run.work_key, "entry_workflow": run.entry_workflow, "deadline_ms": run.deadline_ms,
-        "parent_run_id": run.parent_run_id, "reserved_usd": usd, "reserved_tokens": tokens})
+        step.emit(
+            "persona.budget.reserved",
+            {
+                "run_id": run.run_id,
+                "attempt": run.attempt,
+                "lease_id": run.lease_id,
+                "reserved_usd": usd,
+                "reserved_tokens": tokens,
+            },
+            run.run_id,
+        )
+    run_emit(
+        step,
+        run,
+        "run.dispatched",
+        {
+            "kind": run.kind,
+            "attempt": run.attempt,
+            "dispatch": run.dispatches,
+            "lease_id": run.lease_id,
+            "work_key": run.work_key,
+            "entry_workflow": run.entry_workflow,
+            "deadline_ms": run.deadline_ms,
+            "parent_run_id": run.parent_run_id,
+            "reserved_usd": usd,
+            "reserved_tokens": tokens,
+        },
+    )
     runs(step).put_run(run)
     _send_dispatch(step, run, "start")
     if run.kind == "work":
         lease_record = _lease(step)
-        step.receipt("trigger", run.request_id, "dispatched", work_key=run.work_key, run_id=run.run_id,
-                     lease=lease_record.lease if lease_record else None, attempt=run.attempt)
+        step.receipt(
+            "trigger",
+            run.request_id,
+            "dispatched",
+            work_key=run.work_key,
+            run_id=run.run_id,
+            lease=lease_record.lease if lease_record else None,
+            attempt=run.attempt,
+        )
     refresh_timers(step)
 
 
 def _value_started(step: Step, run: RunRow, lease: PersonaLease) -> None:
     from .persona import value  # one value-event writer for inline and external runs
 
-    value(step, run.run_id, {"kind": "run_started"}, run_value_metadata(run.envelope, lease, RunCost(cost_usd=0.0, tokens=0)))
+    value(
+        step,
+        run.run_id,
+        {"kind": "run_started"},
+        run_value_metadata(run.envelope, lease, RunCost(cost_usd=0.0, tokens=0)),
+    )
 
 
 # ------------------------------------------------------------------- spending
@@ -202,23 +308,34 @@ def _record_spend(step: Step, run: RunRow, attempt: Attempt, usd: float, tokens:
     if not usd and not tokens:
         return
     receipt_id = ids.budget_receipt_id(step.persona, step.next_seq())
-    step.emit("persona.budget.recorded", {"receipt_id": receipt_id, "persona": step.persona, "cost_usd": usd,
-                                          "tokens": tokens, "lease_id": attempt.lease_id}, run.run_id)
+    step.emit(
+        "persona.budget.recorded",
+        {
+            "receipt_id": receipt_id,
+            "persona": step.persona,
+            "cost_usd": usd,
+            "tokens": tokens,
+            "lease_id": attempt.lease_id,
+        },
+        run.run_id,
+    )
     budgets.record(step.head.budget, usd, tokens, receipt_id, step.now, last_run=False)
     attempt.recorded_usd += usd
     attempt.recorded_tokens += tokens
 
 
-def _take_spend(step: Step, run: RunRow, attempt: Attempt, *, usage: tuple[float, int] | None = None,
-                final: RunCost | None = None) -> None:
+def _take_spend(
+    step: Step, run: RunRow, attempt: Attempt, *, usage: tuple[float, int] | None = None, final: RunCost | None = None
+) -> None:
     """Usage reported for an attempt, or its final cost: bring the recorded spend up to it."""
     if usage is not None:
         attempt.usage_usd += usage[0]
         attempt.usage_tokens += usage[1]
     if final is not None:
         attempt.final_usd, attempt.final_tokens = final.cost_usd, final.tokens
-    _record_spend(step, run, attempt, attempt.actual_usd - attempt.recorded_usd,
-                  attempt.actual_tokens - attempt.recorded_tokens)
+    _record_spend(
+        step, run, attempt, attempt.actual_usd - attempt.recorded_usd, attempt.actual_tokens - attempt.recorded_tokens
+    )
 
 
 def _close_attempt(step: Step, run: RunRow, attempt: Attempt, status: str, error: str | None = None) -> None:
@@ -229,10 +346,21 @@ def _close_attempt(step: Step, run: RunRow, attempt: Attempt, status: str, error
     attempt.ended_at_ms = step.now
     attempt.error = error
     budgets.release(step.head.budget, attempt.reserved_usd, attempt.reserved_tokens)
-    step.emit("persona.budget.reconciled", {
-        "run_id": run.run_id, "attempt": attempt.attempt, "dispatch": attempt.dispatch, "lease_id": attempt.lease_id,
-        "status": status, "reserved_usd": attempt.reserved_usd, "reserved_tokens": attempt.reserved_tokens,
-        "actual_usd": attempt.actual_usd, "actual_tokens": attempt.actual_tokens}, run.run_id)
+    step.emit(
+        "persona.budget.reconciled",
+        {
+            "run_id": run.run_id,
+            "attempt": attempt.attempt,
+            "dispatch": attempt.dispatch,
+            "lease_id": attempt.lease_id,
+            "status": status,
+            "reserved_usd": attempt.reserved_usd,
+            "reserved_tokens": attempt.reserved_tokens,
+            "actual_usd": attempt.actual_usd,
+            "actual_tokens": attempt.actual_tokens,
+        },
+        run.run_id,
+    )
 
 
 # --------------------------------------------------------------------- reports
@@ -243,8 +371,12 @@ def on_report(step: Step, record: RunReportReceived) -> None:
     state = runs(step)
     run = state.run(event.run_id)
     if run is None:
-        step.dead_letter(record, event.run_id, f"unknown run {event.run_id!r}: persona {step.persona!r} has no such"
-                                               " run; the report is ignored", "unknown_run")
+        step.dead_letter(
+            record,
+            event.run_id,
+            f"unknown run {event.run_id!r}: persona {step.persona!r} has no such run; the report is ignored",
+            "unknown_run",
+        )
         return
     if state.seen_report(run.run_id, event.event_id):
         return  # redelivered: dropped silently
@@ -257,9 +389,18 @@ def on_report(step: Step, record: RunReportReceived) -> None:
             _take_spend(step, run, attempt, final=event.cost)
     problem = _fenced(run, event.lease_id)
     if problem is not None:
-        run_emit(step, run, "run.report_rejected", {"event_id": event.event_id, "kind": event.kind, "reason": problem,
-                                                     "lease_id": event.lease_id,
-                                                     "terminal_event_id": run.terminal_event_id})
+        run_emit(
+            step,
+            run,
+            "run.report_rejected",
+            {
+                "event_id": event.event_id,
+                "kind": event.kind,
+                "reason": problem,
+                "lease_id": event.lease_id,
+                "terminal_event_id": run.terminal_event_id,
+            },
+        )
         state.put_run(run)
         return
     assert attempt is not None
@@ -277,8 +418,10 @@ def _fenced(run: RunRow, lease_id: str) -> str | None:
     if run.status not in EXECUTING:
         return f"run {run.run_id} is {run.status.replace('_', ' ')}: no executor holds it (lease {lease_id})"
     if lease_id != run.lease_id:
-        return (f"stale lease: run {run.run_id} holds lease {run.lease_id} (attempt {run.attempt}), the report"
-                f" carries {lease_id}")
+        return (
+            f"stale lease: run {run.run_id} holds lease {run.lease_id} (attempt {run.attempt}), the report"
+            f" carries {lease_id}"
+        )
     return None
 
 
@@ -295,8 +438,18 @@ def _renew(step: Step, run: RunRow) -> None:
 
 
 def _reject_report(step: Step, run: RunRow, event: Any, reason: str) -> None:
-    run_emit(step, run, "run.report_rejected", {"event_id": event.event_id, "kind": event.kind, "reason": reason,
-                                                 "lease_id": event.lease_id, "terminal_event_id": None})
+    run_emit(
+        step,
+        run,
+        "run.report_rejected",
+        {
+            "event_id": event.event_id,
+            "kind": event.kind,
+            "reason": reason,
+            "lease_id": event.lease_id,
+            "terminal_event_id": None,
+        },
+    )
 
 
 def _present(event: Any, *names: str) -> dict[str, Any]:
@@ -331,13 +484,26 @@ def _on_step(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
             run.step_outputs[event.step_id] = event.output
             while len(run.step_outputs) > STEP_OUTPUTS_KEPT:
                 run.step_outputs.pop(next(iter(run.step_outputs)))
-    run_emit(step, run, f"run.{event.kind}", {**_present(event, "step_id", "name", "output", "error", "retryable"),
-                                               "steps": run.steps})
+    run_emit(
+        step,
+        run,
+        f"run.{event.kind}",
+        {**_present(event, "step_id", "name", "output", "error", "retryable"), "steps": run.steps},
+    )
 
 
 def _on_usage(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
-    run_emit(step, run, "run.usage", {"tokens": event.tokens or 0, "cost_usd": event.cost_usd or 0.0,
-                                      "total_tokens": run.usage_tokens, "total_cost_usd": run.usage_usd})
+    run_emit(
+        step,
+        run,
+        "run.usage",
+        {
+            "tokens": event.tokens or 0,
+            "cost_usd": event.cost_usd or 0.0,
+            "total_tokens": run.usage_tokens,
+            "total_cost_usd": run.usage_usd,
+        },
+    )
 
 
 def _on_record(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
@@ -347,19 +513,46 @@ def _on_record(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
 
 
 def _on_handoff(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
-    run_emit(step, run, "run.handoff", {"target_persona": event.target_persona, "task": event.task,
-                                        "handoff_id": event.event_id, "handoff_kind": event.name})
+    run_emit(
+        step,
+        run,
+        "run.handoff",
+        {
+            "target_persona": event.target_persona,
+            "task": event.task,
+            "handoff_id": event.event_id,
+            "handoff_kind": event.name,
+        },
+    )
     request = TriggerRequest(
-        request_id=handoffs.request_id(run.run_id, event.event_id), persona=event.target_persona,
-        provider="handoff", kind=event.name or "handoff",
-        metadata={"handoff_id": event.event_id, "handoff_kind": event.name or "handoff", "source_persona": step.persona,
-                  "task": event.task[:4096], "parent_run_id": run.run_id, "dedupe_key": event.event_id},
-        raw=event.payload)
-    step.send("persona_inbox", event.target_persona,
-              TriggerReceived(at_ms=step.now, source=None, request=request, hold_ms=0))
-    handoffs.sent(step, HandoffOut(handoff_id=event.event_id, target_persona=event.target_persona,
-                                   source_run_id=run.run_id, request_id=request.request_id, task=event.task[:4096],
-                                   sent_at_ms=step.now))
+        request_id=handoffs.request_id(run.run_id, event.event_id),
+        persona=event.target_persona,
+        provider="handoff",
+        kind=event.name or "handoff",
+        metadata={
+            "handoff_id": event.event_id,
+            "handoff_kind": event.name or "handoff",
+            "source_persona": step.persona,
+            "task": event.task[:4096],
+            "parent_run_id": run.run_id,
+            "dedupe_key": event.event_id,
+        },
+        raw=event.payload,
+    )
+    step.send(
+        "persona_inbox", event.target_persona, TriggerReceived(at_ms=step.now, source=None, request=request, hold_ms=0)
+    )
+    handoffs.sent(
+        step,
+        HandoffOut(
+            handoff_id=event.event_id,
+            target_persona=event.target_persona,
+            source_run_id=run.run_id,
+            request_id=request.request_id,
+            task=event.task[:4096],
+            sent_at_ms=step.now,
+        ),
+    )
 
 
 def _on_waiting(step: Step, run: RunRow, attempt: Attempt, event: Any) -> None:
@@ -425,8 +618,16 @@ REPORTS = {
 # ---------------------------------------------------------------------- ending
 
 
-def finish(step: Step, run: RunRow, status: str, *, error: str | None = None, output: Any = None,
-           reason: str | None = None, lease_expired: bool = False) -> str:
+def finish(
+    step: Step,
+    run: RunRow,
+    status: str,
+    *,
+    error: str | None = None,
+    output: Any = None,
+    reason: str | None = None,
+    lease_expired: bool = False,
+) -> str:
     """The run's first terminal state; returns its terminal event id."""
     run.status = status  # type: ignore[assignment]
     run.error = error
@@ -460,8 +661,11 @@ def _end_work(step: Step, run: RunRow, status: str, error: str | None, lease_exp
     _drop_lease(step)
     if status == "completed":
         current = run.current
-        cost = RunCost(cost_usd=run.usage_usd, tokens=run.usage_tokens) if current is None else RunCost(
-            cost_usd=current.actual_usd, tokens=current.actual_tokens)
+        cost = (
+            RunCost(cost_usd=run.usage_usd, tokens=run.usage_tokens)
+            if current is None
+            else RunCost(cost_usd=current.actual_usd, tokens=current.actual_tokens)
+        )
         metadata = run_value_metadata(run.envelope, lease, cost)
         from .persona import complete_work, value
 
@@ -471,11 +675,21 @@ def _end_work(step: Step, run: RunRow, status: str, error: str | None, lease_exp
         step.head.budget.last_run_usd = run.usage_usd
     else:
         kind = "persona.run.failed" if status in ("failed", "expired") else "persona.run.cancelled"
-        step.emit(kind, {"work_key": run.work_key, "run_id": run.run_id, "error": error or status,
-                         f"{status}_at_ms": step.now, "lease_id": lease.id}, run.run_id)
+        step.emit(
+            kind,
+            {
+                "work_key": run.work_key,
+                "run_id": run.run_id,
+                "error": error or status,
+                f"{status}_at_ms": step.now,
+                "lease_id": lease.id,
+            },
+            run.run_id,
+        )
         if not lease_expired:
-            step.emit("persona.lease.released", {"id": lease.id, "work_key": lease.work_key,
-                                                 "released_at_ms": step.now})
+            step.emit(
+                "persona.lease.released", {"id": lease.id, "work_key": lease.work_key, "released_at_ms": step.now}
+            )
         if status in ("failed", "expired"):
             if step.head.mode in ("idle", "failed"):
                 step.head.mode = "failed"
@@ -487,21 +701,43 @@ def _end_work(step: Step, run: RunRow, status: str, error: str | None, lease_exp
 
 
 def _receipt_final(step: Step, run: RunRow, status: str, error: str | None) -> None:
-    lease = PersonaLease(id=run.lease_id, holder=LEASE_HOLDER, work_key=run.work_key,
-                         acquired_at_ms=run.current.started_at_ms if run.current else run.created_at_ms,
-                         expires_at_ms=run.deadline_ms)
+    lease = PersonaLease(
+        id=run.lease_id,
+        holder=LEASE_HOLDER,
+        work_key=run.work_key,
+        acquired_at_ms=run.current.started_at_ms if run.current else run.created_at_ms,
+        expires_at_ms=run.deadline_ms,
+    )
     final = {"completed": "completed", "cancelled": "cancelled"}.get(status, "failed")
-    step.receipt("trigger", run.request_id, final, work_key=run.work_key, run_id=run.run_id, lease=lease,
-                 error=error, budget_receipt_id=step.head.budget.last_receipt_id, attempt=run.attempt,
-                 event_id=run.terminal_event_id)
+    step.receipt(
+        "trigger",
+        run.request_id,
+        final,
+        work_key=run.work_key,
+        run_id=run.run_id,
+        lease=lease,
+        error=error,
+        budget_receipt_id=step.head.budget.last_receipt_id,
+        attempt=run.attempt,
+        event_id=run.terminal_event_id,
+    )
 
 
 def _tell_parent(step: Step, child: RunRow) -> None:
     parent = runs(step).run(child.parent_run_id or "")
     if parent is None or parent.terminal:
         return
-    _send_dispatch(step, parent, f"child_{child.status}", content={
-        "child_run_id": child.run_id, "child_key": child.child_key, "status": child.status, "error": child.error})
+    _send_dispatch(
+        step,
+        parent,
+        f"child_{child.status}",
+        content={
+            "child_run_id": child.run_id,
+            "child_key": child.child_key,
+            "status": child.status,
+            "error": child.error,
+        },
+    )
 
 
 def schedule_retry(step: Step, run: RunRow, error: str) -> None:
@@ -517,10 +753,19 @@ def _compensate(step: Step, failed: RunRow) -> None:
         return
     run_id = ids.compensation_run_id(failed.run_id)
     failed.compensation_run_id = run_id
-    compensation = RunRow(run_id=run_id, persona=step.persona, kind="compensation",
-                          request_id=f"compensation:{failed.run_id}", work_key=failed.work_key,
-                          envelope=failed.envelope, entry_workflow=workflow, root_run_id=run_id,
-                          parent_run_id=failed.run_id, created_at_ms=step.now, status="ready")
+    compensation = RunRow(
+        run_id=run_id,
+        persona=step.persona,
+        kind="compensation",
+        request_id=f"compensation:{failed.run_id}",
+        work_key=failed.work_key,
+        envelope=failed.envelope,
+        entry_workflow=workflow,
+        root_run_id=run_id,
+        parent_run_id=failed.run_id,
+        created_at_ms=step.now,
+        status="ready",
+    )
     _register(step, compensation)
     step.head.ready_runs.append(run_id)
     run_emit(step, failed, "run.compensation_scheduled", {"compensation_run_id": run_id, "entry_workflow": workflow})
@@ -540,24 +785,55 @@ def spawn(step: Step, parent: RunRow, event: Any) -> None:
     reason = budgets.enforce(binding.budget, step.head.budget, usd, tokens, step.now)
     if reason is not None:
         run_emit(step, parent, "run.spawn_rejected", {"child_key": event.child_key, "reason": f"budget:{reason}"})
-        _send_dispatch(step, parent, "spawn_rejected", content={"child_key": event.child_key,
-                                                                "reason": f"persona budget exhausted: {reason}"})
+        _send_dispatch(
+            step,
+            parent,
+            "spawn_rejected",
+            content={"child_key": event.child_key, "reason": f"persona budget exhausted: {reason}"},
+        )
         return
     metadata = {"parent_run_id": parent.run_id, "child_key": event.child_key}
     if event.task:
         metadata["task"] = event.task
-    envelope = TriggerEnvelope(provider="spawn", kind=event.child_key, subject_key=f"{parent.work_key}/{event.child_key}",
-                               source_event_id=event.event_id, received_at_ms=step.now, metadata=metadata,
-                               raw=event.payload)
-    child = RunRow(run_id=child_id, persona=step.persona, kind="child", request_id=f"spawn:{parent.run_id}",
-                   work_key=envelope.subject_key, envelope=envelope, entry_workflow=event.entry_workflow,
-                   root_run_id=parent.root_run_id, parent_run_id=parent.run_id, spawn_mode=event.spawn_mode,
-                   background=event.background, inherit_inbox=event.inherit_inbox, child_key=event.child_key,
-                   created_at_ms=step.now)
+    envelope = TriggerEnvelope(
+        provider="spawn",
+        kind=event.child_key,
+        subject_key=f"{parent.work_key}/{event.child_key}",
+        source_event_id=event.event_id,
+        received_at_ms=step.now,
+        metadata=metadata,
+        raw=event.payload,
+    )
+    child = RunRow(
+        run_id=child_id,
+        persona=step.persona,
+        kind="child",
+        request_id=f"spawn:{parent.run_id}",
+        work_key=envelope.subject_key,
+        envelope=envelope,
+        entry_workflow=event.entry_workflow,
+        root_run_id=parent.root_run_id,
+        parent_run_id=parent.run_id,
+        spawn_mode=event.spawn_mode,
+        background=event.background,
+        inherit_inbox=event.inherit_inbox,
+        child_key=event.child_key,
+        created_at_ms=step.now,
+    )
     parent.children.append(child_id)
-    run_emit(step, parent, "run.spawned", {"child_run_id": child_id, "child_key": event.child_key,
-                                           "entry_workflow": event.entry_workflow, "spawn_mode": event.spawn_mode,
-                                           "background": event.background, "inherit_inbox": event.inherit_inbox})
+    run_emit(
+        step,
+        parent,
+        "run.spawned",
+        {
+            "child_run_id": child_id,
+            "child_key": event.child_key,
+            "entry_workflow": event.entry_workflow,
+            "spawn_mode": event.spawn_mode,
+            "background": event.background,
+            "inherit_inbox": event.inherit_inbox,
+        },
+    )
     _register(step, child)
     dispatch(step, child, takes_lease=False)
 
@@ -579,7 +855,10 @@ def descendants_reached(step: Step, run: RunRow) -> list[RunRow]:
         child = state.run(child_id)
         if child is None or child.terminal:
             continue
-        if run.run_id in inbox_execution_ids(child.run_id, child.spawn_mode, child.inherit_inbox, child.parent_run_id)[1:]:
+        if (
+            run.run_id
+            in inbox_execution_ids(child.run_id, child.spawn_mode, child.inherit_inbox, child.parent_run_id)[1:]
+        ):
             found.append(child)
             found.extend(descendants_reached(step, child))
     return found
@@ -603,18 +882,33 @@ def on_control(step: Step, record: RunControlReceived) -> None:
     state = runs(step)
     run = state.run(command.run_id)
     if run is None:
-        step.receipt("run_control", command.command_id, "rejected", run_id=command.run_id,
-                     error=f"unknown run {command.run_id!r} of persona {step.persona!r}")
+        step.receipt(
+            "run_control",
+            command.command_id,
+            "rejected",
+            run_id=command.run_id,
+            error=f"unknown run {command.run_id!r} of persona {step.persona!r}",
+        )
         return
     if run.terminal:
-        step.receipt("run_control", command.command_id, "rejected", run_id=run.run_id, event_id=run.terminal_event_id,
-                     error=f"run {run.run_id} already {run.status} (event {run.terminal_event_id});"
-                           f" {command.action!r} changes nothing")
+        step.receipt(
+            "run_control",
+            command.command_id,
+            "rejected",
+            run_id=run.run_id,
+            event_id=run.terminal_event_id,
+            error=f"run {run.run_id} already {run.status} (event {run.terminal_event_id});"
+            f" {command.action!r} changes nothing",
+        )
         return
     problem = _control_problem(run, command.action)
     if problem is not None:
-        event_id = run_emit(step, run, "run.control_rejected", {"command_id": command.command_id,
-                                                                "action": command.action, "reason": problem})
+        event_id = run_emit(
+            step,
+            run,
+            "run.control_rejected",
+            {"command_id": command.command_id, "action": command.action, "reason": problem},
+        )
         step.receipt("run_control", command.command_id, "rejected", run_id=run.run_id, error=problem, event_id=event_id)
         state.put_run(run)
         return
@@ -656,14 +950,24 @@ def _apply_control(step: Step, run: RunRow, command: Any) -> str:
         if command.action in ("guidance", "evidence", "a2a"):
             transcribe(step, run, command.action, command.actor, command.content, event_id)
     if run.status in EXECUTING:
-        _send_dispatch(step, run, command.action, command_id=command.command_id, reason=command.reason,
-                       content=command.content)
+        _send_dispatch(
+            step, run, command.action, command_id=command.command_id, reason=command.reason, content=command.content
+        )
     return event_id
 
 
 def transcribe(step: Step, run: RunRow, kind: str, actor: str, content: Any, event_id: str) -> None:
-    runs(step).put_entry(run.run_id, TranscriptEntry(index=run.transcript, kind=kind, actor=actor,  # type: ignore[arg-type]
-                                                     content=content, at_ms=step.now, event_id=event_id))
+    runs(step).put_entry(
+        run.run_id,
+        TranscriptEntry(
+            index=run.transcript,
+            kind=kind,
+            actor=actor,  # type: ignore[arg-type]
+            content=content,
+            at_ms=step.now,
+            event_id=event_id,
+        ),
+    )
     run.transcript += 1
 
 
@@ -673,18 +977,24 @@ def transcribe(step: Step, run: RunRow, kind: str, actor: str, content: Any, eve
 def check_limits(step: Step, run: RunRow) -> None:
     """A warning once per limit at ``warn_ratio``; past a limit, cancel and fail the run."""
     limits = step.binding.run_limits
-    for name, value, maximum in (("max_steps", run.steps, limits.max_steps),
-                                 ("max_tokens", run.usage_tokens, limits.max_tokens),
-                                 ("max_cost_usd", run.usage_usd, limits.max_cost_usd),
-                                 ("max_duration_ms", step.now - run.created_at_ms, limits.max_duration_ms)):
+    for name, value, maximum in (
+        ("max_steps", run.steps, limits.max_steps),
+        ("max_tokens", run.usage_tokens, limits.max_tokens),
+        ("max_cost_usd", run.usage_usd, limits.max_cost_usd),
+        ("max_duration_ms", step.now - run.created_at_ms, limits.max_duration_ms),
+    ):
         if maximum is None or run.terminal:
             continue
         if value > maximum:
             _limit_exceeded(step, run, name, value, maximum)
         elif value >= limits.warn_ratio * maximum and name not in run.warned:
             run.warned.append(name)
-            run_emit(step, run, "run.limit_warning", {"limit": name, "value": value, "max": maximum,
-                                                      "warn_ratio": limits.warn_ratio})
+            run_emit(
+                step,
+                run,
+                "run.limit_warning",
+                {"limit": name, "value": value, "max": maximum, "warn_ratio": limits.warn_ratio},
+            )
 
 
 def _limit_exceeded(step: Step, run: RunRow, name: str, value: Any, maximum: Any) -> None:
@@ -741,7 +1051,9 @@ def settle(step: Step) -> None:
 def _expire_lease(step: Step, record: LeaseRecord, holder: RunRow | None) -> None:
     lease = record.lease
     step.emit("persona.lease.expired", {"id": lease.id, "work_key": lease.work_key, "expired_at_ms": step.now})
-    step.head.last_error = f"lease {lease.id} expired: run {record.run_id} did not report for {step.binding.lease_ttl_ms} ms"
+    step.head.last_error = (
+        f"lease {lease.id} expired: run {record.run_id} did not report for {step.binding.lease_ttl_ms} ms"
+    )
     if holder is None or holder.terminal:
         _drop_lease(step)
         return
@@ -764,9 +1076,18 @@ def _expire_dispatch(step: Step, run: RunRow) -> None:
         _close_attempt(step, run, attempt, "expired", error)
     run.expiries += 1
     requeue = step.binding.on_lease_expiry == "requeue" and run.expiries < step.binding.retry.max_attempts
-    run_emit(step, run, "run.lease_expired", {"lease_id": run.lease_id, "attempt": run.attempt,
-                                              "dispatch": run.dispatches, "expiries": run.expiries,
-                                              "requeued": requeue})
+    run_emit(
+        step,
+        run,
+        "run.lease_expired",
+        {
+            "lease_id": run.lease_id,
+            "attempt": run.attempt,
+            "dispatch": run.dispatches,
+            "expiries": run.expiries,
+            "requeued": requeue,
+        },
+    )
     if not requeue:
         if step.binding.on_lease_expiry == "requeue":
             error = f"{error}; the run's lease expired {run.expiries} times"
@@ -780,25 +1101,48 @@ def wait_to_retry(step: Step, run: RunRow, error: str, *, delay_index: int) -> N
     """The run waits ``backoff_ms * factor^delay_index`` (capped) without the persona's
     lease, then is dispatched again (a child at once, others when the lease is free)."""
     retry = step.binding.retry
-    delay = min(int(retry.backoff_ms * retry.factor ** delay_index), retry.max_backoff_ms)
+    delay = min(int(retry.backoff_ms * retry.factor**delay_index), retry.max_backoff_ms)
     run.status = "retry_wait"
     run.not_before_ms = step.now + delay
     run.current_step_id = None
-    run_emit(step, run, "run.retry_scheduled", {"attempt": run.attempt, "not_before_ms": run.not_before_ms,
-                                                "delay_ms": delay, "error": error})
+    run_emit(
+        step,
+        run,
+        "run.retry_scheduled",
+        {"attempt": run.attempt, "not_before_ms": run.not_before_ms, "delay_ms": delay, "error": error},
+    )
     cancel_children(step, run, f"parent run {run.run_id} stopped: {error}")
     if holds_lease(step, run):
         record = _lease(step)
         assert record is not None
         _drop_lease(step)
-        step.emit("persona.run.retrying", {"work_key": run.work_key, "run_id": run.run_id, "attempt": run.attempt,
-                                           "not_before_ms": run.not_before_ms, "error": error}, run.run_id)
+        step.emit(
+            "persona.run.retrying",
+            {
+                "work_key": run.work_key,
+                "run_id": run.run_id,
+                "attempt": run.attempt,
+                "not_before_ms": run.not_before_ms,
+                "error": error,
+            },
+            run.run_id,
+        )
         if record.lease.expires_at_ms > step.now:
-            step.emit("persona.lease.released", {"id": record.lease.id, "work_key": record.lease.work_key,
-                                                 "released_at_ms": step.now})
+            step.emit(
+                "persona.lease.released",
+                {"id": record.lease.id, "work_key": record.lease.work_key, "released_at_ms": step.now},
+            )
     if run.kind == "work":
-        step.receipt("trigger", run.request_id, "retrying", work_key=run.work_key, run_id=run.run_id, error=error,
-                     attempt=run.attempt, not_before_ms=run.not_before_ms)
+        step.receipt(
+            "trigger",
+            run.request_id,
+            "retrying",
+            work_key=run.work_key,
+            run_id=run.run_id,
+            error=error,
+            attempt=run.attempt,
+            not_before_ms=run.not_before_ms,
+        )
 
 
 def _due(step: Step, run: RunRow) -> None:

@@ -53,28 +53,44 @@ def _origin(request: TriggerRequest) -> tuple[str, str] | None:
 
 def notice(receipt: Receipt, source_persona: str, handoff_id: str) -> Output:
     """The ``HandoffSettled`` notice for the sender's inbox."""
-    record = HandoffSettled(at_ms=receipt.at_ms, persona=source_persona, handoff_id=handoff_id,
-                            target_persona=receipt.persona, request_id=receipt.request_id, decision=receipt.status,
-                            run_id=receipt.run_id, error=receipt.error, receipt_id=receipt.receipt_id)
+    record = HandoffSettled(
+        at_ms=receipt.at_ms,
+        persona=source_persona,
+        handoff_id=handoff_id,
+        target_persona=receipt.persona,
+        request_id=receipt.request_id,
+        decision=receipt.status,
+        run_id=receipt.run_id,
+        error=receipt.error,
+        receipt_id=receipt.receipt_id,
+    )
     return Output("persona_inbox", source_persona, encode(record), (("persona", receipt.persona.encode()),))
 
 
 # ----------------------------------------------------------------- the sender
 
 
-def sent(step: "Step", handoff: HandoffOut) -> None:
+def sent(step: Step, handoff: HandoffOut) -> None:
     step.state.put_handoff_out(handoff.handoff_id, handoff)
 
 
-def on_settled(step: "Step", record: HandoffSettled) -> None:
+def on_settled(step: Step, record: HandoffSettled) -> None:
     """The target's final decision arrived: acknowledged once (a repeated notice changes nothing)."""
     handoff = step.state.handoff_out(record.handoff_id)
     if handoff is None:
         return
     step.state.put_handoff_out(record.handoff_id, None)
-    payload = {"handoff_id": record.handoff_id, "target_persona": record.target_persona, "decision": record.decision,
-               "target_run_id": record.run_id, "error": record.error, "source_run_id": handoff.source_run_id,
-               "receipt_id": record.receipt_id, "sent_at_ms": handoff.sent_at_ms, "settled_at_ms": step.now}
+    payload = {
+        "handoff_id": record.handoff_id,
+        "target_persona": record.target_persona,
+        "decision": record.decision,
+        "target_run_id": record.run_id,
+        "error": record.error,
+        "source_run_id": handoff.source_run_id,
+        "receipt_id": record.receipt_id,
+        "sent_at_ms": handoff.sent_at_ms,
+        "settled_at_ms": step.now,
+    }
     step.emit("persona.handoff.acknowledged", payload, handoff.source_run_id)
     from . import execution  # the sending run's stream, if it is still known
 
@@ -87,14 +103,14 @@ def on_settled(step: "Step", record: HandoffSettled) -> None:
 # ----------------------------------------------------------------- the target
 
 
-def received(step: "Step", request: TriggerRequest) -> None:
+def received(step: Step, request: TriggerRequest) -> None:
     """A handoff trigger reached its target: remember whom to tell about the outcome."""
     origin = _origin(request)
     if origin is not None and step.state.handoff_in(request.request_id) is None:
         step.state.put_handoff_in(request.request_id, HandoffIn(source_persona=origin[0], handoff_id=origin[1]))
 
 
-def on_receipt(step: "Step", receipt: Receipt) -> None:
+def on_receipt(step: Step, receipt: Receipt) -> None:
     """A receipt of the target about a request: if final for a handoff, tell the sender."""
     if not is_final(receipt):
         return

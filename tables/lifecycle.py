@@ -69,7 +69,7 @@ class UnsettledSnapshot:
     def is_empty(self) -> bool:
         return not any(getattr(self, name) for name in BUCKETS)
 
-    def extend(self, other: "UnsettledSnapshot") -> None:
+    def extend(self, other: UnsettledSnapshot) -> None:
         for name in BUCKETS:
             getattr(self, name).extend(getattr(other, name))
 
@@ -82,16 +82,18 @@ class UnsettledSnapshot:
         return {name: list(getattr(self, name)) for name in BUCKETS}
 
     def counts_json(self) -> dict[str, int]:
-        return {count: len(getattr(self, name)) for count, name in zip(COUNT_NAMES, BUCKETS)}
+        return {count: len(getattr(self, name)) for count, name in zip(COUNT_NAMES, BUCKETS, strict=True)}
 
     def summary(self) -> str:
         if self.is_empty():
             return "no unsettled work"
         c = self.counts_json()
-        return (f"unsettled work: {c['suspended']} suspended subagents, {c['queued']} queued triggers,"
-                f" {c['partial']} partial handoffs, {c['in_flight']} in-flight llm calls,"
-                f" {c['pool_pending']} pool pending tasks")
+        return (
+            f"unsettled work: {c['suspended']} suspended subagents, {c['queued']} queued triggers,"
+            f" {c['partial']} partial handoffs, {c['in_flight']} in-flight llm calls,"
+            f" {c['pool_pending']} pool pending tasks"
+        )
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> "UnsettledSnapshot":
+    def from_json(cls, value: dict[str, Any]) -> UnsettledSnapshot:
         return cls(**{name: list(value.get(name) or []) for name in BUCKETS})

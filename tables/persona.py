@@ -22,7 +22,7 @@ test in ``tests/tables/test_persona_quirks.py``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -131,15 +131,22 @@ def _redelivered(state: PersonaState, record: PersonaInput) -> list[Output] | No
 
 
 def _rejection(persona: str, kind: str, request_id: str, at_ms: int, error: str) -> Receipt:
-    return Receipt(status="rejected", persona=persona, request_id=request_id,
-                   receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0), at_ms=at_ms, error=error)
+    return Receipt(
+        status="rejected",
+        persona=persona,
+        request_id=request_id,
+        receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0),
+        at_ms=at_ms,
+        error=error,
+    )
 
 
 def _unknown_persona(record: TriggerReceived | ControlReceived) -> Receipt:
     persona = persona_of(record)
     kind, request_id = _request_key(record)  # type: ignore[misc]
-    return _rejection(persona, kind, request_id, record.at_ms,
-                      f"unknown persona {persona!r}: it has no binding on persona.bindings")
+    return _rejection(
+        persona, kind, request_id, record.at_ms, f"unknown persona {persona!r}: it has no binding on persona.bindings"
+    )
 
 
 def _cause(record: PersonaInput, position: int | None) -> dict[str, object]:
@@ -163,9 +170,18 @@ def _hold(state: PersonaState, head: PersonaHead, record: TriggerReceived, posit
     """Keep a trigger for a persona without a binding until one arrives (or it expires)."""
     request_id = record.request.request_id
     if head.held.count >= MAX_HELD:
-        return [receipt_output(_rejection(head.name, "trigger", request_id, record.at_ms,
-                                          f"unknown persona {head.name!r}: {MAX_HELD} triggers already wait for"
-                                          " its binding on persona.bindings"))]
+        return [
+            receipt_output(
+                _rejection(
+                    head.name,
+                    "trigger",
+                    request_id,
+                    record.at_ms,
+                    f"unknown persona {head.name!r}: {MAX_HELD} triggers already wait for"
+                    " its binding on persona.bindings",
+                )
+            )
+        ]
     step = Step(state, head, max(head.clock_ms, record.at_ms), _cause(record, position))
     state.put_held(head.held.next, encode(Held(position, record)))
     head.held.next += 1
@@ -195,9 +211,14 @@ def _reject_expired_holds(step: Step) -> None:
             step.set_timer("hold", record.at_ms + record.hold_ms)
             return
         _pop_held(step)
-        receipt = _rejection(step.persona, "trigger", record.request.request_id, step.now,
-                             f"unknown persona {step.persona!r}: no binding arrived on persona.bindings within"
-                             f" {record.hold_ms} ms of the trigger")
+        receipt = _rejection(
+            step.persona,
+            "trigger",
+            record.request.request_id,
+            step.now,
+            f"unknown persona {step.persona!r}: no binding arrived on persona.bindings within"
+            f" {record.hold_ms} ms of the trigger",
+        )
         step.state.put_request("trigger", record.request.request_id, RequestRecord(decisions=1, last=receipt))
         step.outputs.append(receipt_output(receipt))
     step.set_timer("hold", None)
@@ -251,8 +272,9 @@ def _on_trigger(step: Step, record: TriggerReceived) -> None:
         envelope = schedule_envelope(step.binding, schedule, step.now)
         step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope})
     else:
-        envelope = normalize_trigger_envelope(request.provider, request.kind, request.metadata, step.now,
-                                              request.request_id, request.raw)
+        envelope = normalize_trigger_envelope(
+            request.provider, request.kind, request.metadata, step.now, request.request_id, request.raw
+        )
         step.emit("persona.trigger.received", {"persona": step.persona, "envelope": envelope})
     _gate_new(step, _item(step, request.request_id, envelope, request.cost, request.priority))
 
@@ -397,8 +419,16 @@ CONTROL: dict[str, Callable[[Step, ControlReceived], None]] = {
 
 
 def _item(step: Step, request_id: str, envelope: TriggerEnvelope, cost: RunCost | None, priority: int) -> QueueItem:
-    return QueueItem(work_key=envelope.subject_key, request_id=request_id, envelope=envelope, cost=cost,
-                     priority=priority, seq=0, reason="queued", queued_at_ms=step.now)
+    return QueueItem(
+        work_key=envelope.subject_key,
+        request_id=request_id,
+        envelope=envelope,
+        cost=cost,
+        priority=priority,
+        seq=0,
+        reason="queued",
+        queued_at_ms=step.now,
+    )
 
 
 def _gate_new(step: Step, item: QueueItem) -> None:
@@ -411,8 +441,10 @@ def _gate_new(step: Step, item: QueueItem) -> None:
         _enqueue(step, item, "draining", held=True)
         step.receipt("trigger", item.request_id, "queued", work_key=item.work_key, queued=True)
     elif mode == "disabled":
-        step.emit("persona.trigger.dead_lettered", {"work_key": item.work_key, "envelope": item.envelope,
-                                                    "reason": "disabled"})
+        step.emit(
+            "persona.trigger.dead_lettered",
+            {"work_key": item.work_key, "envelope": item.envelope, "reason": "disabled"},
+        )
         step.head.disabled_events += 1
         step.receipt("trigger", item.request_id, "dead_lettered", work_key=item.work_key, error="persona is disabled")
     else:
@@ -422,11 +454,18 @@ def _gate_new(step: Step, item: QueueItem) -> None:
 def _enqueue(step: Step, item: QueueItem, reason: str, held: bool = False) -> None:
     item.reason = reason
     replaced = step.queue.push(item, "held" if held else "ready")
-    step.emit("persona.trigger.queued", {"work_key": item.work_key, "envelope": item.envelope,
-                                         "cost": item.cost or NO_COST, "reason": reason})
+    step.emit(
+        "persona.trigger.queued",
+        {"work_key": item.work_key, "envelope": item.envelope, "cost": item.cost or NO_COST, "reason": reason},
+    )
     if replaced is not None and replaced.request_id != item.request_id:
-        step.receipt("trigger", replaced.request_id, "duplicate", work_key=replaced.work_key,
-                     error=f"superseded by request {item.request_id!r} for the same work key")
+        step.receipt(
+            "trigger",
+            replaced.request_id,
+            "duplicate",
+            work_key=replaced.work_key,
+            error=f"superseded by request {item.request_id!r} for the same work key",
+        )
 
 
 def _is_external(step: Step, item: QueueItem) -> bool:
@@ -439,8 +478,16 @@ def _enforce(step: Step, cost: RunCost) -> str | None:
     if reason is None:
         return None
     receipt_id = ids.budget_receipt_id(step.persona, step.next_seq())
-    step.emit("persona.budget.exhausted", {"receipt_id": receipt_id, "reason": reason, "attempted_cost_usd": cost.cost_usd,
-                                           "attempted_tokens": cost.tokens, "persona": step.persona})
+    step.emit(
+        "persona.budget.exhausted",
+        {
+            "receipt_id": receipt_id,
+            "reason": reason,
+            "attempted_cost_usd": cost.cost_usd,
+            "attempted_tokens": cost.tokens,
+            "persona": step.persona,
+        },
+    )
     budgets.mark_exhausted(step.head.budget, reason, receipt_id, step.now)
     error = f"persona budget exhausted: {reason}"
     step.head.last_error = error
@@ -450,38 +497,65 @@ def _enforce(step: Step, cost: RunCost) -> str | None:
 def _attempt(step: Step, item: QueueItem, queued: QueueItem | None) -> None:
     """Budget, duplicate, lease, then the run. ``queued`` is the stored item when draining."""
     external = _is_external(step, item)
-    gate_cost = RunCost(cost_usd=step.binding.estimated_run_usd or 0.0, tokens=0) if external else (item.cost or NO_COST)
+    gate_cost = (
+        RunCost(cost_usd=step.binding.estimated_run_usd or 0.0, tokens=0) if external else (item.cost or NO_COST)
+    )
     error = _enforce(step, gate_cost)
     if error is not None:
         if queued is not None:
             step.queue.hold(queued)
-        step.receipt("trigger", item.request_id, "budget_exhausted", work_key=item.work_key,
-                     queued=queued is not None, error=error)
+        step.receipt(
+            "trigger",
+            item.request_id,
+            "budget_exhausted",
+            work_key=item.work_key,
+            queued=queued is not None,
+            error=error,
+        )
         return
     if step.state.completed(item.work_key) is not None:
-        step.emit("persona.trigger.duplicate", {"work_key": item.work_key, "envelope": item.envelope,
-                                                "reason": "already_completed"})
+        step.emit(
+            "persona.trigger.duplicate",
+            {"work_key": item.work_key, "envelope": item.envelope, "reason": "already_completed"},
+        )
         if queued is not None:
             step.queue.remove(queued)
         step.receipt("trigger", item.request_id, "duplicate", work_key=item.work_key)
         return
     running = _run_of_work(step, item.work_key)
     if running is not None:
-        step.emit("persona.trigger.duplicate", {"work_key": item.work_key, "envelope": item.envelope,
-                                                "reason": "in_progress", "run_id": running})
+        step.emit(
+            "persona.trigger.duplicate",
+            {"work_key": item.work_key, "envelope": item.envelope, "reason": "in_progress", "run_id": running},
+        )
         if queued is not None:
             step.queue.remove(queued)
-        step.receipt("trigger", item.request_id, "duplicate", work_key=item.work_key, run_id=running,
-                     error=f"work key {item.work_key!r} is in progress (run {running})")
+        step.receipt(
+            "trigger",
+            item.request_id,
+            "duplicate",
+            work_key=item.work_key,
+            run_id=running,
+            error=f"work key {item.work_key!r} is in progress (run {running})",
+        )
         return
     active = step.active_lease()
     if active is not None:
         assert queued is None, "queued work is only taken up while the lease is free"
-        step.emit("persona.lease.conflict", {"active_lease": active.lease, "requested_work_key": item.work_key,
-                                             "at_ms": step.now})
+        step.emit(
+            "persona.lease.conflict",
+            {"active_lease": active.lease, "requested_work_key": item.work_key, "at_ms": step.now},
+        )
         _enqueue(step, item, "lease_busy")
-        step.receipt("trigger", item.request_id, "lease_busy", work_key=item.work_key, lease=active.lease,
-                     queued=True, error="active lease already owns persona work")
+        step.receipt(
+            "trigger",
+            item.request_id,
+            "lease_busy",
+            work_key=item.work_key,
+            lease=active.lease,
+            queued=True,
+            error="active lease already owns persona work",
+        )
         return
     if queued is not None:
         step.queue.remove(queued)
@@ -498,14 +572,27 @@ def _start_run(step: Step, item: QueueItem) -> tuple[str, PersonaLease]:
     """Lease acquired, run started, value run_started."""
     decision = step.decisions("trigger", item.request_id)
     run_id = ids.run_id(step.persona, item.request_id, decision)
-    lease = PersonaLease(id=ids.lease_id(step.persona, item.request_id, decision), holder=LEASE_HOLDER,
-                         work_key=item.work_key, acquired_at_ms=step.now,
-                         expires_at_ms=step.now + step.binding.lease_ttl_ms)
+    lease = PersonaLease(
+        id=ids.lease_id(step.persona, item.request_id, decision),
+        holder=LEASE_HOLDER,
+        work_key=item.work_key,
+        acquired_at_ms=step.now,
+        expires_at_ms=step.now + step.binding.lease_ttl_ms,
+    )
     step.emit("persona.lease.acquired", lease)
     if step.head.mode == "failed":
         step.head.mode = "idle"
-    step.emit("persona.run.started", {"work_key": item.work_key, "run_id": run_id, "started_at_ms": step.now,
-                                      "entry_workflow": step.binding.entry_workflow, "lease_id": lease.id}, run_id)
+    step.emit(
+        "persona.run.started",
+        {
+            "work_key": item.work_key,
+            "run_id": run_id,
+            "started_at_ms": step.now,
+            "entry_workflow": step.binding.entry_workflow,
+            "lease_id": lease.id,
+        },
+        run_id,
+    )
     metadata = run_value_metadata(item.envelope, lease, item.cost or NO_COST)
     value(step, run_id, {"kind": "run_started"}, metadata)
     return run_id, lease
@@ -515,8 +602,15 @@ def _run_inline(step: Step, item: QueueItem, cost: RunCost) -> None:
     run_id, lease = _start_run(step, item)
     record = LeaseRecord(lease=lease, run_id=run_id, request_id=item.request_id, envelope=item.envelope, external=False)
     budget_receipt = _complete_run(step, record, cost)
-    step.receipt("trigger", item.request_id, "completed", work_key=item.work_key, run_id=run_id, lease=lease,
-                 budget_receipt_id=budget_receipt)
+    step.receipt(
+        "trigger",
+        item.request_id,
+        "completed",
+        work_key=item.work_key,
+        run_id=run_id,
+        lease=lease,
+        budget_receipt_id=budget_receipt,
+    )
 
 
 def _run_of_work(step: Step, work_key: str) -> str | None:
@@ -532,8 +626,16 @@ def _run_of_work(step: Step, work_key: str) -> str | None:
 def _record_spend(step: Step, cost: RunCost, lease_id: str | None) -> str:
     """``persona.budget.recorded``; returns its receipt id."""
     receipt_id = ids.budget_receipt_id(step.persona, step.next_seq())
-    step.emit("persona.budget.recorded", {"receipt_id": receipt_id, "persona": step.persona, "cost_usd": cost.cost_usd,
-                                          "tokens": cost.tokens, "lease_id": lease_id})
+    step.emit(
+        "persona.budget.recorded",
+        {
+            "receipt_id": receipt_id,
+            "persona": step.persona,
+            "cost_usd": cost.cost_usd,
+            "tokens": cost.tokens,
+            "lease_id": lease_id,
+        },
+    )
     budgets.record(step.head.budget, cost.cost_usd, cost.tokens, receipt_id, step.now)
     return receipt_id
 
@@ -551,8 +653,17 @@ def _complete_run(step: Step, record: LeaseRecord, cost: RunCost) -> str:
 
 def complete_work(step: Step, run_id: str, work_key: str, lease: PersonaLease) -> None:
     """A run completed its work: run completed, the work key done for good, lease released."""
-    step.emit("persona.run.completed", {"work_key": work_key, "run_id": run_id, "completed_at_ms": step.now,
-                                        "entry_workflow": step.binding.entry_workflow, "lease_id": lease.id}, run_id)
+    step.emit(
+        "persona.run.completed",
+        {
+            "work_key": work_key,
+            "run_id": run_id,
+            "completed_at_ms": step.now,
+            "entry_workflow": step.binding.entry_workflow,
+            "lease_id": lease.id,
+        },
+        run_id,
+    )
     step.state.put_completed(work_key, CompletedWork(run_id=run_id, completed_at_ms=step.now))
     step.head.last_run_ms = step.now
     _release(step, lease)
@@ -563,8 +674,9 @@ def _release(step: Step, lease: PersonaLease) -> None:
 
 
 def value(step: Step, run_id: str, delta: dict, metadata: dict) -> None:
-    event = step.redacted(value_event(step.persona, step.binding.template_ref, run_id, delta, metadata,
-                                      format_ms(step.now)))
+    event = step.redacted(
+        value_event(step.persona, step.binding.template_ref, run_id, delta, metadata, format_ms(step.now))
+    )
     step.emit(f"persona.value.{event['kind']}", event, run_id)
     step.state.put_value(step.head.values % VALUE_RING, value_receipt(event))
     step.head.values += 1
@@ -597,8 +709,7 @@ def _settle(step: Step, by_time: bool = True) -> None:
         if item is None:
             break
         _attempt(step, item, queued=item)
-    if step.head.mode == "draining" and lease_free() and queue.next_eligible() is None \
-            and not step.head.ready_runs:
+    if step.head.mode == "draining" and lease_free() and queue.next_eligible() is None and not step.head.ready_runs:
         step.emit("persona.control.paused", {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY})
         step.head.mode = "paused"
 
@@ -613,7 +724,12 @@ def _refresh_next_run(head: PersonaHead, now_ms: int) -> None:
     base = now_ms if head.last_run_ms is None else head.last_run_ms
     fresh = head.next_run_base_ms is not None and (
         head.next_run_base_ms == base
-        or (head.last_run_ms is None and head.next_run_ms is not None and head.next_run_base_ms <= base < head.next_run_ms))
+        or (
+            head.last_run_ms is None
+            and head.next_run_ms is not None
+            and head.next_run_base_ms <= base < head.next_run_ms
+        )
+    )
     if fresh:
         return
     found = [t for t in (next_occurrence(e, base) for e in binding.schedules) if t is not None]

@@ -14,7 +14,8 @@ ones are always a prefix of each held FIFO.
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .state import PersonaState, QueueIndex, QueueItem, QueueLevel
 

@@ -12,7 +12,15 @@ State: one row per run, ``directory[run_id]`` = the persona's name.
 
 from __future__ import annotations
 
-from streams.inbox import RunCommanded, RunControlReceived, RunInput, RunRegistered, RunReportReceived, RunReported, run_of
+from streams.inbox import (
+    RunCommanded,
+    RunControlReceived,
+    RunInput,
+    RunRegistered,
+    RunReported,
+    RunReportReceived,
+    run_of,
+)
 from streams.outputs import Output
 from streams.wire import encode
 
@@ -31,13 +39,21 @@ def apply(txn: Transaction, record: RunInput, position: int | None = None) -> li
     persona = txn.get(DIRECTORY, run_id)
     if persona is None:
         what = "report" if isinstance(record, RunReported) else "command"
-        return [dead_letter_output(record, run_id, f"unknown run {run_id!r}: no persona dispatched a run with this id;"
-                                                   f" the {what} is ignored", record.at_ms, "persona.run.inbox",
-                                   "unknown_run")]
+        return [
+            dead_letter_output(
+                record,
+                run_id,
+                f"unknown run {run_id!r}: no persona dispatched a run with this id; the {what} is ignored",
+                record.at_ms,
+                "persona.run.inbox",
+                "unknown_run",
+            )
+        ]
     name = persona.decode()
     if isinstance(record, RunReported):
         routed: RunReportReceived | RunControlReceived = RunReportReceived(
-            at_ms=record.at_ms, source=record.source, persona=name, event=record.event)
+            at_ms=record.at_ms, source=record.source, persona=name, event=record.event
+        )
     else:
         assert isinstance(record, RunCommanded)
         routed = RunControlReceived(at_ms=record.at_ms, source=record.source, persona=name, command=record.command)

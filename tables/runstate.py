@@ -41,8 +41,9 @@ TRANSCRIPT_KEPT = 200
 #: Step outputs kept per run (the latest).
 STEP_OUTPUTS_KEPT = 20
 
-RunStatus = Literal["dispatched", "running", "paused", "waiting", "retry_wait", "ready",
-                    "completed", "failed", "cancelled", "expired"]
+RunStatus = Literal[
+    "dispatched", "running", "paused", "waiting", "retry_wait", "ready", "completed", "failed", "cancelled", "expired"
+]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "expired"})
 #: In flight: an executor has (or is about to have) the run.
 EXECUTING: frozenset[str] = frozenset({"dispatched", "running", "paused", "waiting"})

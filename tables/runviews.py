@@ -55,8 +55,9 @@ def run_detail(state: RunState, run_id: str) -> dict[str, Any] | None:
     if run is None:
         return None
     detail = msgspec.to_builtins(run)
-    detail["ledger"] = [{**msgspec.to_builtins(a), "actual_usd": a.actual_usd, "actual_tokens": a.actual_tokens}
-                        for a in run.ledger]
+    detail["ledger"] = [
+        {**msgspec.to_builtins(a), "actual_usd": a.actual_usd, "actual_tokens": a.actual_tokens} for a in run.ledger
+    ]
     detail["usage_usd"] = run.usage_usd
     detail["usage_tokens"] = run.usage_tokens
     detail["reserved_usd"] = sum(a.reserved_usd for a in run.ledger if a.open)
@@ -64,8 +65,9 @@ def run_detail(state: RunState, run_id: str) -> dict[str, Any] | None:
     detail["last_seq"] = run.seq
     detail["transcript_items"] = run.transcript
     first = max(1, run.seq - DETAIL_EVENTS + 1)
-    detail["last_events"] = [orjson.loads(raw) for seq in range(first, run.seq + 1)
-                             if (raw := state.event(run_id, seq)) is not None]
+    detail["last_events"] = [
+        orjson.loads(raw) for seq in range(first, run.seq + 1) if (raw := state.event(run_id, seq)) is not None
+    ]
     return redact(detail, _keys(state))
 
 
@@ -83,9 +85,19 @@ def run_events(state: RunState, run_id: str, cursor: int = 1, limit: int = 50) -
     end = min(run.seq, start + limit - 1)
     events = [orjson.loads(raw) for seq in range(start, end + 1) if (raw := state.event(run_id, seq)) is not None]
     next_cursor = end + 1 if events else max(cursor, start)
-    return redact({"run_id": run_id, "cursor": cursor, "limit": limit, "events": events, "next_cursor": next_cursor,
-                   "has_more": next_cursor <= run.seq, "last_seq": run.seq, "first_kept": first_kept},
-                  _keys(state))
+    return redact(
+        {
+            "run_id": run_id,
+            "cursor": cursor,
+            "limit": limit,
+            "events": events,
+            "next_cursor": next_cursor,
+            "has_more": next_cursor <= run.seq,
+            "last_seq": run.seq,
+            "first_kept": first_kept,
+        },
+        _keys(state),
+    )
 
 
 def transcript(state: RunState, run_id: str, start: int = 0, limit: int = 50) -> dict[str, Any] | None:
@@ -100,10 +112,25 @@ def transcript(state: RunState, run_id: str, start: int = 0, limit: int = 50) ->
     dropped = max(0, total - TRANSCRIPT_KEPT)
     begin = max(start, dropped)
     end = min(begin + limit, total)
-    items = [] if begin >= total else [msgspec.to_builtins(entry) for index in range(begin, end)
-                                       if (entry := state.entry(run_id, index)) is not None]
-    return {"run_id": run_id, "start": start, "limit": limit, "total_items": total, "dropped": dropped,
-            "items": items, "next_start": end if end < total else None, "has_more": end < total}
+    items = (
+        []
+        if begin >= total
+        else [
+            msgspec.to_builtins(entry)
+            for index in range(begin, end)
+            if (entry := state.entry(run_id, index)) is not None
+        ]
+    )
+    return {
+        "run_id": run_id,
+        "start": start,
+        "limit": limit,
+        "total_items": total,
+        "dropped": dropped,
+        "items": items,
+        "next_start": end if end < total else None,
+        "has_more": end < total,
+    }
 
 
 def persona_runs(persona: PersonaState, cursor: int | None = None, limit: int = 20) -> dict[str, Any] | None:
@@ -122,13 +149,29 @@ def persona_runs(persona: PersonaState, cursor: int | None = None, limit: int = 
         run = state.run(run_id) if run_id is not None else None
         if run is not None:
             items.append(summary(run))
-    return {"persona": head.name, "cursor": cursor, "limit": limit, "runs": items, "total": head.runs,
-            "next_cursor": number if number > 0 else None, "has_more": number > 0}
+    return {
+        "persona": head.name,
+        "cursor": cursor,
+        "limit": limit,
+        "runs": items,
+        "total": head.runs,
+        "next_cursor": number if number > 0 else None,
+        "has_more": number > 0,
+    }
 
 
 def summary(run: RunRow) -> dict[str, Any]:
     """One line of a run list."""
-    return {"run_id": run.run_id, "kind": run.kind, "status": run.status, "work_key": run.work_key,
-            "attempt": run.attempt, "dispatches": run.dispatches, "parent_run_id": run.parent_run_id,
-            "created_at_ms": run.created_at_ms, "usage_usd": run.usage_usd, "usage_tokens": run.usage_tokens,
-            "error": run.error}
+    return {
+        "run_id": run.run_id,
+        "kind": run.kind,
+        "status": run.status,
+        "work_key": run.work_key,
+        "attempt": run.attempt,
+        "dispatches": run.dispatches,
+        "parent_run_id": run.parent_run_id,
+        "created_at_ms": run.created_at_ms,
+        "usage_usd": run.usage_usd,
+        "usage_tokens": run.usage_tokens,
+        "error": run.error,
+    }

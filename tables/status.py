@@ -20,8 +20,8 @@ from streams.wire import (
 from . import budget
 from .queue import Queue
 from .redaction import redact_metadata
-from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
 from .schedule import earliest_due as next_after
+from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
 from .timefmt import format_ms
 
 PAUSED_EVENT_POLICY = "queue_then_drain_on_resume"
@@ -40,9 +40,13 @@ def lifecycle_state(head: PersonaHead, lease_active: bool) -> str:
 def queued_work(item: QueueItem, redact_keys: frozenset[str] = frozenset()) -> PersonaQueuedWork:
     envelope = item.envelope
     return PersonaQueuedWork(
-        work_key=item.work_key, provider=envelope.provider, kind=envelope.kind,
-        queued_at=format_ms(item.queued_at_ms), reason=item.reason or "queued",
-        source_event_id=envelope.source_event_id, metadata=redact_metadata(envelope.metadata, redact_keys),
+        work_key=item.work_key,
+        provider=envelope.provider,
+        kind=envelope.kind,
+        queued_at=format_ms(item.queued_at_ms),
+        reason=item.reason or "queued",
+        source_event_id=envelope.source_event_id,
+        metadata=redact_metadata(envelope.metadata, redact_keys),
     )
 
 
@@ -51,9 +55,13 @@ def handoff_item(work: PersonaQueuedWork) -> PersonaHandoffInboxItem | None:
         return None
     meta = work.metadata
     return PersonaHandoffInboxItem(
-        work_key=work.work_key, handoff_id=meta.get("handoff_id"),
-        handoff_kind=meta.get("handoff_kind", meta.get("kind")), source_persona=meta.get("source_persona"),
-        task=meta.get("task"), queued_at=work.queued_at, reason=work.reason,
+        work_key=work.work_key,
+        handoff_id=meta.get("handoff_id"),
+        handoff_kind=meta.get("handoff_kind", meta.get("kind")),
+        source_persona=meta.get("source_persona"),
+        task=meta.get("task"),
+        queued_at=work.queued_at,
+        reason=work.reason,
     )
 
 
@@ -65,11 +73,15 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
     record = state.lease() if "lease" in head.timers else None
     lease = record.lease if record is not None and record.lease.expires_at_ms > now else None
     keys = frozenset(head.binding.redact_metadata_keys) if head.binding is not None else frozenset()
-    work = [queued_work(item, keys) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)] \
-        if head.queue.count else []
+    work = (
+        [queued_work(item, keys) for item in Queue(state, head.queue).items(STATUS_LIST_LIMIT)]
+        if head.queue.count
+        else []
+    )
     first = max(0, head.values - VALUE_RING)
-    values = [msgspec.Raw(raw) for raw in (state.value(i % VALUE_RING) for i in range(first, head.values))
-              if raw is not None]
+    values = [
+        msgspec.Raw(raw) for raw in (state.value(i % VALUE_RING) for i in range(first, head.values)) if raw is not None
+    ]
     next_run = head.next_run_ms
     if now_ms is not None and now_ms != head.clock_ms and head.last_run_ms is None:
         next_run = next_after(binding.schedules, now_ms)
@@ -79,9 +91,15 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
         state=lifecycle_state(head, lease is not None),
         entry_workflow=binding.entry_workflow,
         role=binding.name,
-        current_assignment=None if lease is None else PersonaAssignmentStatus(
-            work_key=lease.work_key, lease_id=lease.id, holder=lease.holder,
-            acquired_at=format_ms(lease.acquired_at_ms), expires_at=format_ms(lease.expires_at_ms)),
+        current_assignment=None
+        if lease is None
+        else PersonaAssignmentStatus(
+            work_key=lease.work_key,
+            lease_id=lease.id,
+            holder=lease.holder,
+            acquired_at=format_ms(lease.acquired_at_ms),
+            expires_at=format_ms(lease.expires_at_ms),
+        ),
         last_run=None if head.last_run_ms is None else format_ms(head.last_run_ms),
         next_scheduled_run=None if next_run is None else format_ms(next_run),
         active_lease=lease,

@@ -21,21 +21,41 @@ RequestKind = str  # "trigger" | "control" | "run_control"
 _KINDS: dict[str, bytes] = {}
 
 
-def outbox_output(stream: str, seq: int, kind: str, persona: str, run_id: str | None, now: int,
-                  payload: dict[str, Any], cause: dict[str, Any]) -> Output:
+def outbox_output(
+    stream: str,
+    seq: int,
+    kind: str,
+    persona: str,
+    run_id: str | None,
+    now: int,
+    payload: dict[str, Any],
+    cause: dict[str, Any],
+) -> Output:
     """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers."""
     event_id = ids.event_id(stream, seq)
-    event = OutboxEvent(event_id=event_id, stream=stream, seq=seq, kind=kind, persona=persona,
-                        run_id=run_id, occurred_at_ms=now, payload=payload, cause=cause)
+    event = OutboxEvent(
+        event_id=event_id,
+        stream=stream,
+        seq=seq,
+        kind=kind,
+        persona=persona,
+        run_id=run_id,
+        occurred_at_ms=now,
+        payload=payload,
+        cause=cause,
+    )
     kind_bytes = _KINDS.get(kind)
     if kind_bytes is None:
         kind_bytes = _KINDS[kind] = kind.encode()
     key = persona.encode()
-    return Output("outbox", key, encode(event), [("persona", key), ("kind", kind_bytes), ("event_id", event_id.encode())])
+    return Output(
+        "outbox", key, encode(event), [("persona", key), ("kind", kind_bytes), ("event_id", event_id.encode())]
+    )
 
 
-def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str, reason: str,
-                       redact_keys: frozenset[str] = frozenset()) -> Output:
+def dead_letter_output(
+    record: Any, key: str, error: str, at_ms: int, inbox: str, reason: str, redact_keys: frozenset[str] = frozenset()
+) -> Output:
     """A dead letter about an inbox record, pointing at the public record it came from
     (its preview redacted by the persona's ``redact_metadata_keys``)."""
     source = record.source
@@ -43,16 +63,22 @@ def dead_letter_output(record: Any, key: str, error: str, at_ms: int, inbox: str
         source_topic=source.topic if source else inbox,
         partition=source.partition if source else -1,
         offset=source.offset if source else -1,
-        key=key, value_b64=base64.b64encode(encode(redact(record, redact_keys))).decode(),
-        error=error, at_ms=at_ms,
+        key=key,
+        value_b64=base64.b64encode(encode(redact(record, redact_keys))).decode(),
+        error=error,
+        at_ms=at_ms,
     )
     return Output("dlq", key, encode(letter), (("error", error[:200]), ("reason", reason)))
 
 
 def receipt_output(receipt: Receipt) -> Output:
     key = receipt.persona.encode()
-    return Output("receipts", key, encode(receipt),
-                  [("persona", key), ("status", receipt.status.encode()), ("receipt_id", receipt.receipt_id.encode())])
+    return Output(
+        "receipts",
+        key,
+        encode(receipt),
+        [("persona", key), ("status", receipt.status.encode()), ("receipt_id", receipt.receipt_id.encode())],
+    )
 
 
 @dataclass
@@ -89,8 +115,11 @@ class Step:
     def redact_keys(self) -> frozenset[str]:
         """Metadata keys whose values this persona's published records must not show."""
         binding = self.head.binding
-        return frozenset(binding.redact_metadata_keys) if binding is not None and binding.redact_metadata_keys \
+        return (
+            frozenset(binding.redact_metadata_keys)
+            if binding is not None and binding.redact_metadata_keys
             else frozenset()
+        )
 
     def redacted(self, value: Any) -> Any:
         keys = self.redact_keys
@@ -100,8 +129,9 @@ class Step:
         """Append one event to the persona's outbox stream; return its sequence number."""
         payload = self.redacted(payload)
         self.head.seq += 1
-        self.outputs.append(outbox_output(self.stream, self.head.seq, kind, self.persona, run_id, self.now,
-                                          payload, self.cause))
+        self.outputs.append(
+            outbox_output(self.stream, self.head.seq, kind, self.persona, run_id, self.now, payload, self.cause)
+        )
         return self.head.seq
 
     # ---------------------------------------------------------------- receipts
@@ -110,18 +140,40 @@ class Step:
         record = self.state.request(kind, request_id)
         return 0 if record is None else record.decisions
 
-    def receipt(self, kind: RequestKind, request_id: str, status: str, *,
-                work_key: str | None = None, run_id: str | None = None, lease: PersonaLease | None = None,
-                queued: bool = False, error: str | None = None, budget_receipt_id: str | None = None,
-                attempt: int | None = None, not_before_ms: int | None = None, event_id: str | None = None) -> Receipt:
+    def receipt(
+        self,
+        kind: RequestKind,
+        request_id: str,
+        status: str,
+        *,
+        work_key: str | None = None,
+        run_id: str | None = None,
+        lease: PersonaLease | None = None,
+        queued: bool = False,
+        error: str | None = None,
+        budget_receipt_id: str | None = None,
+        attempt: int | None = None,
+        not_before_ms: int | None = None,
+        event_id: str | None = None,
+    ) -> Receipt:
         """Issue the next decision's receipt about a request and remember it."""
         record = self.state.request(kind, request_id)
         decisions = 0 if record is None else record.decisions
         receipt = Receipt(
-            status=status, persona=self.persona, run_id=run_id, work_key=work_key, lease=lease,
-            queued=queued, error=error, budget_receipt_id=budget_receipt_id, request_id=request_id,
-            receipt_id=ids.receipt_id(self.persona, f"{kind}:{request_id}", decisions), at_ms=self.now,
-            attempt=attempt, not_before_ms=not_before_ms, event_id=event_id,
+            status=status,
+            persona=self.persona,
+            run_id=run_id,
+            work_key=work_key,
+            lease=lease,
+            queued=queued,
+            error=error,
+            budget_receipt_id=budget_receipt_id,
+            request_id=request_id,
+            receipt_id=ids.receipt_id(self.persona, f"{kind}:{request_id}", decisions),
+            at_ms=self.now,
+            attempt=attempt,
+            not_before_ms=not_before_ms,
+            event_id=event_id,
         )
         self.state.put_request(kind, request_id, RequestRecord(decisions=decisions + 1, last=receipt))
         self.outputs.append(receipt_output(receipt))
@@ -140,8 +192,7 @@ class Step:
         self.outputs.append(Output(role, key, encode(value), (("persona", self.persona.encode()),), phase))
 
     def dead_letter(self, record: Any, key: str, error: str, reason: str) -> None:
-        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason,
-                                               self.redact_keys))
+        self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason, self.redact_keys))
 
     # ------------------------------------------------------------- leases, time
 

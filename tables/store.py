@@ -14,7 +14,8 @@ A written row that encodes to the bytes it was read as is not a change.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import msgspec
 import orjson

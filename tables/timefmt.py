@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 EPOCH_TEXT = "1970-01-01T00:00:00Z"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 _last_second: list = [None, ""]  # the last second formatted, and its text: events come in bursts
@@ -52,4 +52,4 @@ def hour_start(ms: int) -> int:
 
 
 def to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

@@ -11,7 +11,8 @@ what is really due, and moves or removes the rows it handled.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from .state import TIMERS, PersonaHead, PersonaState
 

@@ -9,7 +9,8 @@ snapshots into one (``GET /unsettled``) and sort it by ``queued_at_ms``, then ``
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import msgspec
 import orjson
@@ -37,20 +38,38 @@ def _age(now_ms: int, at_ms: int) -> int:
 
 def queued_trigger(persona: str, item: QueueItem, now_ms: int) -> dict[str, Any]:
     envelope = item.envelope
-    return {"id": f"trigger://{persona}/{item.work_key}", "persona": persona, "work_key": item.work_key,
-            "request_id": item.request_id, "event_id": envelope.source_event_id,
-            "spec_summary": trigger_spec_summary(envelope.provider, envelope.kind),
-            "queued_at_ms": item.queued_at_ms, "age_ms": _age(now_ms, item.queued_at_ms), "reason": item.reason,
-            "priority": item.priority, "held": item.list == "held", "source": "persona_queue"}
+    return {
+        "id": f"trigger://{persona}/{item.work_key}",
+        "persona": persona,
+        "work_key": item.work_key,
+        "request_id": item.request_id,
+        "event_id": envelope.source_event_id,
+        "spec_summary": trigger_spec_summary(envelope.provider, envelope.kind),
+        "queued_at_ms": item.queued_at_ms,
+        "age_ms": _age(now_ms, item.queued_at_ms),
+        "reason": item.reason,
+        "priority": item.priority,
+        "held": item.list == "held",
+        "source": "persona_queue",
+    }
 
 
 def _run_item(persona: str, run: RunRow, since_ms: int, now_ms: int, source: str) -> dict[str, Any]:
     envelope = run.envelope
-    item = {"id": f"run://{persona}/{run.run_id}", "persona": persona, "run_id": run.run_id, "kind": run.kind,
-            "work_key": run.work_key, "status": run.status, "attempt": run.attempt,
-            "entry_workflow": run.entry_workflow,
-            "spec_summary": trigger_spec_summary(envelope.provider, envelope.kind),
-            "queued_at_ms": since_ms, "age_ms": _age(now_ms, since_ms), "source": source}
+    item = {
+        "id": f"run://{persona}/{run.run_id}",
+        "persona": persona,
+        "run_id": run.run_id,
+        "kind": run.kind,
+        "work_key": run.work_key,
+        "status": run.status,
+        "attempt": run.attempt,
+        "entry_workflow": run.entry_workflow,
+        "spec_summary": trigger_spec_summary(envelope.provider, envelope.kind),
+        "queued_at_ms": since_ms,
+        "age_ms": _age(now_ms, since_ms),
+        "source": source,
+    }
     if run.parent_run_id is not None:
         item["parent_run_id"] = run.parent_run_id
     return item
@@ -68,7 +87,9 @@ def persona_unsettled(state: PersonaState, head: PersonaHead, now_ms: int, limit
         if run is None:
             continue
         if run.status in ("retry_wait", "ready"):
-            waiting_since = run.ledger[-1].ended_at_ms if run.ledger and run.ledger[-1].ended_at_ms else run.created_at_ms
+            waiting_since = (
+                run.ledger[-1].ended_at_ms if run.ledger and run.ledger[-1].ended_at_ms else run.created_at_ms
+            )
             item = _run_item(persona, run, waiting_since, now_ms, "retry" if run.status == "retry_wait" else "lease")
             item["not_before_ms"] = run.not_before_ms
             snapshot.queued_triggers.append(item)
@@ -77,29 +98,46 @@ def persona_unsettled(state: PersonaState, head: PersonaHead, now_ms: int, limit
         else:
             item = _run_item(persona, run, run.created_at_ms, now_ms, "executor")
             current = run.current
-            item.update(lease_id=run.lease_id, deadline_ms=run.deadline_ms, steps=run.steps,
-                        usage_usd=run.usage_usd, usage_tokens=run.usage_tokens,
-                        reserved_usd=current.reserved_usd if current is not None else 0.0,
-                        limits=msgspec.to_builtins(head.binding.run_limits) if head.binding is not None else {})
+            item.update(
+                lease_id=run.lease_id,
+                deadline_ms=run.deadline_ms,
+                steps=run.steps,
+                usage_usd=run.usage_usd,
+                usage_tokens=run.usage_tokens,
+                reserved_usd=current.reserved_usd if current is not None else 0.0,
+                limits=msgspec.to_builtins(head.binding.run_limits) if head.binding is not None else {},
+            )
             snapshot.in_flight_llm_calls.append(item)
     return snapshot
 
 
 def partial_handoff(persona: str, handoff: HandoffOut, now_ms: int) -> dict[str, Any]:
-    return {"id": f"handoff://{persona}/{handoff.handoff_id}", "envelope_id": handoff.handoff_id,
-            "from": persona, "to": handoff.target_persona, "payload_summary": payload_summary(handoff.task),
-            "queued_at_ms": handoff.sent_at_ms, "age_ms": _age(now_ms, handoff.sent_at_ms),
-            "target_pipeline": handoff.target_persona, "origin_pipeline": handoff.source_run_id,
-            "payload": handoff.task, "request_id": handoff.request_id}
+    return {
+        "id": f"handoff://{persona}/{handoff.handoff_id}",
+        "envelope_id": handoff.handoff_id,
+        "from": persona,
+        "to": handoff.target_persona,
+        "payload_summary": payload_summary(handoff.task),
+        "queued_at_ms": handoff.sent_at_ms,
+        "age_ms": _age(now_ms, handoff.sent_at_ms),
+        "target_pipeline": handoff.target_persona,
+        "origin_pipeline": handoff.source_run_id,
+        "payload": handoff.task,
+        "request_id": handoff.request_id,
+    }
 
 
-def partition_unsettled(store: Scannable, now_ms: int, *, persona: str | None = None,
-                        limit: int = 1000) -> UnsettledSnapshot:
+def partition_unsettled(
+    store: Scannable, now_ms: int, *, persona: str | None = None, limit: int = 1000
+) -> UnsettledSnapshot:
     """Every persona's unsettled work in one partition store (``persona``: only that one)."""
     snapshot = UnsettledSnapshot()
     txn = Transaction(store)
-    heads = ([(persona, raw)] if (raw := store.get(PERSONAS, persona)) is not None else []) if persona is not None \
+    heads = (
+        ([(persona, raw)] if (raw := store.get(PERSONAS, persona)) is not None else [])
+        if persona is not None
         else store.items(PERSONAS)
+    )
     for name, raw in heads:
         head = decode_head(raw)
         if head.queue.count or head.open_runs:

@@ -29,19 +29,40 @@ def completion_deltas(cost: RunCost) -> list[dict[str, Any]]:
     """The value events after ``run_started`` for a completed run, in order."""
     deltas: list[dict[str, Any]] = []
     if cost.avoided_cost_usd > 0 or cost.deterministic_steps > 0:
-        deltas.append({"kind": "deterministic_execution", "avoided_cost_usd": cost.avoided_cost_usd,
-                       "deterministic_steps": max(cost.deterministic_steps, 1)})
+        deltas.append(
+            {
+                "kind": "deterministic_execution",
+                "avoided_cost_usd": cost.avoided_cost_usd,
+                "deterministic_steps": max(cost.deterministic_steps, 1),
+            }
+        )
     escalated = cost.frontier_escalations > 0
     if escalated:
-        deltas.append({"kind": "frontier_escalation", "paid_cost_usd": cost.cost_usd,
-                       "llm_steps": max(cost.llm_steps, cost.frontier_escalations)})
-    deltas.append({"kind": "run_completed", "paid_cost_usd": 0.0 if escalated else cost.cost_usd,
-                   "llm_steps": 0 if escalated else cost.llm_steps})
+        deltas.append(
+            {
+                "kind": "frontier_escalation",
+                "paid_cost_usd": cost.cost_usd,
+                "llm_steps": max(cost.llm_steps, cost.frontier_escalations),
+            }
+        )
+    deltas.append(
+        {
+            "kind": "run_completed",
+            "paid_cost_usd": 0.0 if escalated else cost.cost_usd,
+            "llm_steps": 0 if escalated else cost.llm_steps,
+        }
+    )
     return deltas
 
 
-def value_event(persona: str, template_ref: str | None, run_id: str, delta: dict[str, Any],
-                metadata: dict[str, Any], occurred_at: str) -> dict[str, Any]:
+def value_event(
+    persona: str,
+    template_ref: str | None,
+    run_id: str,
+    delta: dict[str, Any],
+    metadata: dict[str, Any],
+    occurred_at: str,
+) -> dict[str, Any]:
     """A value event (costs and steps clamped to >= 0)."""
     return {
         "persona_id": persona,
@@ -59,9 +80,15 @@ def value_event(persona: str, template_ref: str | None, run_id: str, delta: dict
 
 def value_receipt(event: dict[str, Any]) -> bytes:
     """The value receipt of a value event, as JSON (status splices it in)."""
-    return encode(PersonaValueReceipt(
-        kind=event["kind"], run_id=event["run_id"], occurred_at=event["occurred_at"],
-        paid_cost_usd=event["paid_cost_usd"], avoided_cost_usd=event["avoided_cost_usd"],
-        deterministic_steps=event["deterministic_steps"], llm_steps=event["llm_steps"],
-        metadata=event["metadata"],
-    ))
+    return encode(
+        PersonaValueReceipt(
+            kind=event["kind"],
+            run_id=event["run_id"],
+            occurred_at=event["occurred_at"],
+            paid_cost_usd=event["paid_cost_usd"],
+            avoided_cost_usd=event["avoided_cost_usd"],
+            deterministic_steps=event["deterministic_steps"],
+            llm_steps=event["llm_steps"],
+            metadata=event["metadata"],
+        )
+    )

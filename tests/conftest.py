@@ -7,8 +7,8 @@ other's records, and wait on conditions (``SyncTail.until``), never on fixed sle
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from personaflow.client import read_all
 from engine.kafka import new_producer
+from personaflow.client import read_all
 from tables.replay import verify
 from tables.timefmt import DAY_MS
 
@@ -36,10 +36,16 @@ def make_scenario(prefix: str, personas: int, triggers: int, seed: int) -> tuple
     for n in range(triggers):
         persona = rng.choice(names)
         number = rng.randrange(40)  # repeated work keys: duplicates
-        request = {"request_id": f"{persona}-r{n}", "persona": persona, "provider": "github", "kind": "pull_request",
-                   "metadata": {"repository": "acme/app", "number": str(number)},
-                   "cost": {"cost_usd": rng.choice([0.001, 0.002, 0.005, 0.01]), "tokens": rng.randrange(1, 50)},
-                   "priority": rng.randrange(3), "received_at_ms": at + n}
+        request = {
+            "request_id": f"{persona}-r{n}",
+            "persona": persona,
+            "provider": "github",
+            "kind": "pull_request",
+            "metadata": {"repository": "acme/app", "number": str(number)},
+            "cost": {"cost_usd": rng.choice([0.001, 0.002, 0.005, 0.01]), "tokens": rng.randrange(1, 50)},
+            "priority": rng.randrange(3),
+            "received_at_ms": at + n,
+        }
         requests.append(request)
         if rng.random() < 0.05:  # a producer retry: the same request again
             requests.append(dict(request))
@@ -55,11 +61,15 @@ async def flood(kafka, requests: list[dict[str, Any]], controls: list[dict[str, 
         pending = []
         started = time.monotonic()
         for n, r in enumerate(requests):
-            pending.append(await producer.send(client.names.triggers, json.dumps(r).encode(), key=r["persona"].encode()))
+            pending.append(
+                await producer.send(client.names.triggers, json.dumps(r).encode(), key=r["persona"].encode())
+            )
             if per_second and n % 50 == 49:
                 await asyncio.sleep(max(0.0, started + (n + 1) / per_second - time.monotonic()))
-        pending += [await producer.send(client.names.control, json.dumps(c).encode(), key=c["persona"].encode())
-                    for c in controls]
+        pending += [
+            await producer.send(client.names.control, json.dumps(c).encode(), key=c["persona"].encode())
+            for c in controls
+        ]
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -76,7 +86,7 @@ class Background:
     def _run(self, work) -> None:
         try:
             asyncio.run(work)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             self.error = exc
 
     def join(self, timeout_s: float = 120) -> None:
@@ -91,27 +101,43 @@ def run_crash_scenario(worker, kafka, persona_name: str, personas: int, triggers
     probe = PersonaProbe(kafka, names[0], timeout_s=180)
     try:
         for i, name in enumerate(names):  # a few low daily budgets so exhaustion happens too
-            kafka.send("bindings", name, {"name": name, "entry_workflow": "wf",
-                                          "budget": {"daily_usd": 0.05 if i % 7 == 0 else 100.0}},
-                       timestamp_ms=requests[0]["received_at_ms"] - 1)
+            kafka.send(
+                "bindings",
+                name,
+                {"name": name, "entry_workflow": "wf", "budget": {"daily_usd": 0.05 if i % 7 == 0 else 100.0}},
+                timestamp_ms=requests[0]["received_at_ms"] - 1,
+            )
         probe.statuses.until(lambda seen: {r.key for r in seen} >= set(names), 120, "every persona bound")
         paused = names[1:4]
         for name in paused:
             probe.control_for(name, "pause", requests[0]["received_at_ms"])
-        resumes = [{"command_id": f"{name}-resume", "persona": name, "action": "resume", "actor": "chaos",
-                    "at_ms": requests[-1]["received_at_ms"] + 1} for name in paused]
+        resumes = [
+            {
+                "command_id": f"{name}-resume",
+                "persona": name,
+                "action": "resume",
+                "actor": "chaos",
+                "at_ms": requests[-1]["received_at_ms"] + 1,
+            }
+            for name in paused
+        ]
 
         # Waves: each kill lands while a wave is being processed (never after it is done).
         wanted = {r["request_id"] for r in requests}
-        waves = [requests[i * len(requests) // (kills + 1):(i + 1) * len(requests) // (kills + 1)]
-                 for i in range(kills + 1)]
+        waves = [
+            requests[i * len(requests) // (kills + 1) : (i + 1) * len(requests) // (kills + 1)]
+            for i in range(kills + 1)
+        ]
         for wave in waves[:-1]:
             # The wave goes out over about a second; the kill lands after its first receipt,
             # while the rest is still being published and processed.
             ids = {r["request_id"] for r in wave}
             producer = Background(flood(kafka, wave, [], per_second=len(wave)))
-            probe.receipts.until(lambda seen: any((r.value or {}).get("request_id") in ids for r in seen),
-                                 180, "the wave's first receipt before the kill")
+            probe.receipts.until(
+                lambda seen: any((r.value or {}).get("request_id") in ids for r in seen),
+                180,
+                "the wave's first receipt before the kill",
+            )
             decided = len({(r.value or {}).get("request_id") for r in probe.receipts.seen} & ids)
             worker.restart(kill=True)
             producer.join()
@@ -171,6 +197,7 @@ def check_invariants(kafka, probe: PersonaProbe, names: list[str], requests: lis
     # up with everything in the inbox (readiness probes sent during restarts included).
     inbox = kafka.run(read_all(client, "persona_inbox"))
     asked = {(r.key, r.value["request"]["request_id"]) for r in inbox if (r.value or {}).get("type") == "trigger"}
+
     def unanswered() -> set[tuple[str, str]]:
         return asked - {(r.key, (r.value or {}).get("request_id")) for r in probe.receipts.seen} - answered(receipts)
 
@@ -198,8 +225,15 @@ def test_sigkill_with_1000_triggers_in_flight_loses_and_doubles_nothing(worker, 
 @pytest.mark.chaos
 def test_repeated_sigkills_under_load_lose_and_double_nothing(worker, kafka, persona_name):
     rounds = int(os.environ.get("CHAOS_KILLS", "4"))
-    run_crash_scenario(worker, kafka, persona_name, personas=40, triggers=int(os.environ.get("CHAOS_TRIGGERS", "6000")),
-                       kills=rounds, seed=int(os.environ.get("CHAOS_SEED", "11")))
+    run_crash_scenario(
+        worker,
+        kafka,
+        persona_name,
+        personas=40,
+        triggers=int(os.environ.get("CHAOS_TRIGGERS", "6000")),
+        kills=rounds,
+        seed=int(os.environ.get("CHAOS_SEED", "11")),
+    )
 
 
 # ------------------------------------------------------------------ external runs
@@ -212,22 +246,46 @@ TERMINAL_RUN_EVENTS = {"run.completed", "run.failed", "run.cancelled", "run.expi
 def test_sigkill_twice_with_100_external_runs_in_flight_ends_every_run_once(worker, executor, kafka, persona_name):
     """The reference executor keeps working while the worker is killed twice."""
     names = [f"{persona_name[:60]}-x{i:02d}" for i in range(20)]
-    binding = {"entry_workflow": "wf/ext", "execution": "external", "lease_ttl_ms": 4000, "estimated_run_usd": 0.002,
-               "budget": {"daily_usd": 100.0}, "retry": {"max_attempts": 3, "backoff_ms": 200},
-               "executor_options": {"steps": "3", "duration_ms": "900", "tokens_per_step": "10",
-                                    "cost_per_step_usd": "0.001", "fail_probability": "0.2", "heartbeat_ms": "300"}}
+    binding = {
+        "entry_workflow": "wf/ext",
+        "execution": "external",
+        "lease_ttl_ms": 4000,
+        "estimated_run_usd": 0.002,
+        "budget": {"daily_usd": 100.0},
+        "retry": {"max_attempts": 3, "backoff_ms": 200},
+        "executor_options": {
+            "steps": "3",
+            "duration_ms": "900",
+            "tokens_per_step": "10",
+            "cost_per_step_usd": "0.001",
+            "fail_probability": "0.2",
+            "heartbeat_ms": "300",
+        },
+    }
     probe = PersonaProbe(kafka, names[0], timeout_s=180)
     try:
         for name in names:
             kafka.send("bindings", name, {**binding, "name": name})
         probe.statuses.until(lambda seen: {r.key for r in seen} >= set(names), 120, "every persona bound")
-        requests = [{"request_id": f"{name}-w{n}", "persona": name, "provider": "linear", "kind": "issue",
-                     "metadata": {"issue_key": f"W-{n}"}} for n in range(5) for name in names]
+        requests = [
+            {
+                "request_id": f"{name}-w{n}",
+                "persona": name,
+                "provider": "linear",
+                "kind": "issue",
+                "metadata": {"issue_key": f"W-{n}"},
+            }
+            for n in range(5)
+            for name in names
+        ]
         wanted = {r["request_id"] for r in requests}
 
         def finals(seen: list) -> set[str]:
-            return {(r.value or {}).get("request_id") for r in seen
-                    if (r.value or {}).get("request_id") in wanted and r.value["status"] in ("completed", "failed")}
+            return {
+                (r.value or {}).get("request_id")
+                for r in seen
+                if (r.value or {}).get("request_id") in wanted and r.value["status"] in ("completed", "failed")
+            }
 
         kafka.run(flood(kafka, requests, []))
         for after in (15, 50):
@@ -276,13 +334,19 @@ def check_external_runs(kafka, worker, probe: PersonaProbe, names: list[str], wa
         lease = statuses[name]["active_lease"]
         assert lease is None or lease["expires_at_ms"] > now_ms, name
     expired = [e for e in outbox if e["kind"] == "persona.lease.expired"]
-    print(f"external runs: {len(run_ids)} runs, {len(expired)} lease expiries,"
-          f" {sum(1 for r in receipts if r['status'] == 'retrying')} retries")
+    print(
+        f"external runs: {len(run_ids)} runs, {len(expired)} lease expiries,"
+        f" {sum(1 for r in receipts if r['status'] == 'retrying')} retries"
+    )
 
     inbox = kafka.run(read_all(client, "persona_inbox"))
     run_inbox = kafka.run(read_all(client, "run_inbox"))
     all_receipts = [r.value for r in kafka.run(read_all(client, "receipts")) if r.value]
     all_outbox = [r.value for r in kafka.run(read_all(client, "outbox")) if r.value]
-    for result in verify([(r.partition, r.offset, r.raw) for r in inbox],
-                         [(r.partition, r.offset, r.raw) for r in run_inbox], all_receipts, all_outbox):
+    for result in verify(
+        [(r.partition, r.offset, r.raw) for r in inbox],
+        [(r.partition, r.offset, r.raw) for r in run_inbox],
+        all_receipts,
+        all_outbox,
+    ):
         assert result.ok, result.problems[:10]

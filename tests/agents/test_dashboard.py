@@ -26,9 +26,23 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
     binary = shutil.which("chromium")
     assert binary, "Debian's chromium is missing: `make browser` installs it"
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                               f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--hide-scrollbars",
-                               *args], capture_output=True, text=True, timeout=120, check=True)
+        return subprocess.run(
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--hide-scrollbars",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
 
 
 class Cells(HTMLParser):

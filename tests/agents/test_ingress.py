@@ -12,16 +12,23 @@ pytestmark = pytest.mark.broker
 
 
 def trigger(persona: str, **extra: object) -> dict:
-    return {"request_id": f"req-{uuid.uuid4().hex[:10]}", "persona": persona,
-            "provider": "github", "kind": "pull_request",
-            "metadata": {"repository": "burin-labs/harn", "number": "462"}, **extra}
+    return {
+        "request_id": f"req-{uuid.uuid4().hex[:10]}",
+        "persona": persona,
+        "provider": "github",
+        "kind": "pull_request",
+        "metadata": {"repository": "burin-labs/harn", "number": "462"},
+        **extra,
+    }
 
 
 def test_valid_trigger_and_control_reach_the_persona_inbox_keyed_by_persona(worker, kafka, persona_name):
     inbox = kafka.tail("persona_inbox")
     request = trigger(persona_name)
     kafka.send("triggers", persona_name, request)
-    kafka.send("control", persona_name, {"command_id": "cmd-1", "persona": persona_name, "action": "pause", "actor": "ops"})
+    kafka.send(
+        "control", persona_name, {"command_id": "cmd-1", "persona": persona_name, "action": "pause", "actor": "ops"}
+    )
 
     records = inbox.wait_for_key(persona_name, count=2)
 
@@ -56,8 +63,11 @@ def test_five_kinds_of_bad_input_are_dead_lettered_and_the_stream_keeps_going(wo
         ("triggers", persona_name, json.dumps(missing_persona).encode()),
         ("triggers", f"someone-else-{marker}", json.dumps(trigger(persona_name)).encode()),
         ("triggers", persona_name, json.dumps(huge).encode()),
-        ("control", persona_name, json.dumps({"command_id": "c", "persona": persona_name,
-                                              "action": "explode", "actor": "ops"}).encode()),
+        (
+            "control",
+            persona_name,
+            json.dumps({"command_id": "c", "persona": persona_name, "action": "explode", "actor": "ops"}).encode(),
+        ),
     ]
     kafka.send_many(bad)
     good = trigger(persona_name)
@@ -85,5 +95,10 @@ def test_five_kinds_of_bad_input_are_dead_lettered_and_the_stream_keeps_going(wo
     assert by_origin[3]["value_truncated"] is True
     assert len(base64.b64decode(by_origin[3]["value_b64"])) == 64 * 1024
     assert [by_origin[i]["source_topic"].rsplit(".", 1)[-1] for i in range(5)] == [
-        "triggers", "triggers", "triggers", "triggers", "control"]
+        "triggers",
+        "triggers",
+        "triggers",
+        "triggers",
+        "control",
+    ]
     assert all(isinstance(letter["offset"], int) and letter["at_ms"] > 0 for letter in letters)

@@ -32,8 +32,9 @@ def test_metrics_count_inputs_receipts_dead_letters_and_show_lag_leases_queues_a
 
         def counted() -> dict[str, list] | None:
             metrics = scrape(worker)
-            grew = (value(metrics["personaflow_dead_letters"], "personaflow_dead_letters_total", reason="invalid_input")
-                    > value(before["personaflow_dead_letters"], "personaflow_dead_letters_total", reason="invalid_input"))
+            grew = value(
+                metrics["personaflow_dead_letters"], "personaflow_dead_letters_total", reason="invalid_input"
+            ) > value(before["personaflow_dead_letters"], "personaflow_dead_letters_total", reason="invalid_input")
             return metrics if grew else None
 
         metrics = eventually(counted, 30, "the dead letter counted")
@@ -43,7 +44,9 @@ def test_metrics_count_inputs_receipts_dead_letters_and_show_lag_leases_queues_a
         inputs = metrics["personaflow_inputs_applied"]
         for topic in ("bindings", "triggers", "persona_inbox", "run_inbox"):
             assert value(inputs, "personaflow_inputs_applied_total", topic=topic) >= 1, topic
-        assert value(metrics["personaflow_outputs_published"], "personaflow_outputs_published_total", topic="outbox") > 0
+        assert (
+            value(metrics["personaflow_outputs_published"], "personaflow_outputs_published_total", topic="outbox") > 0
+        )
         assert value(metrics["personaflow_active_leases"], "personaflow_active_leases") >= 1
         assert value(metrics["personaflow_queued_items"], "personaflow_queued_items") >= 1
         assert value(metrics["personaflow_runs_in_flight"], "personaflow_runs_in_flight") >= 1

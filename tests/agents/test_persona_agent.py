@@ -24,8 +24,10 @@ pytestmark = pytest.mark.broker
 T0 = (int(time.time() * 1000) // DAY_MS + 1) * DAY_MS + 12 * 3_600_000  # tomorrow 12:00:00Z
 MINUTE = 60_000
 ORIGINAL_BINDING = {
-    "template_ref": "software_factory@v0", "entry_workflow": "workflows/merge.harn#run",
-    "schedules": ["*/30 * * * *"], "triggers": ["github.pr_opened"],
+    "template_ref": "software_factory@v0",
+    "entry_workflow": "workflows/merge.harn#run",
+    "schedules": ["*/30 * * * *"],
+    "triggers": ["github.pr_opened"],
     "budget": {"daily_usd": 0.02, "hourly_usd": None, "run_usd": 0.02, "max_tokens": 100},
 }
 PR_462 = {"repository": "burin-labs/harn", "number": "462"}
@@ -72,8 +74,13 @@ def test_paused_personas_queue_and_resume_drains_once(persona):
 def test_resumed_queued_work_reuses_original_budget_cost(persona):
     persona.bind(original_binding(run_usd=0.01), at_ms=T0)
     persona.control("pause", T0)
-    queued = persona.trigger("github", "pull_request", {"repository": "burin-labs/harn", "number": "1379"},
-                             cost={"cost_usd": 0.02, "tokens": 1}, at_ms=T0 + 1)
+    queued = persona.trigger(
+        "github",
+        "pull_request",
+        {"repository": "burin-labs/harn", "number": "1379"},
+        cost={"cost_usd": 0.02, "tokens": 1},
+        at_ms=T0 + 1,
+    )
     assert queued["status"] == "queued"
     persona.control("resume", T0 + 2)
     status = persona.status(lambda s: s["state"] == "idle" and s["queued_events"] == 1)
@@ -102,7 +109,9 @@ def test_disabled_personas_dead_letter_events(persona):
 
 def test_budget_exhaustion_blocks_expensive_work(persona):
     persona.bind(original_binding(daily_usd=0.01), at_ms=T0)
-    receipt = persona.trigger("linear", "issue", {"issue_key": "HAR-462"}, cost={"cost_usd": 0.02, "tokens": 1}, at_ms=T0)
+    receipt = persona.trigger(
+        "linear", "issue", {"issue_key": "HAR-462"}, cost={"cost_usd": 0.02, "tokens": 1}, at_ms=T0
+    )
     assert receipt["status"] == "budget_exhausted"
     status = persona.status(lambda s: s["budget"]["exhausted"])
     assert status["budget"]["reason"] == "daily_usd"
@@ -111,9 +120,19 @@ def test_budget_exhaustion_blocks_expensive_work(persona):
 
 def test_deterministic_predicate_hit_emits_value_event_with_avoided_cost(persona):
     persona.bind(original_binding(), at_ms=T0)
-    receipt = persona.trigger("github", "pull_request", {"repository": "burin-labs/harn", "number": "715"}, at_ms=T0,
-                              cost={"cost_usd": 0.0, "tokens": 0, "avoided_cost_usd": 0.0042, "deterministic_steps": 1,
-                                    "metadata": {"predicate": "pr_already_green", "would_have_called_model": "gpt-5.4-mini"}})
+    receipt = persona.trigger(
+        "github",
+        "pull_request",
+        {"repository": "burin-labs/harn", "number": "715"},
+        at_ms=T0,
+        cost={
+            "cost_usd": 0.0,
+            "tokens": 0,
+            "avoided_cost_usd": 0.0042,
+            "deterministic_steps": 1,
+            "metadata": {"predicate": "pr_already_green", "would_have_called_model": "gpt-5.4-mini"},
+        },
+    )
     run_id = receipt["run_id"]
     [event] = [e for e in persona.wait_events("persona.value.deterministic_execution") if e["run_id"] == run_id]
     value = event["payload"]
@@ -126,9 +145,19 @@ def test_deterministic_predicate_hit_emits_value_event_with_avoided_cost(persona
 
 def test_frontier_escalation_run_emits_value_event_with_paid_cost(persona):
     persona.bind(original_binding(), at_ms=T0)
-    receipt = persona.trigger("linear", "issue", {"issue_key": "HAR-715"}, at_ms=T0,
-                              cost={"cost_usd": 0.011, "tokens": 20, "llm_steps": 1, "frontier_escalations": 1,
-                                    "metadata": {"frontier_model": "gpt-5.4", "escalation_reason": "high_risk_merge"}})
+    receipt = persona.trigger(
+        "linear",
+        "issue",
+        {"issue_key": "HAR-715"},
+        at_ms=T0,
+        cost={
+            "cost_usd": 0.011,
+            "tokens": 20,
+            "llm_steps": 1,
+            "frontier_escalations": 1,
+            "metadata": {"frontier_model": "gpt-5.4", "escalation_reason": "high_risk_merge"},
+        },
+    )
     run_id = receipt["run_id"]
     persona.wait_events("persona.value.run_completed")
     [escalation] = [e["payload"] for e in persona.events("persona.value.frontier_escalation") if e["run_id"] == run_id]
@@ -149,7 +178,11 @@ def test_lease_busy_trigger_is_queued_and_drained_when_the_run_completes(persona
     first = persona.trigger("github", "pull_request", {"repository": "r", "number": "1"})
     assert first["status"] == "dispatched"
     dispatch = persona.dispatch_for(first["run_id"])
-    assert (dispatch["lease_id"], dispatch["action"], dispatch["persona"]) == (first["lease"]["id"], "start", persona.name)
+    assert (dispatch["lease_id"], dispatch["action"], dispatch["persona"]) == (
+        first["lease"]["id"],
+        "start",
+        persona.name,
+    )
 
     busy = persona.trigger("github", "pull_request", {"repository": "r", "number": "2"})
     assert (busy["status"], busy["queued"], busy["lease"]["id"]) == ("lease_busy", True, first["lease"]["id"])
@@ -206,15 +239,24 @@ def test_enable_brings_a_disabled_persona_back(persona):
 
 def test_a_redelivered_request_gets_the_same_receipt_and_no_second_budget_record(persona):
     persona.bind({"budget": {"daily_usd": 1.0}})
-    first = persona.trigger("linear", "issue", {"issue_key": "R-1"}, cost={"cost_usd": 0.05, "tokens": 3},
-                            request_id=f"{persona.name}-once")
-    persona.trigger("linear", "issue", {"issue_key": "R-1"}, cost={"cost_usd": 0.05, "tokens": 3},
-                    request_id=f"{persona.name}-once", wait=False)
+    first = persona.trigger(
+        "linear", "issue", {"issue_key": "R-1"}, cost={"cost_usd": 0.05, "tokens": 3}, request_id=f"{persona.name}-once"
+    )
+    persona.trigger(
+        "linear",
+        "issue",
+        {"issue_key": "R-1"},
+        cost={"cost_usd": 0.05, "tokens": 3},
+        request_id=f"{persona.name}-once",
+        wait=False,
+    )
     first_again, second = persona.receipts_for(first["request_id"], 2)
     assert second == first == first_again
     persona.trigger("linear", "issue", {"issue_key": "R-2"})  # a later input: everything before it is applied
     persona.wait_events("persona.run.completed", 2)
-    recorded = [e for e in persona.events("persona.budget.recorded") if e["payload"]["lease_id"] == first["lease"]["id"]]
+    recorded = [
+        e for e in persona.events("persona.budget.recorded") if e["payload"]["lease_id"] == first["lease"]["id"]
+    ]
     assert len(recorded) == 1
     assert len(persona.events("persona.run.completed")) == 2
     assert persona.status(lambda s: s["last_run"] is not None)["budget"]["spent_today_usd"] == 0.05

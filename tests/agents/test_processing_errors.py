@@ -34,24 +34,37 @@ def neighbour(name: str, partitions: int) -> str:
 
 
 def test_a_record_that_makes_the_transition_raise_is_dead_lettered_and_the_partition_goes_on(
-        worker, kafka, settings, persona_name):
-    poisoned, other = PersonaProbe(kafka, persona_name), PersonaProbe(kafka, neighbour(persona_name, settings.partitions))
+    worker, kafka, settings, persona_name
+):
+    poisoned, other = (
+        PersonaProbe(kafka, persona_name),
+        PersonaProbe(kafka, neighbour(persona_name, settings.partitions)),
+    )
     dlq = kafka.tail("dlq")
     try:
         poisoned.bind({"budget": {"daily_usd": 1.0}})
         other.bind({"budget": {"daily_usd": 1.0}})
-        poison = ControlReceived(at_ms=1, command=ControlCommand(command_id=f"{persona_name}-poison", persona=persona_name,
-                                                                 action="record_spend", actor="buggy-producer"))
+        poison = ControlReceived(
+            at_ms=1,
+            command=ControlCommand(
+                command_id=f"{persona_name}-poison", persona=persona_name, action="record_spend", actor="buggy-producer"
+            ),
+        )
         kafka.send("persona_inbox", persona_name, encode_inbox(poison))
         after = poisoned.trigger("linear", "issue", {"issue_key": "P-1"}, cost={"cost_usd": 0.25, "tokens": 1})
         beside = other.trigger("linear", "issue", {"issue_key": "P-2"}, cost={"cost_usd": 0.5, "tokens": 1})
         assert (after["status"], beside["status"]) == ("completed", "completed")
 
-        [letter] = [r.value for r in dlq.until(lambda seen: any(r.key == persona_name for r in seen), 30, "the letter")
-                    if r.key == persona_name]
+        [letter] = [
+            r.value
+            for r in dlq.until(lambda seen: any(r.key == persona_name for r in seen), 30, "the letter")
+            if r.key == persona_name
+        ]
         assert letter["source_topic"].endswith("persona.inbox")
-        assert letter["error"].startswith("processing failed: AssertionError: record_spend without a cost passed"
-                                          " validation (in _record_spend_command at persona.py:")
+        assert letter["error"].startswith(
+            "processing failed: AssertionError: record_spend without a cost passed"
+            " validation (in _record_spend_command at persona.py:"
+        )
         assert "the record was skipped and the stream went on" in letter["error"]
         assert base64.b64decode(letter["value_b64"]) == encode_inbox(poison)
         # The poison changed nothing: the persona's spend is its one run.

@@ -14,8 +14,12 @@ def test_a_restarted_worker_keeps_spend_dedupe_and_queue_and_resumes_at_its_posi
     try:
         persona.bind({"budget": {"daily_usd": 1.0}})
         for number in (1, 2, 3):
-            receipt = persona.trigger("github", "pull_request", {"repository": "a/b", "number": str(number)},
-                                      cost={"cost_usd": 0.125, "tokens": 1})
+            receipt = persona.trigger(
+                "github",
+                "pull_request",
+                {"repository": "a/b", "number": str(number)},
+                cost={"cost_usd": 0.125, "tokens": 1},
+            )
             assert receipt["status"] == "completed"
         persona.control("pause")
         assert persona.trigger("linear", "issue", {"issue_key": "Q-1"})["status"] == "queued"

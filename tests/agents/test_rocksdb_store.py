@@ -30,13 +30,21 @@ def test_rocksdb_state_survives_restarts_and_a_sigkill(rocksdb_pipeline, persona
     persona = PersonaProbe(kafka, persona_name)
     try:
         persona.bind({"budget": {"daily_usd": 1.0}})
-        assert persona.trigger("github", "pull_request", {"repository": "a/b", "number": "1"},
-                               cost={"cost_usd": 0.25, "tokens": 1})["status"] == "completed"
+        assert (
+            persona.trigger(
+                "github", "pull_request", {"repository": "a/b", "number": "1"}, cost={"cost_usd": 0.25, "tokens": 1}
+            )["status"]
+            == "completed"
+        )
         worker.restart()
         assert persona.trigger("github", "pull_request", {"repository": "a/b", "number": "1"})["status"] == "duplicate"
         worker.restart(kill=True)
-        assert persona.trigger("github", "pull_request", {"repository": "a/b", "number": "2"},
-                               cost={"cost_usd": 0.5, "tokens": 1})["status"] == "completed"
+        assert (
+            persona.trigger(
+                "github", "pull_request", {"repository": "a/b", "number": "2"}, cost={"cost_usd": 0.5, "tokens": 1}
+            )["status"]
+            == "completed"
+        )
         status = persona.status(lambda s: s["budget"]["spent_today_usd"] == 0.75)
         assert status["state"] == "idle" and status["queued_events"] == 0
     finally:

@@ -55,8 +55,13 @@ def test_a_run_longer_than_three_lease_ttls_completes_while_its_executor_heartbe
 
 
 def test_a_silent_executor_is_requeued_retried_with_backoff_then_fails_and_compensates_once(persona, executor):
-    persona.bind(external(lease_ttl_ms=800, retry={"max_attempts": 2, "backoff_ms": 300},
-                          compensation_workflow="workflows/undo.harn#run"))
+    persona.bind(
+        external(
+            lease_ttl_ms=800,
+            retry={"max_attempts": 2, "backoff_ms": 300},
+            compensation_workflow="workflows/undo.harn#run",
+        )
+    )
     receipt = persona.trigger("linear", "issue", {**ISSUE, "executor.silent": "true"})
     final = persona.final_receipt(receipt["request_id"])
     statuses = [r["status"] for r in persona.receipts_for(receipt["request_id"], 4)]
@@ -66,9 +71,13 @@ def test_a_silent_executor_is_requeued_retried_with_backoff_then_fails_and_compe
     assert "expired 2 times" in final["error"]
     persona.wait_run_events(receipt["run_id"], "run.compensation_scheduled")
     compensation = persona.dispatches.until(
-        lambda seen: any((r.value or {}).get("kind") == "compensation" for r in seen), 30, "the compensation dispatch")
-    runs = {r.value["run_id"] for r in compensation if (r.value or {}).get("kind") == "compensation"
-            and r.value["parent_run_id"] == receipt["run_id"]}
+        lambda seen: any((r.value or {}).get("kind") == "compensation" for r in seen), 30, "the compensation dispatch"
+    )
+    runs = {
+        r.value["run_id"]
+        for r in compensation
+        if (r.value or {}).get("kind") == "compensation" and r.value["parent_run_id"] == receipt["run_id"]
+    }
     assert len(runs) == 1
 
 
@@ -84,17 +93,28 @@ def test_a_report_with_a_stale_lease_is_fenced_on_the_run_stream(persona):
 
 def test_cancel_while_running_records_the_spend_so_far(persona, executor, worker):
     persona.bind(external(lease_ttl_ms=5000))
-    receipt = persona.trigger("linear", "issue", {**ISSUE, "executor.steps": "20", "executor.duration_ms": "20000",
-                                                  "executor.cost_per_step_usd": "0.01",
-                                                  "executor.tokens_per_step": "10"})
+    receipt = persona.trigger(
+        "linear",
+        "issue",
+        {
+            **ISSUE,
+            "executor.steps": "20",
+            "executor.duration_ms": "20000",
+            "executor.cost_per_step_usd": "0.01",
+            "executor.tokens_per_step": "10",
+        },
+    )
     run_id = receipt["run_id"]
     persona.wait_run_events(run_id, "run.usage", 2)
     answer = persona.run_control(run_id, "cancel", reason="not needed")
     assert answer["status"] == "completed"
     final = persona.final_receipt(receipt["request_id"])
     assert final["status"] == "cancelled"
-    assert persona.dispatches.until(lambda seen: any((r.value or {}).get("action") == "cancel" and r.key == run_id
-                                                     for r in seen), 30, "cancel to the executor")
+    assert persona.dispatches.until(
+        lambda seen: any((r.value or {}).get("action") == "cancel" and r.key == run_id for r in seen),
+        30,
+        "cancel to the executor",
+    )
     detail = view(worker, f"/runs/{run_id}")
     [attempt] = detail["ledger"]
     assert attempt["status"] == "cancelled" and attempt["actual_usd"] >= 0.02
@@ -135,8 +155,14 @@ def test_max_tokens_gives_one_warning_then_limit_exceeded(persona, executor):
 def test_a_run_and_its_spawned_child_reserve_the_daily_budget_until_they_reconcile(persona, executor):
     # Both runs take 3 s (the child's options come from the binding), so both are in flight
     # when the third trigger arrives; the parent's completion cancels the child.
-    persona.bind(external(estimated_run_usd=0.4, budget={"daily_usd": 1.0}, lease_ttl_ms=5000,
-                          executor_options={"steps": "2", "duration_ms": "3000"}))
+    persona.bind(
+        external(
+            estimated_run_usd=0.4,
+            budget={"daily_usd": 1.0},
+            lease_ttl_ms=5000,
+            executor_options={"steps": "2", "duration_ms": "3000"},
+        )
+    )
     parent = persona.trigger("linear", "issue", {"issue_key": "P", "executor.spawn": "tests:wf/test"})
     persona.wait_events("persona.budget.reserved", 2)  # the parent's and the child's
     blocked = persona.trigger("linear", "issue", {"issue_key": "Q"})
@@ -147,8 +173,9 @@ def test_a_run_and_its_spawned_child_reserve_the_daily_budget_until_they_reconci
     assert later["status"] == "dispatched"
 
 
-def test_a_handoff_to_a_paused_persona_waits_in_its_handoff_inbox_and_runs_on_resume(worker, kafka, executor,
-                                                                                     persona_name):
+def test_a_handoff_to_a_paused_persona_waits_in_its_handoff_inbox_and_runs_on_resume(
+    worker, kafka, executor, persona_name
+):
     source, target = PersonaProbe(kafka, persona_name + "-src"), PersonaProbe(kafka, persona_name + "-dst")
     try:
         target.bind({})
@@ -175,8 +202,11 @@ def test_cancelling_a_parent_cancels_an_inheriting_child_and_not_a_background_on
     spawned = persona.wait_run_events(run_id, "run.spawned", 2)
     children = {e["payload"]["child_key"]: e["payload"]["child_run_id"] for e in spawned}
     persona.run_control(run_id, "guidance", content="stay small")
-    persona.dispatches.until(lambda seen: any(r.key == children["inherits"] and (r.value or {}).get("action") ==
-                                              "guidance" for r in seen), 30, "guidance reaching the child")
+    persona.dispatches.until(
+        lambda seen: any(r.key == children["inherits"] and (r.value or {}).get("action") == "guidance" for r in seen),
+        30,
+        "guidance reaching the child",
+    )
     persona.run_control(run_id, "cancel")
     persona.wait_run_events(children["inherits"], "run.cancelled")
     assert view(worker, f"/runs/{children['inherits']}")["status"] == "cancelled"

@@ -3,7 +3,7 @@ the due rows. Pure: the punctuator and the transitions over a memory store, no b
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from agents.timers import punctuator
 from engine.state import MemoryStore
@@ -51,11 +51,22 @@ def test_a_tick_with_10000_personas_bound_reads_only_the_rows_that_are_due():
     for n in range(PERSONAS):
         name = f"p{n:05d}"
         execution = "external" if n < SILENT else "inline"
-        apply(store, BindingChanged(at_ms=T0, persona=name, binding=binding(
-            name=name, schedules=["0 * * * *"], execution=execution, lease_ttl_ms=1000)))
+        apply(
+            store,
+            BindingChanged(
+                at_ms=T0,
+                persona=name,
+                binding=binding(name=name, schedules=["0 * * * *"], execution=execution, lease_ttl_ms=1000),
+            ),
+        )
     for n in range(SILENT):
-        apply(store, TriggerReceived(at_ms=T0, request=TriggerRequest(
-            request_id=f"r{n}", persona=f"p{n:05d}", provider="webhook", kind="push")))
+        apply(
+            store,
+            TriggerReceived(
+                at_ms=T0,
+                request=TriggerRequest(request_id=f"r{n}", persona=f"p{n:05d}", provider="webhook", kind="push"),
+            ),
+        )
     assert sum(1 for _ in store.items(TIMERS)) == PERSONAS + SILENT  # a cron row each, a lease row each silent one
 
     counting = Counting(store)

@@ -26,25 +26,40 @@ def two_worker_pipeline(settings, broker):
         yield pipeline
 
 
-def test_two_workers_share_partitions_route_status_gather_unsettled_work_and_survive_losing_one(two_worker_pipeline, data_dir, persona_name):
+def test_two_workers_share_partitions_route_status_gather_unsettled_work_and_survive_losing_one(
+    two_worker_pipeline, data_dir, persona_name
+):
     base, kafka = two_worker_pipeline
-    workers = [SyncWorker(base.with_overrides(web_port=free_port()), kafka, data_dir / f"logs-{base.app_id}-{n}")
-               for n in (1, 2)]
+    workers = [
+        SyncWorker(base.with_overrides(web_port=free_port()), kafka, data_dir / f"logs-{base.app_id}-{n}")
+        for n in (1, 2)
+    ]
     probes = [PersonaProbe(kafka, f"{persona_name[:50]}-{n}") for n in range(6)]
     try:
         for worker in workers:
             worker.start()
         for probe in probes:
             probe.bind({"budget": {"daily_usd": 1.0}})
-            assert probe.trigger("linear", "issue", {"issue_key": "A-1"}, cost={"cost_usd": 0.01, "tokens": 1})["status"] == "completed"
+            assert (
+                probe.trigger("linear", "issue", {"issue_key": "A-1"}, cost={"cost_usd": 0.01, "tokens": 1})["status"]
+                == "completed"
+            )
 
-        listings = [eventually(lambda w=w: (names := set(json.loads(w.get("/personas")))) >= {p.name for p in probes} and names,
-                               60, "every persona listed") for w in workers]
+        listings = [
+            eventually(
+                lambda w=w: (names := set(json.loads(w.get("/personas")))) >= {p.name for p in probes} and names,
+                60,
+                "every persona listed",
+            )
+            for w in workers
+        ]
         assert listings[0] == listings[1]
         local = [set(json.loads(w.get("/personas?local=1"))) & {p.name for p in probes} for w in workers]
         assert local[0] and local[1] and not local[0] & local[1], "each persona is owned by exactly one worker"
         for probe in probes:  # either worker answers for any persona (routed to its owner)
-            assert json.loads(workers[0].get(f"/personas/{probe.name}")) == json.loads(workers[1].get(f"/personas/{probe.name}"))
+            assert json.loads(workers[0].get(f"/personas/{probe.name}")) == json.loads(
+                workers[1].get(f"/personas/{probe.name}")
+            )
 
         for probe in probes:  # unsettled work is gathered from both workers, by either of them
             probe.control("pause")
@@ -60,9 +75,15 @@ def test_two_workers_share_partitions_route_status_gather_unsettled_work_and_sur
 
         workers[1].stop(kill=True)
         for probe in probes:
-            assert probe.trigger("linear", "issue", {"issue_key": "A-2"}, cost={"cost_usd": 0.01, "tokens": 1})["status"] == "completed"
-        survivors = eventually(lambda: (s := json.loads(workers[0].get("/personas?local=1"))) and
-                               all(p.name in s for p in probes) and s, 60, "the survivor owns every persona")
+            assert (
+                probe.trigger("linear", "issue", {"issue_key": "A-2"}, cost={"cost_usd": 0.01, "tokens": 1})["status"]
+                == "completed"
+            )
+        survivors = eventually(
+            lambda: (s := json.loads(workers[0].get("/personas?local=1"))) and all(p.name in s for p in probes) and s,
+            60,
+            "the survivor owns every persona",
+        )
         assert {survivors[p.name]["budget"]["spent_today_usd"] for p in probes} == {0.02}
     finally:
         for probe in probes:

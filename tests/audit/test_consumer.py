@@ -27,6 +27,7 @@ STREAMS = 50
 
 def publish(kafka, records: list[tuple[str, bytes]]) -> None:
     """Publish (key, value) records to the outbox, pipelined, and wait for every ack."""
+
     async def send_all() -> None:
         client = kafka.client
         topic = client.names.outbox
@@ -50,10 +51,11 @@ def test_ten_thousand_events_through_two_sigkills_are_stored_once_with_no_gap(se
         try:
             auditor.spawn()
             asyncio.run(auditor.wait_ready())
-            events = [event(f"persona:a{n % STREAMS}", n // STREAMS + 1, persona=f"a{n % STREAMS}")
-                      for n in range(EVENTS)]
+            events = [
+                event(f"persona:a{n % STREAMS}", n // STREAMS + 1, persona=f"a{n % STREAMS}") for n in range(EVENTS)
+            ]
             for chunk in range(EVENTS // CHUNK):
-                publish(kafka, [(e["persona"], orjson.dumps(e)) for e in events[chunk * CHUNK:(chunk + 1) * CHUNK]])
+                publish(kafka, [(e["persona"], orjson.dumps(e)) for e in events[chunk * CHUNK : (chunk + 1) * CHUNK]])
                 if chunk in (2, 6):  # kill while it is storing this chunk, start it again
                     eventually(lambda: recorder.counts()["events"] > chunk * CHUNK, 60, f"chunk {chunk} being stored")
                     auditor.stop(kill=True)
@@ -69,8 +71,13 @@ def test_ten_thousand_events_through_two_sigkills_are_stored_once_with_no_gap(se
             publish(kafka, [("a0", orjson.dumps(forged)), ("a0", orjson.dumps(events[STREAMS]))])
             [problem] = eventually(lambda: recorder.problems(), 60, "the forged copy flagged")
             assert (problem["kind"], problem["event_id"]) == ("conflict", "persona:a0/1")
-            eventually(lambda: sum(recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox).values())
-                     == EVENTS + 2, 60, "positions past both copies")
+            eventually(
+                lambda: (
+                    sum(recorder.positions(f"{own.app_id}-audit", kafka.client.names.outbox).values()) == EVENTS + 2
+                ),
+                60,
+                "positions past both copies",
+            )
             [stored] = recorder.query(persona="a0", limit=1)
             assert stored["payload"] == {} and recorder.counts()["events"] == EVENTS
         finally:
@@ -91,11 +98,19 @@ def test_the_pipelines_outbox_is_stored_and_read_back_with_the_cli(worker, kafka
         eventually(lambda: recorder.query(persona=persona_name, kind="persona.lease.released"), 120, "the run stored")
         cli = [sys.executable, "-m", "personaflow.cli", "audit", "--db", database]
         env = settings_env(settings)
-        shown = subprocess.run([*cli, "query", "--persona", persona_name], env=env, capture_output=True, text=True,
-                               check=True).stdout
+        shown = subprocess.run(
+            [*cli, "query", "--persona", persona_name], env=env, capture_output=True, text=True, check=True
+        ).stdout
         assert "persona.run.completed object(keys=" in shown and f"work_key={receipt['work_key']}" in shown
-        rows = json.loads(subprocess.run([*cli, "query", "--persona", persona_name, "--kind", "persona.run.*",
-                                          "--json"], env=env, capture_output=True, text=True, check=True).stdout)
+        rows = json.loads(
+            subprocess.run(
+                [*cli, "query", "--persona", persona_name, "--kind", "persona.run.*", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         assert [r["kind"] for r in rows] == ["persona.run.started", "persona.run.completed"]
         assert rows[0]["run_id"] == receipt["run_id"]
         problems = subprocess.run([*cli, "problems"], env=env, capture_output=True, text=True)

@@ -3,8 +3,9 @@ PostgreSQL server (``RecorderContract`` below, one subclass per backend)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -16,11 +17,26 @@ from audit.schema import MIGRATIONS, current_version, migrate
 T = "persona.outbox"
 
 
-def event(stream: str, seq: int, kind: str = "persona.trigger.received", persona: str = "p",
-          payload: dict[str, Any] | None = None, run_id: str | None = None, at: int | None = None) -> dict[str, Any]:
-    return {"event_id": f"{stream}/{seq}", "stream": stream, "seq": seq, "kind": kind, "persona": persona,
-            "run_id": run_id, "occurred_at_ms": at if at is not None else 1000 + seq, "payload": payload or {},
-            "cause": {"type": "trigger"}}
+def event(
+    stream: str,
+    seq: int,
+    kind: str = "persona.trigger.received",
+    persona: str = "p",
+    payload: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    at: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": f"{stream}/{seq}",
+        "stream": stream,
+        "seq": seq,
+        "kind": kind,
+        "persona": persona,
+        "run_id": run_id,
+        "occurred_at_ms": at if at is not None else 1000 + seq,
+        "payload": payload or {},
+        "cause": {"type": "trigger"},
+    }
 
 
 def records(events: list[dict[str, Any]], partition: int = 0, first_offset: int = 0) -> list[LogRecord]:
@@ -51,14 +67,26 @@ class RecorderContract:
         assert recorder.counts()["problems"] == 1
 
     def test_a_conflict_inside_one_batch_is_caught_too(self, recorder: AuditRecorder):
-        result = recorder.record("g", records([event("s:x", 1, payload={"a": 1}), event("s:x", 1, payload={"a": 2}),
-                                               event("s:x", 1, payload={"a": 1})]))
+        result = recorder.record(
+            "g",
+            records(
+                [
+                    event("s:x", 1, payload={"a": 1}),
+                    event("s:x", 1, payload={"a": 2}),
+                    event("s:x", 1, payload={"a": 1}),
+                ]
+            ),
+        )
         assert (result.stored, result.already, len(result.problems)) == (1, 1, 1)
 
     def test_undecodable_and_invalid_records_are_problems_and_the_position_still_moves(self, recorder: AuditRecorder):
-        batch = [LogRecord(T, 2, 0, b"not json"), LogRecord(T, 2, 1, orjson.dumps({"event_id": "x"})),
-                 LogRecord(T, 2, 2, None), LogRecord(T, 2, 3, orjson.dumps({**event("s:y", 1), "event_id": "s:y/2"})),
-                 *records([event("s:y", 1)], partition=2, first_offset=4)]
+        batch = [
+            LogRecord(T, 2, 0, b"not json"),
+            LogRecord(T, 2, 1, orjson.dumps({"event_id": "x"})),
+            LogRecord(T, 2, 2, None),
+            LogRecord(T, 2, 3, orjson.dumps({**event("s:y", 1), "event_id": "s:y/2"})),
+            *records([event("s:y", 1)], partition=2, first_offset=4),
+        ]
         result = recorder.record("g", batch)
         assert result.stored == 1
         assert [p["kind"] for p in recorder.problems()] == ["undecodable", "invalid", "invalid", "invalid"]
@@ -71,10 +99,16 @@ class RecorderContract:
         assert recorder.gaps() == []
 
     def test_query_filters_by_persona_kind_run_and_time(self, recorder: AuditRecorder):
-        recorder.record("g", records([
-            event("persona:p", 1, "persona.run.started", persona="p", run_id="r1", at=10),
-            event("persona:p", 2, "persona.run.completed", persona="p", run_id="r1", at=20),
-            event("persona:q", 1, "persona.run.started", persona="q", run_id="r2", at=15)]))
+        recorder.record(
+            "g",
+            records(
+                [
+                    event("persona:p", 1, "persona.run.started", persona="p", run_id="r1", at=10),
+                    event("persona:p", 2, "persona.run.completed", persona="p", run_id="r1", at=20),
+                    event("persona:q", 1, "persona.run.started", persona="q", run_id="r2", at=15),
+                ]
+            ),
+        )
         ids = lambda **f: [r["event_id"] for r in recorder.query(**f)]  # noqa: E731
         assert ids() == ["persona:p/1", "persona:q/1", "persona:p/2"]
         assert ids(persona="q") == ["persona:q/1"]

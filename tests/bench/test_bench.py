@@ -28,15 +28,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from engine.kafka import changelog_topic, client_config, ensure_topics, new_consumer, new_producer
+from engine.kafka import changelog_topic, client_config, new_consumer, new_producer
 from engine.publish import Partitioner, Publisher
 from personaflow.embedded import free_port
 from streams.inbox import BindingChanged, TriggerReceived
@@ -67,12 +68,36 @@ class Sizes:
     audit: int  # outbox events recorded into each audit database
 
 
-FULL = Sizes(rounds=3, raw=100_000, faust=10_000, personas=1_000, inline=10_000, latency_s=10.0,
-             recovery_personas=10_000, recovery_keys=100_000, history=(1_000, 50_000), history_measured=5_000,
-             external_personas=200, external=2_000, audit=100_000)
-SHORT = Sizes(rounds=1, raw=2_000, faust=200, personas=20, inline=200, latency_s=0.5,
-              recovery_personas=50, recovery_keys=200, history=(10, 100), history_measured=50,
-              external_personas=4, external=12, audit=4_000)
+FULL = Sizes(
+    rounds=3,
+    raw=100_000,
+    faust=10_000,
+    personas=1_000,
+    inline=10_000,
+    latency_s=10.0,
+    recovery_personas=10_000,
+    recovery_keys=100_000,
+    history=(1_000, 50_000),
+    history_measured=5_000,
+    external_personas=200,
+    external=2_000,
+    audit=100_000,
+)
+SHORT = Sizes(
+    rounds=1,
+    raw=2_000,
+    faust=200,
+    personas=20,
+    inline=200,
+    latency_s=0.5,
+    recovery_personas=50,
+    recovery_keys=200,
+    history=(10, 100),
+    history_measured=50,
+    external_personas=4,
+    external=12,
+    audit=4_000,
+)
 
 
 # -------------------------------------------------------------------- helpers
@@ -106,8 +131,12 @@ def metric_total(worker: SyncWorker, name: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = worker.get("/metrics").decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def tagged(tag: str) -> Callable[[Any], bool]:
@@ -117,9 +146,17 @@ def tagged(tag: str) -> Callable[[Any], bool]:
 
 
 def trigger_bytes(persona: str, n: int, tag: str) -> bytes:
-    return json.dumps({"request_id": f"{tag}-{n}", "persona": persona, "provider": "webhook", "kind": "push",
-                       "metadata": {"dedupe_key": f"{tag}-{n}"}, "cost": {"cost_usd": 0.0001, "tokens": 1},
-                       "received_at_ms": AT + n}).encode()
+    return json.dumps(
+        {
+            "request_id": f"{tag}-{n}",
+            "persona": persona,
+            "provider": "webhook",
+            "kind": "push",
+            "metadata": {"dedupe_key": f"{tag}-{n}"},
+            "cost": {"cost_usd": 0.0001, "tokens": 1},
+            "received_at_ms": AT + n,
+        }
+    ).encode()
 
 
 async def produce(settings, broker, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -149,7 +186,7 @@ class Counter:
         self.seen: dict[Any, float] = {}
         self.count = 0
 
-    async def start(self) -> "Counter":
+    async def start(self) -> Counter:
         self.consumer = new_consumer(self.settings, self.broker.bootstrap, fetch_max_wait_ms=10)
         await self.consumer.start()
         partitions = sorted(self.consumer.partitions_for_topic(self.topic) or ())
@@ -217,8 +254,11 @@ def bench_raw_aiokafka(settings, broker, sizes: Sizes) -> dict[str, Any]:
                 await consumer.stop()
 
         consumed.append(run_async(consume()))
-    return {"produce_per_s": median(produced), "consume_per_s": median(consumed),
-            "rounds": {"produce": produced, "consume": consumed}}
+    return {
+        "produce_per_s": median(produced),
+        "consume_per_s": median(consumed),
+        "rounds": {"produce": produced, "consume": consumed},
+    }
 
 
 def bench_faust_agent(settings, broker, sizes: Sizes, data_dir: Path) -> dict[str, Any]:
@@ -227,24 +267,39 @@ def bench_faust_agent(settings, broker, sizes: Sizes, data_dir: Path) -> dict[st
     partitions = settings.partitions
     run_async(make_topics(settings, broker, [source, sink], partitions))
     web_port = free_port()
-    env = {**os.environ, "BENCH_APP_ID": f"bench-faust-{tag}", "BENCH_BOOTSTRAP": broker.bootstrap,
-           "BENCH_DATA_DIR": str(data_dir / f"faust-{tag}"), "BENCH_PARTITIONS": str(partitions),
-           "BENCH_WEB_PORT": str(web_port), "BENCH_SOURCE": source, "BENCH_SINK": sink}
-    log = open(data_dir / f"faust-{tag}.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "tests.bench.faust_agent", "worker", "-l", "warn"],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "BENCH_APP_ID": f"bench-faust-{tag}",
+        "BENCH_BOOTSTRAP": broker.bootstrap,
+        "BENCH_DATA_DIR": str(data_dir / f"faust-{tag}"),
+        "BENCH_PARTITIONS": str(partitions),
+        "BENCH_WEB_PORT": str(web_port),
+        "BENCH_SOURCE": source,
+        "BENCH_SINK": sink,
+    }
+    log = open(data_dir / f"faust-{tag}.log", "wb")  # noqa: SIM115 - the process owns it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.faust_agent", "worker", "-l", "warn"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     rates, cpus = [], []
     try:
         value = b"x" * 100
         # Ready once a first record makes it through (the group has joined, the table recovered).
         run_async(_faust_warm_up(settings, broker, source, sink))
         for _ in range(sizes.rounds):
+
             async def one_round() -> tuple[float, float]:
                 counter = await Counter(settings, broker, sink).start()
                 try:
                     before = cpu_s(process.pid)
                     started = time.perf_counter()
-                    await produce(settings, broker, source, [(f"k{n % 1000}".encode(), value) for n in range(sizes.faust)])
+                    await produce(
+                        settings, broker, source, [(f"k{n % 1000}".encode(), value) for n in range(sizes.faust)]
+                    )
                     await counter.until(sizes.faust, 600)
                     elapsed = time.perf_counter() - started
                     return sizes.faust / elapsed, (cpu_s(process.pid) - before) * 1000 / sizes.faust
@@ -280,19 +335,27 @@ async def _faust_warm_up(settings, broker, source: str, sink: str) -> None:
 
 
 def bind_personas(kafka, settings, broker, names: list[str], worker: SyncWorker, **fields: Any) -> None:
-    run_async(produce(settings, broker, kafka.client.names.bindings,
-                      [(name.encode(), json.dumps({"name": name, "entry_workflow": "wf", **fields}).encode())
-                       for name in names]))
+    run_async(
+        produce(
+            settings,
+            broker,
+            kafka.client.names.bindings,
+            [(name.encode(), json.dumps({"name": name, "entry_workflow": "wf", **fields}).encode()) for name in names],
+        )
+    )
     status = kafka.tail("status", from_beginning=True)
     status.until(lambda seen: len({r.key for r in seen}) >= len(names), 300, "every persona bound")
     status.stop()
 
 
-def trigger_round(kafka, settings, broker, worker: SyncWorker, names: list[str], count: int, tag: str,
-                  rng: random.Random) -> tuple[float, float, float]:
+def trigger_round(
+    kafka, settings, broker, worker: SyncWorker, names: list[str], count: int, tag: str, rng: random.Random
+) -> tuple[float, float, float]:
     """Publish ``count`` inline triggers over ``names`` at once; return (triggers/s until the
     last receipt, worker CPU ms per trigger, broker CPU ms per trigger)."""
-    triggers = [(name.encode(), trigger_bytes(name, n, tag)) for n, name in ((n, rng.choice(names)) for n in range(count))]
+    triggers = [
+        (name.encode(), trigger_bytes(name, n, tag)) for n, name in ((n, rng.choice(names)) for n in range(count))
+    ]
 
     async def one_round() -> tuple[float, float, float]:
         counter = await Counter(settings, broker, kafka.client.names.receipts, keep=tagged(tag)).start()
@@ -302,8 +365,11 @@ def trigger_round(kafka, settings, broker, worker: SyncWorker, names: list[str],
             await produce(settings, broker, kafka.client.names.triggers, triggers)
             await counter.until(count, 1200, identify=lambda r: r.value)
             elapsed = time.perf_counter() - started
-            return (count / elapsed, (cpu_s(worker.process.pid) - before[0]) * 1000 / count,
-                    (cpu_s(broker.pid) - before[1]) * 1000 / count if broker.pid else float("nan"))
+            return (
+                count / elapsed,
+                (cpu_s(worker.process.pid) - before[0]) * 1000 / count,
+                (cpu_s(broker.pid) - before[1]) * 1000 / count if broker.pid else float("nan"),
+            )
         finally:
             await counter.stop()
 
@@ -317,16 +383,22 @@ def bench_inline(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> d
     rates, worker_cpu, broker_cpu, records = [], [], [], []
     for round_ in range(sizes.rounds):
         written_before = _records_written(worker)
-        rate, cpu_worker, cpu_broker = trigger_round(kafka, settings, broker, worker, names, sizes.inline,
-                                                     f"inline{round_}", rng)
+        rate, cpu_worker, cpu_broker = trigger_round(
+            kafka, settings, broker, worker, names, sizes.inline, f"inline{round_}", rng
+        )
         rates.append(rate)
         worker_cpu.append(cpu_worker)
         broker_cpu.append(cpu_broker)
         records.append((_records_written(worker) - written_before) / sizes.inline)
-    return {"per_s": median(rates), "worker_cpu_ms_per_trigger": median(worker_cpu),
-            "broker_cpu_ms_per_trigger": median(broker_cpu), "records_written_per_trigger": median(records),
-            "worker_peak_rss_mb": round(peak_rss_mb(worker.process.pid), 1), "personas": sizes.personas,
-            "rounds": rates}
+    return {
+        "per_s": median(rates),
+        "worker_cpu_ms_per_trigger": median(worker_cpu),
+        "broker_cpu_ms_per_trigger": median(broker_cpu),
+        "records_written_per_trigger": median(records),
+        "worker_peak_rss_mb": round(peak_rss_mb(worker.process.pid), 1),
+        "personas": sizes.personas,
+        "rounds": rates,
+    }
 
 
 def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, sizes: Sizes) -> dict[str, Any]:
@@ -336,8 +408,15 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
     from personaflow.process import ExecutorProcess
 
     names = [f"ext-{n:04d}" for n in range(sizes.external_personas)]
-    bind_personas(kafka, settings, broker, names, worker, execution="external",
-                  executor_options={"steps": "1", "tokens_per_step": "10", "cost_per_step_usd": "0.0001"})
+    bind_personas(
+        kafka,
+        settings,
+        broker,
+        names,
+        worker,
+        execution="external",
+        executor_options={"steps": "1", "tokens_per_step": "10", "cost_per_step_usd": "0.0001"},
+    )
     executor = ExecutorProcess(settings, data_dir / f"logs-{settings.app_id}", group=f"{settings.app_id}-executor")
     executor.spawn()
     rng = random.Random(13)
@@ -347,15 +426,31 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
         assert executor.process is not None
         for round_ in range(sizes.rounds):
             tag = f"external{round_}"
-            triggers = [(name.encode(), json.dumps({
-                "request_id": f"{tag}-{n}", "persona": name, "provider": "webhook", "kind": "push",
-                "metadata": {"dedupe_key": f"{tag}-{n}"}, "received_at_ms": AT + n}).encode())
-                for n, name in ((n, rng.choice(names)) for n in range(sizes.external))]
+            triggers = [
+                (
+                    name.encode(),
+                    json.dumps(
+                        {
+                            "request_id": f"{tag}-{n}",
+                            "persona": name,
+                            "provider": "webhook",
+                            "kind": "push",
+                            "metadata": {"dedupe_key": f"{tag}-{n}"},
+                            "received_at_ms": AT + n,
+                        }
+                    ).encode(),
+                )
+                for n, name in ((n, rng.choice(names)) for n in range(sizes.external))
+            ]
             marker = tagged(tag)
 
             async def one_round() -> tuple[float, ...]:
-                counter = await Counter(settings, broker, kafka.client.names.receipts,
-                                        keep=lambda r: marker(r) and b'"status":"completed"' in r.value).start()
+                counter = await Counter(
+                    settings,
+                    broker,
+                    kafka.client.names.receipts,
+                    keep=lambda r: marker(r) and b'"status":"completed"' in r.value,
+                ).start()
                 try:
                     pids = (worker.process.pid, executor.process.pid, broker.pid)
                     before = [cpu_s(pid) if pid else 0.0 for pid in pids]
@@ -365,9 +460,8 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
                     await counter.until(sizes.external, 1200, identify=lambda r: r.value)
                     elapsed = time.perf_counter() - started
                     after = [cpu_s(pid) if pid else float("nan") for pid in pids]
-                    per_run = [(a - b) * 1000 / sizes.external for a, b in zip(after, before)]
-                    return (sizes.external / elapsed, *per_run,
-                            (_records_written(worker) - written) / sizes.external)
+                    per_run = [(a - b) * 1000 / sizes.external for a, b in zip(after, before, strict=True)]
+                    return (sizes.external / elapsed, *per_run, (_records_written(worker) - written) / sizes.external)
                 finally:
                     await counter.stop()
 
@@ -379,9 +473,15 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
             records.append(written)
     finally:
         executor.stop()
-    return {"per_s": median(rates), "worker_cpu_ms_per_run": median(worker_cpu),
-            "executor_cpu_ms_per_run": median(executor_cpu), "broker_cpu_ms_per_run": median(broker_cpu),
-            "records_written_per_run": median(records), "personas": sizes.external_personas, "rounds": rates}
+    return {
+        "per_s": median(rates),
+        "worker_cpu_ms_per_run": median(worker_cpu),
+        "executor_cpu_ms_per_run": median(executor_cpu),
+        "broker_cpu_ms_per_run": median(broker_cpu),
+        "records_written_per_run": median(records),
+        "personas": sizes.external_personas,
+        "rounds": rates,
+    }
 
 
 def bench_audit(databases: dict[str, str], sizes: Sizes) -> dict[str, Any]:
@@ -400,10 +500,17 @@ def bench_audit(databases: dict[str, str], sizes: Sizes) -> dict[str, Any]:
                 batch = []
                 for n in range(start, min(start + BATCH_RECORDS, sizes.audit)):
                     partition, stream = n % 8, f"persona:bench-{n % 1000}"
-                    event = {"event_id": f"{stream}/{n // 1000 + 1}", "stream": stream, "seq": n // 1000 + 1,
-                             "kind": "persona.run.completed", "persona": f"bench-{n % 1000}", "run_id": f"run-{n}",
-                             "occurred_at_ms": AT + n, "payload": {"work_key": f"k{n}", "run_id": f"run-{n}"},
-                             "cause": {"type": "trigger", "request_id": f"r{n}"}}
+                    event = {
+                        "event_id": f"{stream}/{n // 1000 + 1}",
+                        "stream": stream,
+                        "seq": n // 1000 + 1,
+                        "kind": "persona.run.completed",
+                        "persona": f"bench-{n % 1000}",
+                        "run_id": f"run-{n}",
+                        "occurred_at_ms": AT + n,
+                        "payload": {"work_key": f"k{n}", "run_id": f"run-{n}"},
+                        "cause": {"type": "trigger", "request_id": f"r{n}"},
+                    }
                     batch.append(LogRecord("persona.outbox", partition, offsets[partition], json.dumps(event).encode()))
                     offsets[partition] += 1
                 batches.append(batch)
@@ -413,7 +520,7 @@ def bench_audit(databases: dict[str, str], sizes: Sizes) -> dict[str, Any]:
                 recorder.record("bench", batch)
                 times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            for batch in batches[:max(1, len(batches) // 10)]:
+            for batch in batches[: max(1, len(batches) // 10)]:
                 recorder.record("bench", batch)
             again = time.perf_counter() - started
             tenth = max(1, len(batches) // 10)
@@ -421,7 +528,8 @@ def bench_audit(databases: dict[str, str], sizes: Sizes) -> dict[str, Any]:
                 "per_s": round(sizes.audit / sum(times)),
                 "last_vs_first_tenth_rate": round(sum(times[:tenth]) / sum(times[-tenth:]), 3),
                 "read_again_per_s": round(sum(len(b) for b in batches[:tenth]) / again),
-                "events": recorder.counts()["events"]}
+                "events": recorder.counts()["events"],
+            }
         finally:
             recorder.close()
     return results
@@ -430,11 +538,13 @@ def bench_audit(databases: dict[str, str], sizes: Sizes) -> dict[str, Any]:
 def _records_written(worker: SyncWorker) -> float:
     """Records the worker has published: outputs and state changelog."""
     return metric_total(worker, "personaflow_outputs_published_total") + metric_total(
-        worker, "personaflow_changelog_records_total")
+        worker, "personaflow_changelog_records_total"
+    )
 
 
-def bench_latency(kafka, settings, broker, worker: SyncWorker, sizes: Sizes, rates: tuple[int, ...] = (20, 200),
-                  label: str = "lat") -> dict[str, Any]:
+def bench_latency(
+    kafka, settings, broker, worker: SyncWorker, sizes: Sizes, rates: tuple[int, ...] = (20, 200), label: str = "lat"
+) -> dict[str, Any]:
     """Publish-to-receipt latency at each offered rate, with the worker's and the broker's
     share of a core meanwhile."""
     names = [f"{label}-{n:03d}" for n in range(100)]
@@ -453,7 +563,9 @@ def bench_latency(kafka, settings, broker, worker: SyncWorker, sizes: Sizes, rat
                 await producer.start()
                 sent: dict[str, float] = {}
                 try:
-                    collector = asyncio.create_task(counter.until(count, 120, identify=lambda r: json.loads(r.value)["request_id"]))
+                    collector = asyncio.create_task(
+                        counter.until(count, 120, identify=lambda r: json.loads(r.value)["request_id"])
+                    )
                     started = time.perf_counter()
                     for n in range(count):
                         await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
@@ -471,8 +583,13 @@ def bench_latency(kafka, settings, broker, worker: SyncWorker, sizes: Sizes, rat
             busy["worker"] += cpu_s(worker.process.pid) - before[0]
             busy["broker"] += cpu_s(broker.pid) - before[1]
             busy["seconds"] += time.perf_counter() - before[2]
-            per_round.append({"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
-                              "p99": percentile(latencies, 0.99)})
+            per_round.append(
+                {
+                    "p50": percentile(latencies, 0.50),
+                    "p95": percentile(latencies, 0.95),
+                    "p99": percentile(latencies, 0.99),
+                }
+            )
         result[f"at_{rate}_per_s"] = {q: median([r[q] for r in per_round]) for q in ("p50", "p95", "p99")}
         result[f"at_{rate}_per_s"]["worker_cpu_percent"] = round(100 * busy["worker"] / busy["seconds"], 1)
         result[f"at_{rate}_per_s"]["broker_cpu_percent"] = round(100 * busy["broker"] / busy["seconds"], 1)
@@ -486,13 +603,21 @@ def build_state(personas: int, keys: int) -> MemoryStore:
     names = [f"rec-{n:05d}" for n in range(personas)]
     for name in names:
         txn = store.transaction()
-        transition.apply(txn, BindingChanged(at_ms=AT, persona=name, binding=PersonaBinding(name=name, entry_workflow="wf")))
+        transition.apply(
+            txn, BindingChanged(at_ms=AT, persona=name, binding=PersonaBinding(name=name, entry_workflow="wf"))
+        )
         store.apply(txn)
     for n in range(keys):
         name = names[n % personas]
         txn = store.transaction()
-        request = TriggerRequest(request_id=f"k{n}", persona=name, provider="webhook", kind="push",
-                                 metadata={"dedupe_key": f"k{n}"}, cost=RunCost(cost_usd=0.0001, tokens=1))
+        request = TriggerRequest(
+            request_id=f"k{n}",
+            persona=name,
+            provider="webhook",
+            kind="push",
+            metadata={"dedupe_key": f"k{n}"},
+            cost=RunCost(cost_usd=0.0001, tokens=1),
+        )
         transition.apply(txn, TriggerReceived(at_ms=AT + n, request=request))
         store.apply(txn)
     return store
@@ -514,9 +639,10 @@ async def write_changelog(settings, broker, store: MemoryStore) -> int:
         publisher = Publisher(producer)
         for partition, records in by_partition.items():
             for start in range(0, len(records), 20_000):
-                chunk = records[start:start + 20_000]
-                await publisher.publish_batch(changelog_topic(settings), partition, chunk, [],
-                                              sum(len(k) + len(v) for k, v in chunk))
+                chunk = records[start : start + 20_000]
+                await publisher.publish_batch(
+                    changelog_topic(settings), partition, chunk, [], sum(len(k) + len(v) for k, v in chunk)
+                )
     finally:
         await producer.stop()
     return sum(len(records) for records in by_partition.values())
@@ -526,8 +652,15 @@ def bench_recovery(settings, broker, data_dir: Path, sizes: Sizes) -> dict[str, 
     store = build_state(sizes.recovery_personas, sizes.recovery_keys)
     result: dict[str, Any] = {"personas": sizes.recovery_personas, "completed_keys": sizes.recovery_keys}
     for name, overrides in (("memory", {"store": "memory://"}), ("rocksdb", {"store": "rocksdb://"})):
-        with own_pipeline(settings, broker, f"rec{name}", web_port=free_port(), log_level="warning",
-                          partitions=settings.partitions, **overrides) as (own, kafka):
+        with own_pipeline(
+            settings,
+            broker,
+            f"rec{name}",
+            web_port=free_port(),
+            log_level="warning",
+            partitions=settings.partitions,
+            **overrides,
+        ) as (own, kafka):
             rows = run_async(write_changelog(own, broker, store))
             worker = SyncWorker(own, kafka, data_dir / f"logs-{own.app_id}")
             times = []
@@ -562,26 +695,37 @@ def bench_history(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> 
         done = max(done, history)
         rates, cpus = [], []
         for round_ in range(sizes.rounds):
-            rate, cpu, _ = trigger_round(kafka, settings, broker, worker, names, sizes.history_measured,
-                                         f"after{history}-{round_}", rng)
+            rate, cpu, _ = trigger_round(
+                kafka, settings, broker, worker, names, sizes.history_measured, f"after{history}-{round_}", rng
+            )
             rates.append(rate)
             cpus.append(cpu)
             done += sizes.history_measured
         phases[history] = {"per_s": median(rates), "worker_cpu_ms_per_trigger": median(cpus)}
     short, long = sizes.history
-    return {"personas": sizes.personas, "phases": phases, "cpu_ratio_long_vs_short": round(
-        phases[long]["worker_cpu_ms_per_trigger"] / phases[short]["worker_cpu_ms_per_trigger"], 3),
-        "rate_ratio_long_vs_short": round(phases[long]["per_s"] / phases[short]["per_s"], 3)}
+    return {
+        "personas": sizes.personas,
+        "phases": phases,
+        "cpu_ratio_long_vs_short": round(
+            phases[long]["worker_cpu_ms_per_trigger"] / phases[short]["worker_cpu_ms_per_trigger"], 3
+        ),
+        "rate_ratio_long_vs_short": round(phases[long]["per_s"] / phases[short]["per_s"], 3),
+    }
 
 
 # ------------------------------------------------------------------- the run
 
 
-def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes,
-                   databases: dict[str, str]) -> dict[str, Any]:
-    results: dict[str, Any] = {"sizes": asdict(sizes), "machine": {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-        "broker": "embedded Tansu" if broker.embedded else "Kafka"}}
+def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes, databases: dict[str, str]) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "sizes": asdict(sizes),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "broker": "embedded Tansu" if broker.embedded else "Kafka",
+        },
+    }
     results["raw_aiokafka"] = bench_raw_aiokafka(settings, broker, sizes)
     results["faust_agent"] = bench_faust_agent(settings, broker, sizes, data_dir)
     with own_pipeline(settings, broker, "bench", web_port=free_port(), log_level="warning") as (own, own_kafka):
@@ -608,8 +752,15 @@ def write_results(results: dict[str, Any], json_path: Path, markdown_path: Path)
 
 
 def render(r: dict[str, Any]) -> str:
-    raw, faust, inline, lat, rec, hist, ext = (r["raw_aiokafka"], r["faust_agent"], r["inline"], r["latency"],
-                                               r["recovery"], r["history"], r["external"])
+    raw, faust, inline, lat, rec, hist, ext = (
+        r["raw_aiokafka"],
+        r["faust_agent"],
+        r["inline"],
+        r["latency"],
+        r["recovery"],
+        r["history"],
+        r["external"],
+    )
     short, long = (str(h) for h in r["sizes"]["history"])
     inline_count = r["sizes"]["inline"]
     phases = {str(k): v for k, v in hist["phases"].items()}
@@ -620,50 +771,93 @@ def render(r: dict[str, Any]) -> str:
     rows = [
         ("raw aiokafka produce, 100 B records", f"{raw['produce_per_s']:,.0f} records/s", "baseline"),
         ("raw aiokafka consume, 100 B records", f"{raw['consume_per_s']:,.0f} records/s", "baseline"),
-        ("plain Faust agent: count into a table, send one record per input", f"{faust['per_s']:,.0f} records/s",
-         "baseline"),
+        (
+            "plain Faust agent: count into a table, send one record per input",
+            f"{faust['per_s']:,.0f} records/s",
+            "baseline",
+        ),
         ("plain Faust agent: worker CPU per record", f"{faust['worker_cpu_ms_per_record']:.3f} ms", "baseline"),
-        (f"personaflow inline triggers over {inline['personas']:,} personas", f"{inline['per_s']:,.0f} triggers/s",
-         f"{ratio(inline['per_s'], faust['per_s'])} Faust; {ratio(inline['per_s'], raw['produce_per_s'])} raw produce"),
-        ("personaflow worker CPU per inline trigger", f"{inline['worker_cpu_ms_per_trigger']:.3f} ms",
-         f"{ratio(inline['worker_cpu_ms_per_trigger'], faust['worker_cpu_ms_per_record'])} Faust per record"),
+        (
+            f"personaflow inline triggers over {inline['personas']:,} personas",
+            f"{inline['per_s']:,.0f} triggers/s",
+            f"{ratio(inline['per_s'], faust['per_s'])} Faust; {ratio(inline['per_s'], raw['produce_per_s'])} raw produce",
+        ),
+        (
+            "personaflow worker CPU per inline trigger",
+            f"{inline['worker_cpu_ms_per_trigger']:.3f} ms",
+            f"{ratio(inline['worker_cpu_ms_per_trigger'], faust['worker_cpu_ms_per_record'])} Faust per record",
+        ),
         ("broker (Tansu) CPU per inline trigger", f"{inline['broker_cpu_ms_per_trigger']:.3f} ms", ""),
-        ("records written to Kafka per inline trigger (outputs + state)",
-         f"{inline['records_written_per_trigger']:.2f}", ""),
+        (
+            "records written to Kafka per inline trigger (outputs + state)",
+            f"{inline['records_written_per_trigger']:.2f}",
+            "",
+        ),
         ("worker peak RSS", f"{inline['worker_peak_rss_mb']:.0f} MB", ""),
     ]
     for rate in (20, 200):
         q = lat[f"at_{rate}_per_s"]
-        rows.append((f"publish → receipt latency at {rate} triggers/s offered (fresh topics)",
-                     f"p50 {q['p50']:.0f} ms · p95 {q['p95']:.0f} ms · p99 {q['p99']:.0f} ms",
-                     f"worker {q['worker_cpu_percent']:.0f} %, broker {q['broker_cpu_percent']:.0f} % of a core"))
+        rows.append(
+            (
+                f"publish → receipt latency at {rate} triggers/s offered (fresh topics)",
+                f"p50 {q['p50']:.0f} ms · p95 {q['p95']:.0f} ms · p99 {q['p99']:.0f} ms",
+                f"worker {q['worker_cpu_percent']:.0f} %, broker {q['broker_cpu_percent']:.0f} % of a core",
+            )
+        )
     late = r["latency_after_load"]["at_200_per_s"]
-    rows.append((f"the same at 200/s after the {r['sizes']['rounds'] * inline_count:,} inline triggers above",
-                 f"p50 {late['p50']:.0f} ms · p95 {late['p95']:.0f} ms · p99 {late['p99']:.0f} ms",
-                 f"worker {late['worker_cpu_percent']:.0f} %, broker {late['broker_cpu_percent']:.0f} % of a core"))
+    rows.append(
+        (
+            f"the same at 200/s after the {r['sizes']['rounds'] * inline_count:,} inline triggers above",
+            f"p50 {late['p50']:.0f} ms · p95 {late['p95']:.0f} ms · p99 {late['p99']:.0f} ms",
+            f"worker {late['worker_cpu_percent']:.0f} %, broker {late['broker_cpu_percent']:.0f} % of a core",
+        )
+    )
     rows += [
-        (f"external runs over {ext['personas']:,} personas, reference executor doing zero work "
-         "(trigger → dispatch → started, one step, completed → final receipt)", f"{ext['per_s']:,.0f} runs/s",
-         f"{ratio(ext['per_s'], inline['per_s'])} inline triggers; {ratio(ext['per_s'], faust['per_s'])} Faust"),
-        ("CPU per external run: worker · executor · broker",
-         f"{ext['worker_cpu_ms_per_run']:.3f} · {ext['executor_cpu_ms_per_run']:.3f} · "
-         f"{ext['broker_cpu_ms_per_run']:.3f} ms",
-         f"worker {ratio(ext['worker_cpu_ms_per_run'], inline['worker_cpu_ms_per_trigger'])} an inline trigger"),
-        ("records written to Kafka per external run (outputs + state)", f"{ext['records_written_per_run']:.2f}",
-         f"{ratio(ext['records_written_per_run'], inline['records_written_per_trigger'])} an inline trigger"),
-        *[(f"audit store: outbox events recorded into {name} ({r['sizes']['audit']:,}, batches of 2,000)",
-           f"{audit['per_s']:,} events/s", f"{ratio(audit['per_s'], raw['consume_per_s'])} raw consume; last tenth"
-           f" {audit['last_vs_first_tenth_rate']:.2f}× the first tenth's rate; read again {audit['read_again_per_s']:,}/s")
-          for name, audit in r["audit"].items()],
-        (f"recovery, {rec['personas']:,} personas + {rec['completed_keys']:,} completed keys, memory://",
-         f"{rec['memory_s']:.2f} s", f"{rec['changelog_records']:,} changelog records"),
+        (
+            f"external runs over {ext['personas']:,} personas, reference executor doing zero work "
+            "(trigger → dispatch → started, one step, completed → final receipt)",
+            f"{ext['per_s']:,.0f} runs/s",
+            f"{ratio(ext['per_s'], inline['per_s'])} inline triggers; {ratio(ext['per_s'], faust['per_s'])} Faust",
+        ),
+        (
+            "CPU per external run: worker · executor · broker",
+            f"{ext['worker_cpu_ms_per_run']:.3f} · {ext['executor_cpu_ms_per_run']:.3f} · "
+            f"{ext['broker_cpu_ms_per_run']:.3f} ms",
+            f"worker {ratio(ext['worker_cpu_ms_per_run'], inline['worker_cpu_ms_per_trigger'])} an inline trigger",
+        ),
+        (
+            "records written to Kafka per external run (outputs + state)",
+            f"{ext['records_written_per_run']:.2f}",
+            f"{ratio(ext['records_written_per_run'], inline['records_written_per_trigger'])} an inline trigger",
+        ),
+        *[
+            (
+                f"audit store: outbox events recorded into {name} ({r['sizes']['audit']:,}, batches of 2,000)",
+                f"{audit['per_s']:,} events/s",
+                f"{ratio(audit['per_s'], raw['consume_per_s'])} raw consume; last tenth"
+                f" {audit['last_vs_first_tenth_rate']:.2f}× the first tenth's rate; read again {audit['read_again_per_s']:,}/s",
+            )
+            for name, audit in r["audit"].items()
+        ],
+        (
+            f"recovery, {rec['personas']:,} personas + {rec['completed_keys']:,} completed keys, memory://",
+            f"{rec['memory_s']:.2f} s",
+            f"{rec['changelog_records']:,} changelog records",
+        ),
         ("same, rocksdb:// first start (full restore)", f"{rec['rocksdb_cold_s']:.2f} s", ""),
         ("same, rocksdb:// restart (reads only what is newer)", f"{rec['rocksdb_restart_s']:.2f} s", ""),
-        (f"{hist['personas']:,} personas after {int(short):,} completed runs", f"{phases[short]['per_s']:,.0f} triggers/s, "
-         f"{phases[short]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each", ""),
-        (f"the same after {int(long):,} completed runs", f"{phases[long]['per_s']:,.0f} triggers/s, "
-         f"{phases[long]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each",
-         f"{hist['rate_ratio_long_vs_short']:.2f}× the rate, {hist['cpu_ratio_long_vs_short']:.2f}× the CPU of the short history"),
+        (
+            f"{hist['personas']:,} personas after {int(short):,} completed runs",
+            f"{phases[short]['per_s']:,.0f} triggers/s, "
+            f"{phases[short]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each",
+            "",
+        ),
+        (
+            f"the same after {int(long):,} completed runs",
+            f"{phases[long]['per_s']:,.0f} triggers/s, "
+            f"{phases[long]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each",
+            f"{hist['rate_ratio_long_vs_short']:.2f}× the rate, {hist['cpu_ratio_long_vs_short']:.2f}× the CPU of the short history",
+        ),
     ]
     machine = r["machine"]
     lines = [

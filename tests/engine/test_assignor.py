@@ -30,7 +30,7 @@ def test_every_topic_partition_p_goes_to_the_same_member_and_everyone_learns_the
         "m2": ConsumerProtocolMemberMetadata(1, ["t1", "t2"], json.dumps({"url": "http://b:2", "owned": [3]}).encode()),
     }
     result = leader.assign(Cluster(), members)  # type: ignore[arg-type]
-    for member, assignment in result.items():
+    for assignment in result.values():
         by_topic = dict(assignment.assignment)
         assert by_topic["t1"] == by_topic["t2"]
     assert 3 in dict(result["m2"].assignment)["t1"]  # sticky

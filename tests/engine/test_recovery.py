@@ -26,14 +26,18 @@ async def make_topic(settings, broker, name: str, partitions: int = 2) -> None:
         await admin.close()
 
 
-async def write_commits(settings, broker, topic: str, partition: int, commits: list[list[tuple[str, str, bytes | None]]]) -> None:
+async def write_commits(
+    settings, broker, topic: str, partition: int, commits: list[list[tuple[str, str, bytes | None]]]
+) -> None:
     producer = new_producer(settings, broker.bootstrap, linger_ms=0)
     await producer.start()
     try:
         publisher = Publisher(producer)
         for rows in commits:
             records = [(f"{table}\x1f{key}".encode(), value) for table, key, value in rows]
-            await publisher.publish_batch(topic, partition, records, [], sum(len(k) + len(v or b"") for k, v in records))
+            await publisher.publish_batch(
+                topic, partition, records, [], sum(len(k) + len(v or b"") for k, v in records)
+            )
     finally:
         await producer.stop()
 
@@ -61,8 +65,18 @@ def test_recovery_applies_every_commit_whole_including_the_last_batch(settings, 
     asyncio.run(make_topic(settings, broker, topic))
     commits = [
         [("personas", "a", b"1"), ("requests", "a/r1", b"x"), ("_engine", "positions", b'{"t": 1}')],
-        [("personas", "a", b"2"), ("requests", "a/r1", None), ("queues", "a/k", b"q"), ("_engine", "positions", b'{"t": 2}')],
-        [("personas", "a", b"3"), ("personas", "b", b"1"), ("timers", "0001", b""), ("_engine", "positions", b'{"t": 3}')],
+        [
+            ("personas", "a", b"2"),
+            ("requests", "a/r1", None),
+            ("queues", "a/k", b"q"),
+            ("_engine", "positions", b'{"t": 2}'),
+        ],
+        [
+            ("personas", "a", b"3"),
+            ("personas", "b", b"1"),
+            ("timers", "0001", b""),
+            ("_engine", "positions", b'{"t": 3}'),
+        ],
     ]
     asyncio.run(write_commits(settings, broker, topic, 1, commits))
 
@@ -82,7 +96,9 @@ def test_recovery_applies_every_commit_whole_including_the_last_batch(settings, 
     assert list(store.items("timers")) == [("0001", b"")]
 
     # A store that is already there catches up from its own offset only.
-    asyncio.run(write_commits(settings, broker, topic, 1, [[("personas", "c", b"1"), ("_engine", "positions", b'{"t": 4}')]]))
+    asyncio.run(
+        write_commits(settings, broker, topic, 1, [[("personas", "c", b"1"), ("_engine", "positions", b'{"t": 4}')]])
+    )
     assert asyncio.run(recovered(settings, broker, topic, [store])) == {1: 2}
     assert store.get("personas", "c") == b"1"
 

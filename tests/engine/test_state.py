@@ -16,8 +16,7 @@ def make_store(request, tmp_path: Path):
     opened: list[PartitionStore] = []
 
     def make() -> PartitionStore:
-        store = (MemoryStore(3, ORDERED) if request.param == "memory"
-                 else RocksDBStore(3, tmp_path / "rocksdb", ORDERED))
+        store = MemoryStore(3, ORDERED) if request.param == "memory" else RocksDBStore(3, tmp_path / "rocksdb", ORDERED)
         opened.append(store)
         return store
 

@@ -11,7 +11,10 @@ def record(topic: str, offset: int) -> Forwarded:
 
 
 def make_task() -> Task:
-    sources = [Source("ingress", ("triggers",), lambda b, r: None, stage=0), Source("persona", ("inbox",), lambda b, r: None)]
+    sources = [
+        Source("ingress", ("triggers",), lambda b, r: None, stage=0),
+        Source("persona", ("inbox",), lambda b, r: None),
+    ]
     task = Task(2, MemoryStore(2), sources, lambda role: role, idle_ms=0)
     task.positions = {"inbox": 10}
     task.reset_buffers()

@@ -14,20 +14,39 @@ pytestmark = pytest.mark.broker
 
 
 def personaflow(settings, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "personaflow.cli", *args], env=settings_env(settings),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "personaflow.cli", *args],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_bind_trigger_control_status_and_verify_from_the_command_line(worker, settings, tmp_path, persona_name):
     bindings = tmp_path / "personas.yaml"
-    bindings.write_text(f"name: {persona_name}\nentry_workflow: workflows/merge.harn#run\n"
-                        "budget: {daily_usd: 1.0}\nschedules: ['0 9 * * *']\n")
+    bindings.write_text(
+        f"name: {persona_name}\nentry_workflow: workflows/merge.harn#run\n"
+        "budget: {daily_usd: 1.0}\nschedules: ['0 9 * * *']\n"
+    )
     bound = personaflow(settings, "bind", str(bindings))
     assert bound.returncode == 0, bound.stderr
     assert f"bound {persona_name}" in bound.stdout and "state=idle" in bound.stdout
 
-    triggered = personaflow(settings, "trigger", persona_name, "github", "pull_request", "repository=acme/app",
-                            "number=7", "--cost-usd", "0.25", "--tokens", "40", "--json")
+    triggered = personaflow(
+        settings,
+        "trigger",
+        persona_name,
+        "github",
+        "pull_request",
+        "repository=acme/app",
+        "number=7",
+        "--cost-usd",
+        "0.25",
+        "--tokens",
+        "40",
+        "--json",
+    )
     assert triggered.returncode == 0, triggered.stderr
     receipt = json.loads(triggered.stdout)
     assert (receipt["status"], receipt["work_key"]) == ("completed", "github:acme/app:pr:7")
@@ -54,8 +73,10 @@ def test_bind_trigger_control_status_and_verify_from_the_command_line(worker, se
 
 def test_bind_reports_every_invalid_field_with_the_persona_and_publishes_nothing(worker, settings, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("- name: ok_one\n  entry_workflow: w\n- name: bad one\n  entry_workflow: w\n"
-                   "  schedules: ['every day']\n  budget: {daily_usd: -1}\n")
+    bad.write_text(
+        "- name: ok_one\n  entry_workflow: w\n- name: bad one\n  entry_workflow: w\n"
+        "  schedules: ['every day']\n  budget: {daily_usd: -1}\n"
+    )
     result = personaflow(settings, "bind", str(bad))
     assert result.returncode != 0
     assert "binding #2 ('bad one')" in result.stderr

@@ -19,14 +19,19 @@ def test_the_demo_prints_a_run_a_queued_run_drained_on_resume_a_dead_letter_and_
     assert all(persona_name in line for line in receipts)
     assert any("value is not valid JSON" in line for line in lines if " dlq " in line)
     assert [line.split()[3] for line in lines if " outbox " in line] == [
-        "persona.run.completed", "persona.control.paused", "persona.trigger.queued",
-        "persona.control.resumed", "persona.run.completed"]
+        "persona.run.completed",
+        "persona.control.paused",
+        "persona.trigger.queued",
+        "persona.control.resumed",
+        "persona.run.completed",
+    ]
     status = lines[-1]
     assert f"status {persona_name}: state=idle queued=0 spent_today_usd=0.02" in status
 
 
 def test_the_demo_shows_external_runs_heartbeating_past_their_lease_and_a_retry_with_the_ledger(
-        worker, executor, kafka, persona_name):
+    worker, executor, kafka, persona_name
+):
     from personaflow.demo import external_scenario
 
     lines: list[str] = []

@@ -14,7 +14,14 @@ def test_a_receipt_line_says_queued_once():
 
 
 def test_a_receipt_line_carries_the_work_key_and_lease():
-    value = {"persona": "p", "status": "completed", "queued": False, "request_id": "r1", "at_ms": 1_000,
-             "work_key": "github:o/r:pr:1", "lease": {"id": "L1"}}
+    value = {
+        "persona": "p",
+        "status": "completed",
+        "queued": False,
+        "request_id": "r1",
+        "at_ms": 1_000,
+        "work_key": "github:o/r:pr:1",
+        "lease": {"id": "L1"},
+    }
 
     assert render.receipt(value) == "00:00:01.000 receipt p completed request=r1 work_key=github:o/r:pr:1 lease=L1"

@@ -9,12 +9,16 @@ from streams.admission import DLQ_VALUE_LIMIT, Forward, RawRecord, admit
 from streams.records import DeadLetter
 
 
-def raw(value: bytes | None, key: bytes | None = b"merge_captain", topic: str = "persona.triggers", ts: int = 1_000) -> RawRecord:
+def raw(
+    value: bytes | None, key: bytes | None = b"merge_captain", topic: str = "persona.triggers", ts: int = 1_000
+) -> RawRecord:
     return RawRecord(topic=topic, partition=3, offset=42, key=key, value=value, timestamp_ms=ts)
 
 
 def trigger_bytes(**extra) -> bytes:
-    return json.dumps({"request_id": "r1", "persona": "merge_captain", "provider": "GitHub", "kind": "pull_request", **extra}).encode()
+    return json.dumps(
+        {"request_id": "r1", "persona": "merge_captain", "provider": "GitHub", "kind": "pull_request", **extra}
+    ).encode()
 
 
 def test_valid_trigger_is_forwarded_keyed_by_persona_with_record_time_and_source():
@@ -40,7 +44,12 @@ def test_dead_letter_keeps_position_key_and_a_bounded_copy_of_the_value():
     value = b"x" * (DLQ_VALUE_LIMIT + 10)
     letter = admit("control", raw(value, topic="persona.control"))
     assert isinstance(letter, DeadLetter)
-    assert (letter.source_topic, letter.partition, letter.offset, letter.key) == ("persona.control", 3, 42, "merge_captain")
+    assert (letter.source_topic, letter.partition, letter.offset, letter.key) == (
+        "persona.control",
+        3,
+        42,
+        "merge_captain",
+    )
     assert letter.value_truncated and len(base64.b64decode(letter.value_b64)) == DLQ_VALUE_LIMIT
 
 

@@ -22,8 +22,10 @@ def test_encode_then_decode_round_trips_with_nulls_present():
         (b"\xff\xfe", "value is not valid JSON"),
         (b"[1, 2]", "value must be a JSON object (TriggerRequest), got list"),
         (b'{"request_id":"r","provider":"x","kind":"k"}', "TriggerRequest schema violation: persona: field required"),
-        (b'{"request_id":"r","persona":"p","provider":"x","kind":"k","colour":"red"}',
-         "TriggerRequest schema violation: colour: unknown field (check the spelling against the contract)"),
+        (
+            b'{"request_id":"r","persona":"p","provider":"x","kind":"k","colour":"red"}',
+            "TriggerRequest schema violation: colour: unknown field (check the spelling against the contract)",
+        ),
     ],
 )
 def test_decode_errors_name_the_problem(value, message):
@@ -39,4 +41,7 @@ def test_records_over_one_mebibyte_are_refused_before_parsing():
 
 def test_nested_errors_give_the_dotted_path():
     with pytest.raises(DecodeError, match=r"cost\.tokens: field required"):
-        decode(ControlCommand, b'{"command_id":"c","persona":"p","action":"record_spend","actor":"a","cost":{"cost_usd":1}}')
+        decode(
+            ControlCommand,
+            b'{"command_id":"c","persona":"p","action":"record_spend","actor":"a","cost":{"cost_usd":1}}',
+        )

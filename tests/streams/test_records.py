@@ -52,7 +52,8 @@ def test_strict_types_reject_strings_for_numbers_and_unknown_fields():
 def test_costs_must_be_finite_and_not_negative():
     with pytest.raises(ValidationError):
         TriggerRequest.model_validate_json(
-            b'{"request_id":"r","persona":"p","provider":"x","kind":"k","cost":{"cost_usd":NaN,"tokens":1}}')
+            b'{"request_id":"r","persona":"p","provider":"x","kind":"k","cost":{"cost_usd":NaN,"tokens":1}}'
+        )
     with pytest.raises(ValidationError):
         trigger(cost={"cost_usd": -0.01, "tokens": 1})
     assert trigger(cost={"cost_usd": 0.01, "tokens": 3}).cost.tokens == 3
@@ -62,14 +63,21 @@ def test_binding_defaults_follow_the_contract():
     binding = PersonaBinding.model_validate({"name": "merge_captain", "entry_workflow": "workflows/merge.harn#run"})
     assert binding.execution == "inline"
     assert binding.lease_ttl_ms == 300000
-    assert binding.retry.model_dump() == {"max_attempts": 3, "backoff_ms": 1000, "factor": 2.0, "max_backoff_ms": 300000}
+    assert binding.retry.model_dump() == {
+        "max_attempts": 3,
+        "backoff_ms": 1000,
+        "factor": 2.0,
+        "max_backoff_ms": 300000,
+    }
     assert binding.run_limits.warn_ratio == 0.8
     assert binding.schedule_catchup == "latest"
     assert binding.budget.model_dump() == {"daily_usd": None, "hourly_usd": None, "run_usd": None, "max_tokens": None}
 
 
 def test_binding_cron_expressions_are_validated_when_bound():
-    PersonaBinding.model_validate({"name": "p", "entry_workflow": "w", "schedules": ["*/30 * * * *", "0 9 * * MON-FRI"]})
+    PersonaBinding.model_validate(
+        {"name": "p", "entry_workflow": "w", "schedules": ["*/30 * * * *", "0 9 * * MON-FRI"]}
+    )
     with pytest.raises(ValidationError, match=r"schedules\.1|not a valid 5-field cron"):
         PersonaBinding.model_validate({"name": "p", "entry_workflow": "w", "schedules": ["*/30 * * * *", "every day"]})
     with pytest.raises(ValidationError, match="5-field"):
@@ -77,13 +85,27 @@ def test_binding_cron_expressions_are_validated_when_bound():
 
 
 def test_record_spend_needs_a_cost_and_other_actions_refuse_one():
-    ControlCommand.model_validate({"command_id": "c", "persona": "p", "action": "record_spend", "actor": "ops",
-                                   "cost": {"cost_usd": 0.1, "tokens": 0}})
+    ControlCommand.model_validate(
+        {
+            "command_id": "c",
+            "persona": "p",
+            "action": "record_spend",
+            "actor": "ops",
+            "cost": {"cost_usd": 0.1, "tokens": 0},
+        }
+    )
     with pytest.raises(ValidationError, match="needs a 'cost'"):
         ControlCommand.model_validate({"command_id": "c", "persona": "p", "action": "record_spend", "actor": "ops"})
     with pytest.raises(ValidationError, match="only valid with action 'record_spend'"):
-        ControlCommand.model_validate({"command_id": "c", "persona": "p", "action": "pause", "actor": "ops",
-                                       "cost": {"cost_usd": 0.1, "tokens": 0}})
+        ControlCommand.model_validate(
+            {
+                "command_id": "c",
+                "persona": "p",
+                "action": "pause",
+                "actor": "ops",
+                "cost": {"cost_usd": 0.1, "tokens": 0},
+            }
+        )
 
 
 def test_run_events_need_their_kind_specific_fields():
@@ -99,12 +121,40 @@ def test_run_events_need_their_kind_specific_fields():
 
 def test_receipt_and_status_field_names_are_exact():
     assert list(Receipt.model_fields) == [
-        "status", "persona", "run_id", "work_key", "lease", "queued", "error", "budget_receipt_id",
-        "request_id", "receipt_id", "at_ms", "attempt", "not_before_ms", "event_id"]
+        "status",
+        "persona",
+        "run_id",
+        "work_key",
+        "lease",
+        "queued",
+        "error",
+        "budget_receipt_id",
+        "request_id",
+        "receipt_id",
+        "at_ms",
+        "attempt",
+        "not_before_ms",
+        "event_id",
+    ]
     assert list(PersonaStatus.model_fields) == [
-        "name", "template_ref", "state", "entry_workflow", "role", "current_assignment", "last_run",
-        "next_scheduled_run", "active_lease", "budget", "last_error", "queued_events", "queued_work",
-        "handoff_inbox", "value_receipts", "disabled_events", "paused_event_policy"]
+        "name",
+        "template_ref",
+        "state",
+        "entry_workflow",
+        "role",
+        "current_assignment",
+        "last_run",
+        "next_scheduled_run",
+        "active_lease",
+        "budget",
+        "last_error",
+        "queued_events",
+        "queued_work",
+        "handoff_inbox",
+        "value_receipts",
+        "disabled_events",
+        "paused_event_policy",
+    ]
 
 
 def test_amounts_are_bounded_so_that_no_sum_the_pipeline_keeps_can_overflow():

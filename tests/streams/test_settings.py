@@ -72,4 +72,8 @@ def test_security_settings_reach_the_kafka_client_config(monkeypatch, tmp_path):
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw")
     config = client_config(load_settings(), "k:9092")
     assert config["security_protocol"] == "SASL_PLAINTEXT"
-    assert (config["sasl_mechanism"], config["sasl_plain_username"], config["sasl_plain_password"]) == ("PLAIN", "svc", "pw")
+    assert (config["sasl_mechanism"], config["sasl_plain_username"], config["sasl_plain_password"]) == (
+        "PLAIN",
+        "svc",
+        "pw",
+    )

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from engine.kafka import BrokerAddress
+from engine.kafka import BrokerAddress, ensure_topics
 from personaflow.embedded import EmbeddedBroker, free_port
-from engine.kafka import ensure_topics
 from personaflow.process import WorkerProcess
 from streams.settings import Settings
 
@@ -64,13 +63,16 @@ def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int =
 
 
 @contextlib.contextmanager
-def own_pipeline(settings: Settings, broker: BrokerAddress, name: str, **overrides: object) -> Iterator[tuple[Settings, SyncClient]]:
+def own_pipeline(
+    settings: Settings, broker: BrokerAddress, name: str, **overrides: object
+) -> Iterator[tuple[Settings, SyncClient]]:
     """Settings and a client for a pipeline of its own on the session broker: its own
     topic prefix and consumer group, so its workers and their rebalances never touch
     the session worker's partitions."""
     tag = f"{name}{uuid.uuid4().hex[:6]}"
-    own = settings.with_overrides(topic_prefix=f"{settings.topic_prefix}{tag}.", app_id=f"{settings.app_id}-{tag}",
-                                  **overrides)
+    own = settings.with_overrides(
+        topic_prefix=f"{settings.topic_prefix}{tag}.", app_id=f"{settings.app_id}-{tag}", **overrides
+    )
     asyncio.run(ensure_topics(own, broker.bootstrap))
     kafka = SyncClient(own, broker)
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from personaflow.ops import command_answer
 
@@ -39,28 +40,66 @@ class PersonaProbe:
     def bind(self, binding: dict[str, Any], at_ms: int | None = None) -> dict[str, Any]:
         binding = {"entry_workflow": "workflows/run.harn#main", **binding, "name": self.name}
         self.kafka.send("bindings", self.name, binding, timestamp_ms=at_ms)
-        return self.status(lambda s: s["entry_workflow"] == binding["entry_workflow"]
-                           and s["template_ref"] == binding.get("template_ref"))
+        return self.status(
+            lambda s: (
+                s["entry_workflow"] == binding["entry_workflow"] and s["template_ref"] == binding.get("template_ref")
+            )
+        )
 
-    def trigger(self, provider: str, kind: str, metadata: dict[str, str] | None = None, *, cost: dict | None = None,
-                at_ms: int | None = None, priority: int = 0, request_id: str | None = None,
-                wait: bool = True) -> dict[str, Any] | str:
+    def trigger(
+        self,
+        provider: str,
+        kind: str,
+        metadata: dict[str, str] | None = None,
+        *,
+        cost: dict | None = None,
+        at_ms: int | None = None,
+        priority: int = 0,
+        request_id: str | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any] | str:
         request_id = request_id or f"{self.name}-req-{next(self.ids)}"
-        request = {"request_id": request_id, "persona": self.name, "provider": provider, "kind": kind,
-                   "metadata": metadata or {}, "cost": cost, "priority": priority, "received_at_ms": at_ms}
+        request = {
+            "request_id": request_id,
+            "persona": self.name,
+            "provider": provider,
+            "kind": kind,
+            "metadata": metadata or {},
+            "cost": cost,
+            "priority": priority,
+            "received_at_ms": at_ms,
+        }
         self.kafka.send("triggers", self.name, request)
         return self.receipts_for(request_id)[0] if wait else request_id
 
-    def control(self, action: str, at_ms: int | None = None, *, cost: dict | None = None,
-                command_id: str | None = None) -> dict[str, Any]:
+    def control(
+        self, action: str, at_ms: int | None = None, *, cost: dict | None = None, command_id: str | None = None
+    ) -> dict[str, Any]:
         return self.control_for(self.name, action, at_ms, cost=cost, command_id=command_id)
 
-    def control_for(self, persona: str, action: str, at_ms: int | None = None, *, cost: dict | None = None,
-                    command_id: str | None = None) -> dict[str, Any]:
+    def control_for(
+        self,
+        persona: str,
+        action: str,
+        at_ms: int | None = None,
+        *,
+        cost: dict | None = None,
+        command_id: str | None = None,
+    ) -> dict[str, Any]:
         """Send a command (to any persona) and wait until it was applied or answered."""
         command_id = command_id or f"{persona}-cmd-{next(self.ids)}"
-        self.kafka.send("control", persona, {"command_id": command_id, "persona": persona, "action": action,
-                                             "actor": "test", "cost": cost, "at_ms": at_ms})
+        self.kafka.send(
+            "control",
+            persona,
+            {
+                "command_id": command_id,
+                "persona": persona,
+                "action": action,
+                "actor": "test",
+                "cost": cost,
+                "at_ms": at_ms,
+            },
+        )
 
         deadline = time.monotonic() + self.timeout_s
         while (answer := command_answer(persona, command_id, self.receipts.seen, self.outbox.seen)) is None:
@@ -73,18 +112,26 @@ class PersonaProbe:
 
     def report(self, run_id: str, lease_id: str, kind: str, **fields: Any) -> None:
         """Report on a run as its executor would."""
-        event = {"event_id": f"{run_id}-{kind}-{next(self.ids)}", "run_id": run_id, "lease_id": lease_id, "kind": kind,
-                 **fields}
+        event = {
+            "event_id": f"{run_id}-{kind}-{next(self.ids)}",
+            "run_id": run_id,
+            "lease_id": lease_id,
+            "kind": kind,
+            **fields,
+        }
         self.kafka.send("run_events", run_id, event)
 
     # ----------------------------------------------------------------- outputs
 
     def receipts_for(self, request_id: str, count: int = 1) -> list[dict[str, Any]]:
         """The first ``count`` receipts about a request (waits for them)."""
+
         def mine(seen: list) -> list[dict[str, Any]]:
             return [r.value for r in seen if r.key == self.name and (r.value or {}).get("request_id") == request_id]
 
-        self.receipts.until(lambda seen: len(mine(seen)) >= count, self.timeout_s, f"{count} receipt(s) for {request_id}")
+        self.receipts.until(
+            lambda seen: len(mine(seen)) >= count, self.timeout_s, f"{count} receipt(s) for {request_id}"
+        )
         return mine(self.receipts.seen)
 
     def status(self, where: Predicate = lambda s: True) -> dict[str, Any]:
@@ -99,17 +146,24 @@ class PersonaProbe:
             mine = [r.value for r in seen if r.key == self.name]
             return mine[-1] if mine else None
 
-        self.statuses.until(lambda seen: (s := latest(seen)) is not None and where(s), self.timeout_s,
-                            f"status of {self.name}")
+        self.statuses.until(
+            lambda seen: (s := latest(seen)) is not None and where(s), self.timeout_s, f"status of {self.name}"
+        )
         return latest(self.statuses.seen)  # type: ignore[return-value]
 
     def events(self, kind_prefix: str = "") -> list[dict[str, Any]]:
-        return [r.value for r in self.outbox.seen
-                if r.key == self.name and (r.value or {}).get("kind", "").startswith(kind_prefix)]
+        return [
+            r.value
+            for r in self.outbox.seen
+            if r.key == self.name and (r.value or {}).get("kind", "").startswith(kind_prefix)
+        ]
 
     def wait_events(self, kind: str, count: int = 1) -> list[dict[str, Any]]:
-        self.outbox.until(lambda seen: len([r for r in seen if r.key == self.name and (r.value or {}).get("kind") == kind]) >= count,
-                          self.timeout_s, f"{count} {kind} event(s)")
+        self.outbox.until(
+            lambda seen: len([r for r in seen if r.key == self.name and (r.value or {}).get("kind") == kind]) >= count,
+            self.timeout_s,
+            f"{count} {kind} event(s)",
+        )
         return self.events(kind)
 
     def dispatch_for(self, run_id: str) -> dict[str, Any]:
@@ -118,12 +172,23 @@ class PersonaProbe:
 
     # -------------------------------------------------------------------- runs
 
-    def run_control(self, run_id: str, action: str, *, content: Any = None, reason: str | None = None,
-                    wait: bool = True) -> dict[str, Any] | str:
+    def run_control(
+        self, run_id: str, action: str, *, content: Any = None, reason: str | None = None, wait: bool = True
+    ) -> dict[str, Any] | str:
         """Send run control (as ops would) and wait for its receipt."""
         command_id = f"{run_id}-{action}-{next(self.ids)}"
-        self.kafka.send("run_control", run_id, {"command_id": command_id, "run_id": run_id, "action": action,
-                                                "actor": "test", "content": content, "reason": reason})
+        self.kafka.send(
+            "run_control",
+            run_id,
+            {
+                "command_id": command_id,
+                "run_id": run_id,
+                "action": action,
+                "actor": "test",
+                "content": content,
+                "reason": reason,
+            },
+        )
         if not wait:
             return command_id
         return self.receipts_for(command_id)[0]
@@ -135,9 +200,15 @@ class PersonaProbe:
 
     def wait_run_events(self, run_id: str, kind: str, count: int = 1) -> list[dict[str, Any]]:
         """Wait until the run's stream holds ``count`` events of ``kind``."""
+
         def found(seen: list) -> int:
-            return sum(1 for r in seen if r.key == self.name and (r.value or {}).get("stream") == f"run:{run_id}"
-                       and r.value.get("kind") == kind)
+            return sum(
+                1
+                for r in seen
+                if r.key == self.name
+                and (r.value or {}).get("stream") == f"run:{run_id}"
+                and r.value.get("kind") == kind
+            )
 
         self.outbox.until(lambda seen: found(seen) >= count, self.timeout_s, f"{count} {kind} of run {run_id}")
         return [e for e in self.run_events(run_id) if e["kind"] == kind]
@@ -147,9 +218,15 @@ class PersonaProbe:
 
     def final_receipt(self, request_id: str) -> dict[str, Any]:
         """Wait for the request's final receipt (completed, failed or cancelled)."""
+
         def finals(seen: list) -> list[dict[str, Any]]:
-            return [r.value for r in seen if r.key == self.name and (r.value or {}).get("request_id") == request_id
-                    and r.value.get("status") in ("completed", "failed", "cancelled")]
+            return [
+                r.value
+                for r in seen
+                if r.key == self.name
+                and (r.value or {}).get("request_id") == request_id
+                and r.value.get("status") in ("completed", "failed", "cancelled")
+            ]
 
         self.receipts.until(lambda seen: bool(finals(seen)), self.timeout_s, f"final receipt of {request_id}")
         return finals(self.receipts.seen)[0]

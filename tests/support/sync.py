@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine, Iterable, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
 
 from engine.kafka import BrokerAddress
 from personaflow.client import Client, Seen, Tail
@@ -13,7 +14,7 @@ T = TypeVar("T")
 
 
 class SyncTail:
-    def __init__(self, owner: "SyncClient", tail: Tail) -> None:
+    def __init__(self, owner: SyncClient, tail: Tail) -> None:
         self.owner = owner
         self.tail = tail
 
@@ -34,11 +35,15 @@ class SyncTail:
     def for_key(self, key: str) -> list[Any]:
         return [record.value for record in self.seen if record.key == key]
 
-    def wait_for_key(self, key: str, count: int = 1, timeout_s: float = 60.0,
-                     where: Callable[[Any], bool] = lambda value: True) -> list[Any]:
+    def wait_for_key(
+        self, key: str, count: int = 1, timeout_s: float = 60.0, where: Callable[[Any], bool] = lambda value: True
+    ) -> list[Any]:
         """Wait until ``count`` records with ``key`` (and matching ``where``) arrived."""
-        self.until(lambda seen: sum(1 for r in seen if r.key == key and where(r.value)) >= count,
-                   timeout_s, f"{count} record(s) for key {key!r}")
+        self.until(
+            lambda seen: sum(1 for r in seen if r.key == key and where(r.value)) >= count,
+            timeout_s,
+            f"{count} record(s) for key {key!r}",
+        )
         return [r.value for r in self.seen if r.key == key and where(r.value)]
 
     def stop(self) -> None:
@@ -59,14 +64,21 @@ class SyncClient:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
-    def send(self, role: str, key: str | bytes | None, value: Any, headers: Iterable[tuple[str, str]] = (),
-             timestamp_ms: int | None = None) -> Any:
+    def send(
+        self,
+        role: str,
+        key: str | bytes | None,
+        value: Any,
+        headers: Iterable[tuple[str, str]] = (),
+        timestamp_ms: int | None = None,
+    ) -> Any:
         return self.run(self.client.send(role, key, value, headers, timestamp_ms))
 
     def send_many(self, records: Iterable[tuple[str, str | bytes | None, Any]]) -> None:
         async def send_all() -> None:
             for role, key, value in records:
                 await self.client.send(role, key, value)
+
         self.run(send_all())
 
     def tail(self, role: str, *, from_beginning: bool = False) -> SyncTail:

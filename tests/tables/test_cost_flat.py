@@ -16,9 +16,17 @@ from .harness import T0, Harness, merge_captain
 
 
 def trigger(n: int, **extra) -> TriggerReceived:
-    return TriggerReceived(at_ms=T0 + n, request=TriggerRequest(
-        request_id=f"r{n}", persona="merge_captain", provider="webhook", kind="push",
-        metadata={"dedupe_key": f"d{n}"}, **extra))
+    return TriggerReceived(
+        at_ms=T0 + n,
+        request=TriggerRequest(
+            request_id=f"r{n}",
+            persona="merge_captain",
+            provider="webhook",
+            kind="push",
+            metadata={"dedupe_key": f"d{n}"},
+            **extra,
+        ),
+    )
 
 
 def cost_of(h: Harness, record) -> tuple[int, int, int]:
@@ -52,6 +60,7 @@ def test_a_trigger_and_a_resume_cost_the_same_with_5_or_2000_items_queued():
 
     small, large = queued(5), queued(2000)
     assert cost_of(small, trigger(10**6, priority=1)) == cost_of(large, trigger(10**6, priority=1))
-    pause_again = ControlReceived(at_ms=T0, command=ControlCommand(command_id="p2", persona="merge_captain",
-                                                                   action="pause", actor="t"))
+    pause_again = ControlReceived(
+        at_ms=T0, command=ControlCommand(command_id="p2", persona="merge_captain", action="pause", actor="t")
+    )
     assert cost_of(small, pause_again) == cost_of(large, pause_again)

@@ -60,5 +60,9 @@ def test_schedule_envelope_is_unique_per_persona_schedule_and_instant():
     envelope = schedule_envelope(merge_captain(), "*/30 * * * *", 1777033800000)
     assert envelope.provider == "schedule" and envelope.kind == "cron.tick"
     assert envelope.subject_key == "schedule:merge_captain:*/30 * * * *:2026-04-24T12:30:00Z"
-    assert envelope.metadata == {"persona": "merge_captain", "schedule": "*/30 * * * *", "fired_at": "2026-04-24T12:30:00Z"}
+    assert envelope.metadata == {
+        "persona": "merge_captain",
+        "schedule": "*/30 * * * *",
+        "fired_at": "2026-04-24T12:30:00Z",
+    }
     assert envelope.raw == {} and envelope.source_event_id is None

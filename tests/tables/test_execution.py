@@ -30,8 +30,14 @@ class Runs(Harness):
     def start(self, binding_: Any = None, *, number: int = 1, at_ms: int = T0, request_id: str | None = None):
         if binding_ is not None:
             self.bind(binding_)
-        return self.trigger(P, "github", "pull_request", {"repository": "r", "number": str(number)},
-                            at_ms=at_ms, request_id=request_id or f"req-{number}")
+        return self.trigger(
+            P,
+            "github",
+            "pull_request",
+            {"repository": "r", "number": str(number)},
+            at_ms=at_ms,
+            request_id=request_id or f"req-{number}",
+        )
 
     def lease(self, run_id: str) -> str:
         """The lease of the run's latest dispatch, as the executor got it."""
@@ -71,8 +77,15 @@ def test_a_run_goes_dispatched_running_paused_running_waiting_running_completed(
     assert h.run(run)["status"] == "waiting"
     h.say(run, "input_received", name="approval", payload={"ok": True})
     h.say(run, "completed", cost=cost(0.01, 10))
-    assert h.kinds_of(run) == ["run.dispatched", "run.started", "run.paused", "run.resumed", "run.waiting",
-                               "run.input_received", "run.completed"]
+    assert h.kinds_of(run) == [
+        "run.dispatched",
+        "run.started",
+        "run.paused",
+        "run.resumed",
+        "run.waiting",
+        "run.input_received",
+        "run.completed",
+    ]
     assert [e.seq for e in h.run_events(run)] == list(range(1, 8))  # gap-free per run stream
     assert [r.status for r in h.receipts("req-1")] == ["dispatched", "completed"]
 
@@ -173,8 +186,9 @@ def test_seed_004_16_an_expired_lease_is_requeued_and_then_succeeds_with_attempt
 
 def test_a_silent_executor_exhausts_its_expiries_and_compensation_runs_once():
     h = Runs()
-    b = runner(lease_ttl_ms=1000, retry={"max_attempts": 3, "backoff_ms": 100, "factor": 2.0},
-               compensation_workflow="wf/undo")
+    b = runner(
+        lease_ttl_ms=1000, retry={"max_attempts": 3, "backoff_ms": 100, "factor": 2.0}, compensation_workflow="wf/undo"
+    )
     run = h.start(b).run_id
     now = T0
     for _ in range(6):
@@ -260,7 +274,11 @@ def test_usage_accrues_as_reported_and_the_final_cost_settles_the_ledger():
     h.say(run, "completed", cost=cost(0.025, 28))
     [attempt] = h.run(run)["ledger"]
     assert (attempt["reserved_usd"], attempt["actual_usd"], attempt["actual_tokens"], attempt["status"]) == (
-        0.05, 0.025, 28, "completed")
+        0.05,
+        0.025,
+        28,
+        "completed",
+    )
     assert h.budget().spent_today_usd == pytest.approx(0.025)
     reconciled = h.events(P, "persona.budget.reconciled")[-1].payload
     assert (reconciled["reserved_usd"], reconciled["actual_usd"]) == (0.05, 0.025)
@@ -288,8 +306,7 @@ def test_no_spend_is_lost_cancelled_failed_expired_or_late():
 
 def test_seed_004_13_reservation_granted_denied_and_unlimited():
     h = Runs()
-    h.bind(runner(estimated_run_usd=1.0, budget={"daily_usd": 10.0, "max_tokens": 100},
-                  run_limits={"max_tokens": 10}))
+    h.bind(runner(estimated_run_usd=1.0, budget={"daily_usd": 10.0, "max_tokens": 100}, run_limits={"max_tokens": 10}))
     granted = h.trigger(P, "github", "pull_request", {"repository": "r", "number": "1"}, request_id="g")
     assert granted.status == "dispatched"
     reserved = h.events(P, "persona.budget.reserved")[-1].payload
@@ -323,8 +340,7 @@ def test_seed_001_a_warning_once_when_limits_near_their_threshold():
     for n in range(4):
         h.say(run, "step_started", step_id=f"s{n}")
     warnings = h.run_events(run, "run.limit_warning")
-    assert len(warnings) == 1 and warnings[0].payload == {"limit": "max_steps", "value": 3, "max": 5,
-                                                          "warn_ratio": 0.6}
+    assert len(warnings) == 1 and warnings[0].payload == {"limit": "max_steps", "value": 3, "max": 5, "warn_ratio": 0.6}
     assert h.run(run)["status"] == "running"
 
 
@@ -360,7 +376,11 @@ def test_a_failed_attempt_is_retried_with_backoff_then_succeeds():
     h.say(run, "failed", error="flaky", at_ms=T0 + 10)
     retrying = h.receipts("req-1")[-1]
     assert (retrying.status, retrying.attempt, retrying.not_before_ms, retrying.error) == (
-        "retrying", 2, T0 + 1010, "flaky")
+        "retrying",
+        2,
+        T0 + 1010,
+        "flaky",
+    )
     assert h.status(P, T0 + 10).active_lease is None  # released meanwhile
     assert h.head().timers["runs"] == T0 + 1010
     h.tick(P, T0 + 1010)
@@ -380,7 +400,10 @@ def test_seed_004_9_compensation_is_scheduled_once_after_the_final_failure():
     assert "run.compensation_scheduled" in h.kinds_of(run)
     [dispatch] = [d for d in h.dispatches() if d.kind == "compensation"]
     assert (dispatch.entry_workflow, dispatch.parent_run_id, dispatch.envelope.subject_key) == (
-        "wf/undo", run, "github:r:pr:1")
+        "wf/undo",
+        run,
+        "github:r:pr:1",
+    )
     comp = detail["compensation_run_id"]
     h.say(comp, "failed", error="undo failed too", retryable=False)
     assert len([d for d in h.dispatches() if d.kind == "compensation"]) == 1  # no compensation of a compensation
@@ -395,8 +418,13 @@ def test_seed_004_10_compensation_executes_and_records_its_ledger():
     h.say(comp, "completed")
     assert [(a["status"], a["reserved_usd"]) for a in h.run(run)["ledger"]] == [("failed", 1.5)]
     [ledger] = h.run(comp)["ledger"]
-    assert (ledger["status"], ledger["attempt"], ledger["reserved_usd"], ledger["actual_usd"],
-            ledger["actual_tokens"]) == ("completed", 1, 1.5, 0.25, 5)
+    assert (
+        ledger["status"],
+        ledger["attempt"],
+        ledger["reserved_usd"],
+        ledger["actual_usd"],
+        ledger["actual_tokens"],
+    ) == ("completed", 1, 1.5, 0.25, 5)
 
 
 def test_seed_004_8_a_checkpoint_from_the_executor_is_kept_with_the_run():
@@ -410,15 +438,18 @@ def test_seed_004_8_a_checkpoint_from_the_executor_is_kept_with_the_run():
 # ---------------------------------------------------------------------- children
 
 
-@pytest.mark.parametrize(("spawn_mode", "inherit", "parent", "expected"), [
-    (None, False, None, ["own"]),  # no spawn mode
-    ("inline", False, "exec_parent", ["own"]),  # inline
-    ("child", False, "exec_parent", ["own"]),  # child, isolated
-    ("child", True, "exec_parent_inherit", ["own", "exec_parent_inherit"]),  # child, inherits
-    ("child", True, None, ["own"]),  # inherits but has no parent
-    ("child", False, "exec_background_parent", ["own"]),  # background, isolated
-    ("child", True, "exec_background_parent", ["own", "exec_background_parent"]),  # background, inherits
-])
+@pytest.mark.parametrize(
+    ("spawn_mode", "inherit", "parent", "expected"),
+    [
+        (None, False, None, ["own"]),  # no spawn mode
+        ("inline", False, "exec_parent", ["own"]),  # inline
+        ("child", False, "exec_parent", ["own"]),  # child, isolated
+        ("child", True, "exec_parent_inherit", ["own", "exec_parent_inherit"]),  # child, inherits
+        ("child", True, None, ["own"]),  # inherits but has no parent
+        ("child", False, "exec_background_parent", ["own"]),  # background, isolated
+        ("child", True, "exec_background_parent", ["own", "exec_background_parent"]),  # background, inherits
+    ],
+)
 def test_seed_001_inbox_execution_ids(spawn_mode, inherit, parent, expected):
     assert inbox_execution_ids("own", spawn_mode, inherit, parent) == expected
 
@@ -463,7 +494,11 @@ def test_control_reaches_inheriting_descendants_and_cancel_spares_background_chi
     assert reached == {parent, a, a1, c}
     h.run_control(P, parent, "cancel")
     assert {r: h.run(r)["status"] for r in (a, b, c, a1)} == {
-        a: "cancelled", b: "cancelled", c: "dispatched", a1: "cancelled"}
+        a: "cancelled",
+        b: "cancelled",
+        c: "dispatched",
+        a1: "cancelled",
+    }
 
 
 def test_a_spawn_beyond_the_budget_is_refused_and_the_parent_told():
@@ -478,11 +513,16 @@ def test_a_spawn_beyond_the_budget_is_refused_and_the_parent_told():
 def test_a_handoff_becomes_a_trigger_for_the_target_persona_with_its_origin():
     h = Runs()
     run = h.start(runner()).run_id
-    outputs = h.say(run, "handoff", event_id="h1", target_persona="reviewer", task="review the PR", name="review",
-                    payload={"pr": 1})
+    outputs = h.say(
+        run, "handoff", event_id="h1", target_persona="reviewer", task="review the PR", name="review", payload={"pr": 1}
+    )
     [forward] = [o for o in outputs if o.role == "persona_inbox"]
     request = forward.value.request
-    assert forward.key == "reviewer" and (request.provider, request.kind, request.raw) == ("handoff", "review", {"pr": 1})
+    assert forward.key == "reviewer" and (request.provider, request.kind, request.raw) == (
+        "handoff",
+        "review",
+        {"pr": 1},
+    )
     assert request.metadata["source_persona"] == P and request.metadata["parent_run_id"] == run
 
 
@@ -497,8 +537,11 @@ def test_run_control_is_recorded_forwarded_and_answered():
         [receipt] = h.receipts_in(outputs, f"c-{action}")
         assert receipt.status == "completed" and receipt.event_id == h.run_events(run)[-1].event_id
         assert h.dispatches(run)[-1].action == action and h.dispatches(run)[-1].content == {"say": action}
-    assert [e["kind"] for e in runviews.transcript(RunState(PersonaState(h.store.transaction(), P)), run)["items"]] \
-        == ["guidance", "evidence", "a2a"]
+    assert [e["kind"] for e in runviews.transcript(RunState(PersonaState(h.store.transaction(), P)), run)["items"]] == [
+        "guidance",
+        "evidence",
+        "a2a",
+    ]
     again = h.run_control(P, run, "guidance", command_id="c-guidance", content="x")
     assert h.receipts_in(again, "c-guidance")[0].status == "completed"  # a redelivered command: the same answer
     assert len([d for d in h.dispatches(run) if d.action == "guidance"]) == 1
@@ -572,8 +615,9 @@ def test_redacted_metadata_never_leaves_the_pipeline_except_in_the_dispatch():
     h = Runs()
     h.bind(runner(redact_metadata_keys=["token"]))
     h.trigger(P, "github", "pull_request", {"repository": "r", "number": "1", "token": "s3cret"}, request_id="a")
-    queued = h.trigger(P, "github", "pull_request", {"repository": "r", "number": "2", "token": "s3cret"},
-                       request_id="b")
+    queued = h.trigger(
+        P, "github", "pull_request", {"repository": "r", "number": "2", "token": "s3cret"}, request_id="b"
+    )
     assert queued.queued
     published = b"".join(o.raw or b"" for o in h.outputs if o.role in ("outbox", "receipts", "status", "dlq"))
     assert b"s3cret" not in published and REDACTED.encode() in published

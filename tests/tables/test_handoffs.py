@@ -27,8 +27,17 @@ class Handoffs(Harness):
         return [d for d in self.dispatches(run_id) if d.action == "start"][-1].lease_id
 
     def hand_off(self, run_id: str, event_id: str = "h1", at_ms: int = T0) -> list[Any]:
-        outputs = self.report(SENDER, run_id, self.lease(run_id), "handoff", event_id=event_id,
-                              target_persona=TARGET, task="review the PR", name="review", at_ms=at_ms)
+        outputs = self.report(
+            SENDER,
+            run_id,
+            self.lease(run_id),
+            "handoff",
+            event_id=event_id,
+            target_persona=TARGET,
+            task="review the PR",
+            name="review",
+            at_ms=at_ms,
+        )
         return self.deliver(outputs)
 
     def deliver(self, outputs: list[Any]) -> list[Any]:
@@ -56,7 +65,11 @@ def test_a_handoff_completed_by_the_target_is_acknowledged_with_its_run():
     [ack] = h.acknowledged()
     final = h.receipts(f"handoff:{run}:h1")[-1]
     assert (ack["decision"], ack["target_run_id"], ack["source_run_id"], ack["target_persona"]) == (
-        "completed", final.run_id, run, TARGET)
+        "completed",
+        final.run_id,
+        run,
+        TARGET,
+    )
     assert h.run_events(run, "run.handoff_acknowledged")[0].payload["decision"] == "completed"
     assert list(h.store.items(HANDOFFS_OUT)) == [] and h.unsettled().partial_handoffs == []
 
@@ -69,7 +82,12 @@ def test_a_handoff_to_a_paused_target_stays_unsettled_until_its_run_finishes():
     assert h.acknowledged() == []
     [partial] = h.unsettled().partial_handoffs
     assert (partial["id"], partial["from"], partial["to"], partial["payload_summary"], partial["age_ms"]) == (
-        f"handoff://{SENDER}/h1", SENDER, TARGET, "review the PR", 10_000)
+        f"handoff://{SENDER}/h1",
+        SENDER,
+        TARGET,
+        "review the PR",
+        10_000,
+    )
     h.deliver(h.control(TARGET, "resume", at_ms=T0 + 5))
     assert [a["decision"] for a in h.acknowledged()] == ["completed"]
     assert h.unsettled().partial_handoffs == []
@@ -117,8 +135,9 @@ def test_an_external_target_run_settles_only_when_it_ends_and_after_its_retries(
 def test_a_repeated_settlement_notice_is_acknowledged_once():
     h = Handoffs()
     run = h.setup()
-    outputs = h.report(SENDER, run, h.lease(run), "handoff", event_id="h1", target_persona=TARGET, task="t",
-                       name="review")
+    outputs = h.report(
+        SENDER, run, h.lease(run), "handoff", event_id="h1", target_persona=TARGET, task="t", name="review"
+    )
     [forward] = [o for o in outputs if o.role == "persona_inbox"]
     notices = [o for o in h.feed(forward.value) if o.role == "persona_inbox"]
     h.deliver(notices)

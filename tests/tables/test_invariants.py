@@ -49,9 +49,17 @@ TERMINAL_EVENTS = {f"run.{status}" for status in TERMINAL}
 
 
 def runner(name: str) -> Any:
-    return binding(name=name, execution="external", entry_workflow="wf", lease_ttl_ms=1000,
-                   estimated_run_usd=0.01, compensation_workflow="wf/undo", budget={"daily_usd": 5.0},
-                   retry={"max_attempts": 2, "backoff_ms": 100}, run_limits={"max_tokens": 500})
+    return binding(
+        name=name,
+        execution="external",
+        entry_workflow="wf",
+        lease_ttl_ms=1000,
+        estimated_run_usd=0.01,
+        compensation_workflow="wf/undo",
+        budget={"daily_usd": 5.0},
+        retry={"max_attempts": 2, "backoff_ms": 100},
+        run_limits={"max_tokens": 500},
+    )
 
 
 class Pipeline:
@@ -83,8 +91,10 @@ class Pipeline:
         for output in produced:
             if output.role == "persona_inbox":
                 record = PERSONA_INPUT.decode(output.value_bytes())
-                if getattr(record, "persona", None) in PERSONAS or getattr(getattr(record, "request", None),
-                                                                           "persona", None) in PERSONAS:
+                if (
+                    getattr(record, "persona", None) in PERSONAS
+                    or getattr(getattr(record, "request", None), "persona", None) in PERSONAS
+                ):
                     self.persona(record)
 
     def feed(self, kind: str, record: Any) -> None:
@@ -123,8 +133,13 @@ class RunInvariants(RuleBasedStateMachine):
     @rule(persona=st.sampled_from(PERSONAS), work=st.integers(0, 3), advance=st.integers(0, 400))
     def trigger(self, persona: str, work: int, advance: int) -> None:
         self.now += advance
-        request = wire.TriggerRequest(request_id=f"req-{next(self.ids)}", persona=persona, provider="linear",
-                                      kind="issue", metadata={"issue_key": f"K-{work}"})
+        request = wire.TriggerRequest(
+            request_id=f"req-{next(self.ids)}",
+            persona=persona,
+            provider="linear",
+            kind="issue",
+            metadata={"issue_key": f"K-{work}"},
+        )
         self._feed("persona", TriggerReceived(at_ms=self.now, request=request))
 
     @rule(persona=st.sampled_from(PERSONAS), action=st.sampled_from(["pause", "resume", "drain", "disable", "enable"]))
@@ -133,15 +148,24 @@ class RunInvariants(RuleBasedStateMachine):
         self._feed("persona", ControlReceived(at_ms=self.now, command=command))
 
     @precondition(lambda self: bool(self._runs()))
-    @rule(data=st.data(), kind=st.sampled_from(["started", "heartbeat", "usage", "completed", "failed", "spawn",
-                                                "waiting", "input_received", "message"]),
-          lease=st.sampled_from(["current", "current", "current", "stale", "garbage"]),
-          tokens=st.integers(0, 300), cents=st.integers(0, 5), advance=st.integers(0, 700))
+    @rule(
+        data=st.data(),
+        kind=st.sampled_from(
+            ["started", "heartbeat", "usage", "completed", "failed", "spawn", "waiting", "input_received", "message"]
+        ),
+        lease=st.sampled_from(["current", "current", "current", "stale", "garbage"]),
+        tokens=st.integers(0, 300),
+        cents=st.integers(0, 5),
+        advance=st.integers(0, 700),
+    )
     def report(self, data: st.DataObject, kind: str, lease: str, tokens: int, cents: int, advance: int) -> None:
         self.now += advance
         run = data.draw(st.sampled_from(self._runs()))
-        lease_id = {"current": run.lease_id, "garbage": "persona_lease_garbage",
-                    "stale": run.ledger[0].lease_id if run.ledger else run.lease_id}[lease]
+        lease_id = {
+            "current": run.lease_id,
+            "garbage": "persona_lease_garbage",
+            "stale": run.ledger[0].lease_id if run.ledger else run.lease_id,
+        }[lease]
         fields: dict[str, Any] = {}
         if kind == "usage":
             fields = {"tokens": tokens, "cost_usd": cents / 100}
@@ -150,25 +174,42 @@ class RunInvariants(RuleBasedStateMachine):
             if kind == "failed":
                 fields["error"] = "boom"
         elif kind == "spawn":
-            fields = {"child_key": f"c{next(self.ids) % 3}", "entry_workflow": "wf/child",
-                      "inherit_inbox": bool(tokens % 2), "background": bool(cents % 2)}
-        event = wire.RunEvent(event_id=f"ev-{next(self.ids)}", run_id=run.run_id, lease_id=lease_id, kind=kind,
-                              **fields)
+            fields = {
+                "child_key": f"c{next(self.ids) % 3}",
+                "entry_workflow": "wf/child",
+                "inherit_inbox": bool(tokens % 2),
+                "background": bool(cents % 2),
+            }
+        event = wire.RunEvent(
+            event_id=f"ev-{next(self.ids)}", run_id=run.run_id, lease_id=lease_id, kind=kind, **fields
+        )
         record = RunReported(at_ms=self.now, event=event)
         self.reports.append(record)
         self._feed("run", record)
 
     @precondition(lambda self: bool(self._runs()))
-    @rule(data=st.data(), usage=st.integers(0, 9), final=st.integers(0, 9), outcome=st.sampled_from(["completed",
-                                                                                                     "failed"]))
+    @rule(
+        data=st.data(),
+        usage=st.integers(0, 9),
+        final=st.integers(0, 9),
+        outcome=st.sampled_from(["completed", "failed"]),
+    )
     def work_then_outcome(self, data: st.DataObject, usage: int, final: int, outcome: str) -> None:
         """An executor reports usage, then the outcome with a final cost above or below it."""
         run = data.draw(st.sampled_from(self._runs()))
-        for kind, fields in (("usage", {"tokens": usage * 10, "cost_usd": usage / 100}),
-                             (outcome, {"cost": wire.RunCost(cost_usd=final / 100, tokens=final * 10),
-                                        **({"error": "boom"} if outcome == "failed" else {})})):
-            event = wire.RunEvent(event_id=f"ev-{next(self.ids)}", run_id=run.run_id, lease_id=run.lease_id,
-                                  kind=kind, **fields)
+        for kind, fields in (
+            ("usage", {"tokens": usage * 10, "cost_usd": usage / 100}),
+            (
+                outcome,
+                {
+                    "cost": wire.RunCost(cost_usd=final / 100, tokens=final * 10),
+                    **({"error": "boom"} if outcome == "failed" else {}),
+                },
+            ),
+        ):
+            event = wire.RunEvent(
+                event_id=f"ev-{next(self.ids)}", run_id=run.run_id, lease_id=run.lease_id, kind=kind, **fields
+            )
             record = RunReported(at_ms=self.now, event=event)
             self.reports.append(record)
             self._feed("run", record)
@@ -182,17 +223,24 @@ class RunInvariants(RuleBasedStateMachine):
     @rule(data=st.data())
     def redeliver_input(self, data: st.DataObject) -> None:
         """At-least-once: an earlier trigger or command arrives again."""
-        kind, record = data.draw(st.sampled_from([i for i in self.inputs if isinstance(i[1], (TriggerReceived,
-                                                                                             ControlReceived))]
-                                                 or self.inputs[:1]))
+        kind, record = data.draw(
+            st.sampled_from(
+                [i for i in self.inputs if isinstance(i[1], (TriggerReceived, ControlReceived))] or self.inputs[:1]
+            )
+        )
         self._feed(kind, record)
 
     @precondition(lambda self: bool(self._runs()))
     @rule(data=st.data(), action=st.sampled_from(["pause", "resume", "cancel", "guidance", "checkpoint"]))
     def run_control(self, data: st.DataObject, action: str) -> None:
         run = data.draw(st.sampled_from(self._runs()))
-        command = wire.RunControl(command_id=f"rc-{next(self.ids)}", run_id=run.run_id, action=action, actor="t",
-                                  content="hint" if action == "guidance" else None)
+        command = wire.RunControl(
+            command_id=f"rc-{next(self.ids)}",
+            run_id=run.run_id,
+            action=action,
+            actor="t",
+            content="hint" if action == "guidance" else None,
+        )
         self._feed("run", RunCommanded(at_ms=self.now, command=command))
 
     @rule(persona=st.sampled_from(PERSONAS), advance=st.integers(1, 2500))
@@ -267,10 +315,12 @@ class RunInvariants(RuleBasedStateMachine):
         again = Pipeline()
         for kind, record in self.inputs:
             again.feed(kind, record)
-        assert [(o.role, o.key_bytes(), o.value_bytes()) for o in again.outputs] == \
-            [(o.role, o.key_bytes(), o.value_bytes()) for o in self.pipeline.outputs]
+        assert [(o.role, o.key_bytes(), o.value_bytes()) for o in again.outputs] == [
+            (o.role, o.key_bytes(), o.value_bytes()) for o in self.pipeline.outputs
+        ]
 
 
-RunInvariants.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
-                                           suppress_health_check=[HealthCheck.too_slow])
+RunInvariants.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 test_run_invariants_hold_under_random_interleavings = RunInvariants.TestCase

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from streams.inbox import TriggerReceived
-from streams.records import DeadLetter
 from streams.wire import TriggerRequest
 from tables.state import VALUE_RING
 from tables.status import STATUS_LIST_LIMIT
@@ -28,7 +27,10 @@ def test_lease_busy_trigger_is_queued_then_drained_when_the_lease_frees():
     assert busy.status == "lease_busy" and busy.queued is True
     assert busy.lease == first.lease and busy.error == "active lease already owns persona work"
     assert [e.kind for e in h.events("merge_captain")][-3:] == [
-        "persona.trigger.received", "persona.lease.conflict", "persona.trigger.queued"]
+        "persona.trigger.received",
+        "persona.lease.conflict",
+        "persona.trigger.queued",
+    ]
     assert h.events("merge_captain", "persona.trigger.queued")[-1].payload["reason"] == "lease_busy"
     assert h.status("merge_captain").queued_events == 1
 
@@ -97,7 +99,9 @@ def test_enable_takes_a_disabled_persona_back_and_resume_does_not():
     h.control("merge_captain", "enable", T0 + 1)
     assert h.events("merge_captain")[-1].kind == "persona.control.enabled"
     assert h.status("merge_captain").state == "idle"
-    assert h.trigger("merge_captain", "slack", "message", {"channel": "C", "ts": "1"}, at_ms=T0 + 2).status == "completed"
+    assert (
+        h.trigger("merge_captain", "slack", "message", {"channel": "C", "ts": "1"}, at_ms=T0 + 2).status == "completed"
+    )
     h.control("merge_captain", "enable", T0 + 3, command_id="again")
     assert h.receipts("again")[0].status == "rejected"
 
@@ -117,7 +121,9 @@ def test_a_redelivered_request_gets_the_same_receipt_and_no_second_effect():
     h.bind(merge_captain())
     first = h.trigger("merge_captain", "github", "pull_request", pr(1), cost=cost(0.01, 1), request_id="same")
     events_before = len(h.events())
-    again = h.trigger("merge_captain", "github", "pull_request", pr(1), cost=cost(0.01, 1), request_id="same", at_ms=T0 + 5)
+    again = h.trigger(
+        "merge_captain", "github", "pull_request", pr(1), cost=cost(0.01, 1), request_id="same", at_ms=T0 + 5
+    )
     assert again == first
     assert len(h.events()) == events_before
     assert h.status("merge_captain").budget.spent_today_usd == 0.01
@@ -145,8 +151,12 @@ def test_triggers_and_commands_for_an_unknown_persona_are_rejected_naming_it():
 def test_a_replayed_inbox_record_changes_nothing_and_re_emits_its_receipt():
     h = Harness()
     h.bind(merge_captain(), at_ms=T0)
-    record = TriggerReceived(at_ms=T0, request=TriggerRequest(request_id="x", persona="merge_captain",
-                                                               provider="github", kind="pull_request", metadata=pr(1)))
+    record = TriggerReceived(
+        at_ms=T0,
+        request=TriggerRequest(
+            request_id="x", persona="merge_captain", provider="github", kind="pull_request", metadata=pr(1)
+        ),
+    )
     first = h.feed(record, position=10)
     tables_before = {name: dict(rows) for name, rows in h.store.tables.items()}
     replay = h.feed(record, position=10)
@@ -172,12 +182,24 @@ def test_a_finally_failed_external_run_releases_the_lease_and_marks_the_persona_
     h = Harness()
     h.bind(external())
     run = h.trigger("merge_captain", "github", "pull_request", pr(1), request_id="a")
-    h.finish("merge_captain", run.run_id, run.lease.id, "failed", cost=cost(0.004, 3), error="tests broke",
-             retryable=False, at_ms=T0 + 5)
+    h.finish(
+        "merge_captain",
+        run.run_id,
+        run.lease.id,
+        "failed",
+        cost=cost(0.004, 3),
+        error="tests broke",
+        retryable=False,
+        at_ms=T0 + 5,
+    )
     assert receipts_of(h, "a") == ["dispatched", "failed"]
     assert h.receipts("a")[-1].error == "tests broke"
     assert [e.kind for e in h.events("merge_captain")][-4:] == [
-        "persona.budget.recorded", "persona.budget.reconciled", "persona.run.failed", "persona.lease.released"]
+        "persona.budget.recorded",
+        "persona.budget.reconciled",
+        "persona.run.failed",
+        "persona.lease.released",
+    ]
     status = h.status("merge_captain")
     assert (status.state, status.last_error, status.active_lease) == ("failed", "tests broke", None)
     assert status.budget.spent_today_usd == 0.004
@@ -302,12 +324,18 @@ def test_handoffs_waiting_in_the_queue_show_in_the_handoff_inbox():
     h = Harness()
     h.bind(merge_captain())
     h.control("merge_captain", "pause")
-    h.trigger("merge_captain", "handoff", "review", {"handoff_id": "h1", "source_persona": "triager", "task": "review PR",
-                                                    "dedupe_key": "h1"})
+    h.trigger(
+        "merge_captain",
+        "handoff",
+        "review",
+        {"handoff_id": "h1", "source_persona": "triager", "task": "review PR", "dedupe_key": "h1"},
+    )
     h.trigger("merge_captain", "github", "pull_request", {**pr(9), "handoff_id": "h2", "kind": "escalation"})
     inbox = h.status("merge_captain").handoff_inbox
     assert [(i.handoff_id, i.handoff_kind, i.source_persona, i.task, i.reason) for i in inbox] == [
-        ("h1", None, "triager", "review PR", "paused"), ("h2", "escalation", None, None, "paused")]
+        ("h1", None, "triager", "review PR", "paused"),
+        ("h2", "escalation", None, None, "paused"),
+    ]
 
 
 def test_unbinding_rejects_new_work_and_rebinding_keeps_the_history():

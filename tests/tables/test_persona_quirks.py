@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
 import msgspec
+import pytest
 
 from streams.inbox import TriggerReceived
 from streams.wire import TriggerRequest
+from tables import persona as transition
 from tables.state import QueueItem
 from tables.store import MemoryStore
-from tables import persona as transition
 
 from .harness import T0, Harness, cost, merge_captain, replace, seen
 
@@ -32,7 +32,10 @@ def test_decision_2_expired_leases_are_written_as_persona_lease_expired():
     h.bind(replace(merge_captain(), execution="external", lease_ttl_ms=50))
     h.trigger("merge_captain", "github", "pull_request", PR)
     h.tick("merge_captain", T0 + 50)
-    assert [e.kind for e in h.events("merge_captain", "persona.lease.")] == ["persona.lease.acquired", "persona.lease.expired"]
+    assert [e.kind for e in h.events("merge_captain", "persona.lease.")] == [
+        "persona.lease.acquired",
+        "persona.lease.expired",
+    ]
     assert h.events("merge_captain", "persona.run.")[-1].kind == "persona.run.retrying"  # and it is not released
 
 
@@ -71,8 +74,17 @@ def test_decision_5_sticky_exhaustion_ends_with_its_window():
 
 def test_decision_6_queued_work_is_typed_so_a_malformed_item_cannot_be_stored():
     with pytest.raises(msgspec.ValidationError):
-        msgspec.convert({"work_key": "k", "request_id": "r", "envelope": {"provider": "x"}, "seq": 0,
-                         "reason": "paused", "queued_at_ms": 0}, QueueItem)
+        msgspec.convert(
+            {
+                "work_key": "k",
+                "request_id": "r",
+                "envelope": {"provider": "x"},
+                "seq": 0,
+                "reason": "paused",
+                "queued_at_ms": 0,
+            },
+            QueueItem,
+        )
     h = Harness()
     h.bind(merge_captain())
     h.control("merge_captain", "pause")
@@ -88,7 +100,9 @@ def test_decision_7_drain_order_is_priority_then_age_not_work_key():
     h.trigger("merge_captain", "linear", "issue", {"issue_key": "A"})
     h.control("merge_captain", "resume")
     assert [e.payload["work_key"] for e in h.events("merge_captain", "persona.run.completed")] == [
-        "linear:issue:Z", "linear:issue:A"]
+        "linear:issue:Z",
+        "linear:issue:A",
+    ]
 
 
 def test_decision_8_an_input_older_than_the_last_is_handled_at_the_persona_clock():
@@ -123,8 +137,13 @@ def test_decision_11_two_triggers_in_one_batch_cannot_both_take_the_lease():
     txn = store.transaction()  # one transaction = one batch of the agent
     outputs = []
     for n in (1, 2):
-        request = TriggerRequest(request_id=f"r{n}", persona="merge_captain", provider="github", kind="pull_request",
-                                 metadata={"repository": "r", "number": str(n)})
+        request = TriggerRequest(
+            request_id=f"r{n}",
+            persona="merge_captain",
+            provider="github",
+            kind="pull_request",
+            metadata={"repository": "r", "number": str(n)},
+        )
         outputs += seen(transition.apply(txn, TriggerReceived(at_ms=T0, request=request), 100 + n))
     statuses = [o.value.status for o in outputs if o.role == "receipts"]
     assert statuses == ["dispatched", "lease_busy"]

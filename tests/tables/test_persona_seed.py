@@ -41,8 +41,14 @@ def test_resumed_queued_work_reuses_original_budget_cost():
     h = Harness()
     h.bind(merge_captain(run_usd=0.01))
     h.control("merge_captain", "pause", T0)
-    queued = h.trigger("merge_captain", "github", "pull_request", {"repository": "burin-labs/harn", "number": "1379"},
-                       cost=cost(0.02, 1), at_ms=T0 + 1)
+    queued = h.trigger(
+        "merge_captain",
+        "github",
+        "pull_request",
+        {"repository": "burin-labs/harn", "number": "1379"},
+        cost=cost(0.02, 1),
+        at_ms=T0 + 1,
+    )
     assert queued.status == "queued"
     h.control("merge_captain", "resume", T0 + 2)
     status = h.status("merge_captain", T0 + 2)
@@ -86,10 +92,18 @@ def test_budget_exhaustion_blocks_expensive_work():
 def test_deterministic_predicate_hit_emits_value_event_with_avoided_cost():
     h = Harness()
     h.bind(merge_captain())
-    receipt = h.trigger("merge_captain", "github", "pull_request", {"repository": "burin-labs/harn", "number": "715"},
-                        cost=cost(avoided_cost_usd=0.0042, deterministic_steps=1,
-                                  metadata={"predicate": "pr_already_green", "would_have_called_model": "gpt-5.4-mini"}),
-                        at_ms=T0)
+    receipt = h.trigger(
+        "merge_captain",
+        "github",
+        "pull_request",
+        {"repository": "burin-labs/harn", "number": "715"},
+        cost=cost(
+            avoided_cost_usd=0.0042,
+            deterministic_steps=1,
+            metadata={"predicate": "pr_already_green", "would_have_called_model": "gpt-5.4-mini"},
+        ),
+        at_ms=T0,
+    )
     run_id = receipt.run_id
     assert run_id is not None
     [event] = [e for e in h.events("merge_captain", "persona.value.deterministic_execution") if e.run_id == run_id]
@@ -106,12 +120,24 @@ def test_deterministic_predicate_hit_emits_value_event_with_avoided_cost():
 def test_frontier_escalation_run_emits_value_event_with_paid_cost():
     h = Harness()
     h.bind(merge_captain())
-    receipt = h.trigger("merge_captain", "linear", "issue", {"issue_key": "HAR-715"},
-                        cost=cost(0.011, 20, llm_steps=1, frontier_escalations=1,
-                                  metadata={"frontier_model": "gpt-5.4", "escalation_reason": "high_risk_merge"}),
-                        at_ms=T0)
+    receipt = h.trigger(
+        "merge_captain",
+        "linear",
+        "issue",
+        {"issue_key": "HAR-715"},
+        cost=cost(
+            0.011,
+            20,
+            llm_steps=1,
+            frontier_escalations=1,
+            metadata={"frontier_model": "gpt-5.4", "escalation_reason": "high_risk_merge"},
+        ),
+        at_ms=T0,
+    )
     run_id = receipt.run_id
-    [escalation] = [e.payload for e in h.events("merge_captain", "persona.value.frontier_escalation") if e.run_id == run_id]
+    [escalation] = [
+        e.payload for e in h.events("merge_captain", "persona.value.frontier_escalation") if e.run_id == run_id
+    ]
     assert escalation["paid_cost_usd"] == 0.011
     assert escalation["avoided_cost_usd"] == 0.0
     assert escalation["llm_steps"] == 1

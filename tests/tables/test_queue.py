@@ -15,8 +15,15 @@ KEYS = [f"k{i}" for i in range(8)]
 
 def item(work_key: str, priority: int) -> QueueItem:
     envelope = TriggerEnvelope(provider="p", kind="k", subject_key=work_key, received_at_ms=0)
-    return QueueItem(work_key=work_key, request_id=f"r-{work_key}", envelope=envelope, priority=priority, seq=0,
-                     reason="queued", queued_at_ms=0)
+    return QueueItem(
+        work_key=work_key,
+        request_id=f"r-{work_key}",
+        envelope=envelope,
+        priority=priority,
+        seq=0,
+        reason="queued",
+        queued_at_ms=0,
+    )
 
 
 class Model:
@@ -30,7 +37,13 @@ class Model:
 
     def push(self, key: str, priority: int) -> str | None:
         replaced = key if key in self.items else None
-        self.items[key] = {"priority": priority, "seq": self.seq, "list": "ready", "epoch": self.epoch, "order": self.seq}
+        self.items[key] = {
+            "priority": priority,
+            "seq": self.seq,
+            "list": "ready",
+            "epoch": self.epoch,
+            "order": self.seq,
+        }
         self.seq += 1
         return replaced
 
@@ -46,7 +59,9 @@ class Model:
         candidates = []
         for name in ("ready", "held"):
             for priority in {e["priority"] for e in self.items.values() if e["list"] == name}:
-                level = sorted((e["order"], k) for k, e in self.items.items() if e["list"] == name and e["priority"] == priority)
+                level = sorted(
+                    (e["order"], k) for k, e in self.items.items() if e["list"] == name and e["priority"] == priority
+                )
                 head = level[0][1]
                 if name == "held" and self.items[head]["epoch"] >= self.epoch:
                     continue
@@ -59,8 +74,14 @@ class Model:
         out = []
         for priority in sorted({e["priority"] for e in self.items.values()}, reverse=True):
             for name in ("ready", "held"):
-                out += [k for _, k in sorted((e["order"], k) for k, e in self.items.items()
-                                             if e["list"] == name and e["priority"] == priority)]
+                out += [
+                    k
+                    for _, k in sorted(
+                        (e["order"], k)
+                        for k, e in self.items.items()
+                        if e["list"] == name and e["priority"] == priority
+                    )
+                ]
         return out
 
 

@@ -14,9 +14,19 @@ from .harness import T0, Harness, cost, merge_captain
 def inbox() -> list[tuple[int, int, bytes]]:
     records = [BindingChanged(at_ms=T0, persona="merge_captain", binding=merge_captain())]
     for n in range(3):
-        records.append(TriggerReceived(at_ms=T0 + n, request=TriggerRequest(
-            request_id=f"r{n}", persona="merge_captain", provider="github", kind="pull_request",
-            metadata={"repository": "r", "number": str(n % 2)}, cost=cost(0.001, 1))))
+        records.append(
+            TriggerReceived(
+                at_ms=T0 + n,
+                request=TriggerRequest(
+                    request_id=f"r{n}",
+                    persona="merge_captain",
+                    provider="github",
+                    kind="pull_request",
+                    metadata={"repository": "r", "number": str(n % 2)},
+                    cost=cost(0.001, 1),
+                ),
+            )
+        )
     return [(0, offset, encode(record)) for offset, record in enumerate(records)]
 
 

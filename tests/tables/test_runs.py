@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from streams.inbox import RunCommanded, RunControlReceived, RunRegistered, RunReportReceived, RunReported
+from streams.inbox import RunCommanded, RunControlReceived, RunRegistered, RunReported, RunReportReceived
 from streams.records import DeadLetter
 from streams.wire import RunControl, RunEvent
 from tables import runs
@@ -25,12 +25,14 @@ class Directory:
         return outputs
 
     def report(self, run_id="run-1"):
-        return self.feed(RunReported(at_ms=T0, event=RunEvent(event_id="e1", run_id=run_id, lease_id="l1",
-                                                              kind="heartbeat")))
+        return self.feed(
+            RunReported(at_ms=T0, event=RunEvent(event_id="e1", run_id=run_id, lease_id="l1", kind="heartbeat"))
+        )
 
     def command(self, run_id="run-1"):
-        return self.feed(RunCommanded(at_ms=T0, command=RunControl(command_id="c1", run_id=run_id, action="pause",
-                                                                   actor="ops")))
+        return self.feed(
+            RunCommanded(at_ms=T0, command=RunControl(command_id="c1", run_id=run_id, action="pause", actor="ops"))
+        )
 
 
 def test_a_registered_run_routes_reports_and_control_to_its_persona_inbox():

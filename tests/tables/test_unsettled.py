@@ -23,7 +23,8 @@ def test_seed_003_queued_triggers_are_listed_with_ids_summaries_and_ages_until_t
     queued = partition_unsettled(h.store, NOW).queued_triggers
     assert [(q["id"], q["spec_summary"], q["queued_at_ms"], q["age_ms"]) for q in queued] == [
         ("trigger://p1/github:r:pr:2", "github.issues.opened", T0 + 1, NOW - T0 - 1),
-        ("trigger://p1/github:r:pr:1", "github.issues.opened", T0 + 2, NOW - T0 - 2)]
+        ("trigger://p1/github:r:pr:1", "github.issues.opened", T0 + 2, NOW - T0 - 2),
+    ]
     h.control("p1", "resume", at_ms=T0 + 3)
     assert partition_unsettled(h.store, NOW).is_empty()
 
@@ -45,8 +46,15 @@ def test_in_flight_paused_and_retrying_runs_are_listed_in_their_buckets():
     assert (in_flight["id"], in_flight["status"], in_flight["attempt"]) == (f"run://a/{running}", "dispatched", 1)
     assert (suspended["id"], suspended["status"]) == (f"run://b/{paused}", "paused")
     assert (retry["id"], retry["source"], retry["attempt"], retry["queued_at_ms"], retry["not_before_ms"]) == (
-        f"run://c/{failing}", "retry", 2, T0 + 4, T0 + 10_004)
-    assert snapshot.summary() == ("unsettled work: 1 suspended subagents, 1 queued triggers, 0 partial handoffs,"
-                                  " 1 in-flight llm calls, 0 pool pending tasks")
+        f"run://c/{failing}",
+        "retry",
+        2,
+        T0 + 4,
+        T0 + 10_004,
+    )
+    assert snapshot.summary() == (
+        "unsettled work: 1 suspended subagents, 1 queued triggers, 0 partial handoffs,"
+        " 1 in-flight llm calls, 0 pool pending tasks"
+    )
     assert partition_unsettled(h.store, NOW, persona="b").counts_json()["suspended"] == 1
     assert partition_unsettled(h.store, NOW, persona="b").counts_json()["in_flight"] == 0

@@ -44,7 +44,7 @@ def balance(members: Mapping[str, list[int]], partitions: list[int]) -> dict[str
     return {name: sorted(parts) for name, parts in result.items()}
 
 
-class CopartitionedAssignor(AbstractPartitionAssignor):
+class CopartitionedAssignor(AbstractPartitionAssignor):  # type: ignore[misc]  # aiokafka ships no types
     """An aiokafka assignor instance for one worker (it carries the worker's web URL)."""
 
     name = "personaflow-copartitioned"
@@ -55,13 +55,13 @@ class CopartitionedAssignor(AbstractPartitionAssignor):
         self.owned: list[int] = []  # partition numbers of the current assignment
         self.owners: dict[int, str] = {}  # partition number -> web URL of its owner
 
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
         user_data = json.dumps({"url": self.url, "owned": self.owned}).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), user_data)
 
     def assign(
         self,
-        cluster: ClusterMetadata,  # type: ignore[override]
+        cluster: ClusterMetadata,
         members: Mapping[str, ConsumerProtocolMemberMetadata],
     ) -> dict[str, ConsumerProtocolMemberAssignment]:
         topics = sorted({topic for meta in members.values() for topic in meta.subscription})
@@ -78,7 +78,7 @@ class CopartitionedAssignor(AbstractPartitionAssignor):
             result[member] = ConsumerProtocolMemberAssignment(self.version, assignment, shared)
         return result
 
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:  # type: ignore[override]
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
         self.owned = sorted({p for _, parts in assignment.assignment for p in parts})
         try:
             owners = json.loads(assignment.user_data or b"{}").get("owners", {})

@@ -38,6 +38,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from aiokafka.structs import RecordMetadata
+
 from .publish import Publisher, Record
 from .state import Row
 from .task import Task
@@ -66,7 +68,7 @@ class Checkpoint:
         self.changelog = changelog
         self.headers = headers
         self.changelog_records = 0  # state records written so far
-        self._in_flight: list[tuple[Task, asyncio.Future, int]] = []
+        self._in_flight: list[tuple[Task, asyncio.Future[RecordMetadata], int]] = []
 
     async def commit(self, outputs: Sequence[tuple[int, Record]], tasks: Sequence[TaskCommit]) -> None:
         # 1. Outputs, one phase after the other.

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import RecordMetadata
 
 #: Upper bound of one record batch built here (a partition's outputs of one loop
 #: iteration usually fit in one).
@@ -69,7 +70,7 @@ class Publisher:
                     raise ValueError(f"a record for {topic} is larger than {BATCH_BYTES} bytes")
             members.append(index)
         offsets = [-1] * count
-        pending: list[tuple[asyncio.Future, list[int]]] = []
+        pending: list[tuple[asyncio.Future[RecordMetadata], list[int]]] = []
         for (topic, partition), chain in batches.items():
             for builder, members in chain:
                 builder.close()
@@ -92,7 +93,7 @@ class Publisher:
         records: Sequence[tuple[bytes, bytes | None]],
         headers: Sequence[tuple[str, bytes]],
         size: int,
-    ) -> asyncio.Future:
+    ) -> asyncio.Future[RecordMetadata]:
         """Send ``records`` as ONE record batch (atomic: all or none is appended); return the
         future of its acknowledgement (its metadata's offset is the first record's)."""
         builder = self._builder(size + 1024 * len(records) + 65536)
@@ -101,7 +102,8 @@ class Publisher:
                 raise ValueError(f"{len(records)} records of {size} bytes do not fit one batch for {topic}")
         builder.close()
         self.sent += len(records)
-        return await self.producer.send_batch(builder, topic, partition=partition)
+        future: asyncio.Future[RecordMetadata] = await self.producer.send_batch(builder, topic, partition=partition)
+        return future
 
     async def publish_batch(
         self,
@@ -112,4 +114,5 @@ class Publisher:
         size: int,
     ) -> int:
         """:meth:`send_batch` and wait for it; return the offset of its first record."""
-        return (await (await self.send_batch(topic, partition, records, headers, size))).offset
+        offset: int = (await (await self.send_batch(topic, partition, records, headers, size))).offset
+        return offset

@@ -122,7 +122,7 @@ class Engine:
         self.punctuating = False
         self.activated_at = 0.0
         self._last_offset_commit = 0.0
-        self._recoveries: set[asyncio.Task] = set()
+        self._recoveries: set[asyncio.Task[None]] = set()
         self.topics = sorted({self.names.name(role) for source in config.sources for role in source.roles})
         self._topic = self.names.name
         self.role_of = {self.names.name(role): role for source in config.sources for role in source.roles}
@@ -229,7 +229,7 @@ class Engine:
         assert consumer is not None
 
         def lag(topic: str) -> int | None:
-            highwater = consumer.highwater(TopicPartition(topic, task.partition))
+            highwater: int | None = consumer.highwater(TopicPartition(topic, task.partition))
             if highwater is None:  # no fetch response has named it yet: its end when the task started
                 highwater = task.ends.get(topic)
                 if highwater is None:
@@ -377,7 +377,7 @@ class Engine:
                         self._guarded(source.finish, batch)
                 batch.punctuated_from = len(batch.outputs) if due else None
                 for punctuator in due:
-                    self._guarded(lambda b, p=punctuator: p.punctuate(b, now), batch)
+                    self._guarded(_punctuation(punctuator, now), batch)
                 return batch, positions
             except ProcessingError:
                 continue
@@ -549,7 +549,7 @@ class Engine:
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records not yet processed, per input partition of the active tasks."""
-        result = {}
+        result: dict[tuple[str, int], int] = {}
         if self.consumer is None:
             return result
         for task in self.tasks.values():
@@ -560,16 +560,21 @@ class Engine:
         return result
 
 
+def _punctuation(punctuator: Punctuator, now: int) -> Callable[[TaskBatch], None]:
+    """``punctuator``'s work for one batch at ``now``."""
+    return lambda batch: punctuator.punctuate(batch, now)
+
+
 def _raw(record: ConsumerRecord) -> RawRecord:
     return RawRecord(record.topic, record.partition, record.offset, record.key, record.value, record.timestamp)
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self.engine.on_revoked(set(revoked))
 
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:  # type: ignore[override]
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.engine.on_assigned(set(assigned))

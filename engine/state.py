@@ -21,6 +21,7 @@ import abc
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from sortedcontainers import SortedList
 
@@ -130,9 +131,9 @@ class MemoryStore(PartitionStore):
                     yield key, value
             return
         for key in list(index.irange(start, stop, inclusive=(True, False))):
-            value = data.get(key)
-            if value is not None:
-                yield key, value
+            found = data.get(key)
+            if found is not None:
+                yield key, found
 
 
 class RocksDBStore(PartitionStore):
@@ -194,7 +195,8 @@ class RocksDBStore(PartitionStore):
         prefix = flat_key(table, "").encode()
         first = flat_key(table, start).encode()
         end = None if stop is None else flat_key(table, stop).encode()
-        for raw_key, value in self.db.items(from_key=first):
+        for item_key, value in self.db.items(from_key=first):
+            raw_key = cast(bytes, item_key)  # raw mode: keys are bytes (rocksdict's types allow any key kind)
             if not raw_key.startswith(prefix) or (end is not None and raw_key >= end):
                 return
             yield raw_key[len(prefix) :].decode(), value

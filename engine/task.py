@@ -176,7 +176,7 @@ class Task:
             b.offset != a.offset + 1 for a, b in zip(records, records[1:], strict=False)
         ):
             return 0
-        self.buffers[topic].extend(records)  # type: ignore[arg-type]
+        self.buffers[topic].extend(records)
         self.next_fetched[topic] = records[-1].offset + 1
         return len(records)
 

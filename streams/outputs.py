@@ -66,7 +66,7 @@ class Output:
         paths build it so); a tuple may hold text."""
         headers = self.headers
         if type(headers) is list:
-            return headers  # type: ignore[return-value]
+            return headers
         return [(name, item if isinstance(item, bytes) else item.encode()) for name, item in headers]
 
     def header(self, name: str) -> str | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from .records import PUBLIC_RECORDS
 
 
-def schemas() -> dict[str, dict]:
+def schemas() -> dict[str, dict[str, Any]]:
     """Record name -> JSON Schema (draft 2020-12, as pydantic emits it)."""
     result = {}
     for record in PUBLIC_RECORDS:

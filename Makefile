@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: run test lint chaos bench install install-test browser clean
+.PHONY: run test lint wire-stub chaos bench install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ run: install
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy streams engine
+	$(BIN)/mypy streams/wire.py  # the module behind its stub streams/wire.pyi (which the line above reads)
+
+## Write streams/wire.pyi, the fast twins' type stub, from the contract models (after changing streams/records.py).
+wire-stub: $(VENV)/.installed-test
+	$(BIN)/python -m streams.wirestub --write
 
 ## Static checks, then unit tests, broker-level tests and the short crash test (one broker, one worker per session).
 test: lint
@@ -51,4 +57,4 @@ bench: install-test
 	$(PYTEST) -q -m bench -s -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .personaflow .pytest_cache *.egg-info
+	rm -rf $(VENV) .personaflow .pytest_cache .mypy_cache *.egg-info

@@ -7,18 +7,28 @@ are msgspec structs generated from the pydantic models: same field names, types 
 defaults, no validation, and about ten times cheaper to decode and encode. The contract
 stays the single source of truth; ``tests/streams/test_wire.py`` checks that every twin
 encodes to JSON its contract model accepts.
+
+Type checkers cannot see the fields of classes made at run time: they read the stub
+``streams/wire.pyi`` instead, which :mod:`streams.wirestub` writes from the twins
+(``make wire-stub`` after a change to the contract; a test fails while it is stale).
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Literal, Union, get_args, get_origin
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 from pydantic import BaseModel
 
 from . import records
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeForm
+
+_T = TypeVar("_T")
 
 _TWINS: dict[type[BaseModel], type[msgspec.Struct]] = {}
 
@@ -31,14 +41,14 @@ def _plain(annotation: Any) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return twin(annotation)
     if origin in (Union, types.UnionType):
-        return Union[tuple(_plain(arg) for arg in get_args(annotation))]  # type: ignore[return-value]  # noqa: UP007 - built at run time
+        return Union[tuple(_plain(arg) for arg in get_args(annotation))]  # noqa: UP007 - built at run time
     if origin is Literal or origin is None:
         return annotation
     args = get_args(annotation)
-    if origin is list:
-        return list[_plain(args[0])]  # type: ignore[misc]
+    if origin is list:  # list[...] and dict[...] of types known only at run time
+        return types.GenericAlias(list, (_plain(args[0]),))
     if origin is dict:
-        return dict[_plain(args[0]), _plain(args[1])]  # type: ignore[misc]
+        return types.GenericAlias(dict, (_plain(args[0]), _plain(args[1])))
     return annotation
 
 
@@ -55,7 +65,7 @@ def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
     """The msgspec struct with ``model``'s fields (``overrides``: other types for some)."""
     if not overrides and model in _TWINS:
         return _TWINS[model]
-    fields = []
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for name, info in model.model_fields.items():
         annotation = overrides.get(name, _plain(info.annotation))
         if info.is_required():
@@ -96,15 +106,15 @@ DeadLetter = twin(records.DeadLetter)
 #: The status as published: value receipts are spliced in already encoded.
 PersonaStatus = twin(records.PersonaStatus, value_receipts=list[msgspec.Raw])
 
-encoder = msgspec.json.Encoder()
-encode = encoder.encode
+encoder: msgspec.json.Encoder = msgspec.json.Encoder()
+encode: Callable[[Any], bytes] = encoder.encode
 
 
-def decoder(kind: Any) -> msgspec.json.Decoder:
+def decoder(kind: TypeForm[_T]) -> msgspec.json.Decoder[_T]:
     return msgspec.json.Decoder(kind)
 
 
-def from_model(model: BaseModel) -> Any:
+def from_model(model: BaseModel) -> msgspec.Struct:
     """A validated contract model as its twin."""
     return msgspec.convert(model.model_dump(), twin(type(model)))
 

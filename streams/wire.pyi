@@ -1,0 +1,373 @@
+"""Type stub of :mod:`streams.wire`, written by ``python -m streams.wirestub --write``
+(``make wire-stub``) from the contract models: do not edit it by hand."""
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, overload
+
+import msgspec
+from pydantic import BaseModel
+from typing_extensions import TypeForm
+
+from . import records
+
+_T = TypeVar("_T")
+
+@overload
+def twin(model: type[records.RunCost]) -> type[RunCost]: ...
+@overload
+def twin(model: type[records.BudgetPolicy]) -> type[BudgetPolicy]: ...
+@overload
+def twin(model: type[records.RetryPolicy]) -> type[RetryPolicy]: ...
+@overload
+def twin(model: type[records.RunLimits]) -> type[RunLimits]: ...
+@overload
+def twin(model: type[records.PersonaBinding]) -> type[PersonaBinding]: ...
+@overload
+def twin(model: type[records.TriggerRequest]) -> type[TriggerRequest]: ...
+@overload
+def twin(model: type[records.ControlCommand]) -> type[ControlCommand]: ...
+@overload
+def twin(model: type[records.RunEvent]) -> type[RunEvent]: ...
+@overload
+def twin(model: type[records.RunControl]) -> type[RunControl]: ...
+@overload
+def twin(model: type[records.TriggerEnvelope]) -> type[TriggerEnvelope]: ...
+@overload
+def twin(model: type[records.PersonaLease]) -> type[PersonaLease]: ...
+@overload
+def twin(model: type[records.Receipt]) -> type[Receipt]: ...
+@overload
+def twin(model: type[records.RunDispatch]) -> type[RunDispatch]: ...
+@overload
+def twin(model: type[records.OutboxEvent]) -> type[OutboxEvent]: ...
+@overload
+def twin(model: type[records.PersonaBudgetStatus]) -> type[PersonaBudgetStatus]: ...
+@overload
+def twin(model: type[records.PersonaAssignmentStatus]) -> type[PersonaAssignmentStatus]: ...
+@overload
+def twin(model: type[records.PersonaQueuedWork]) -> type[PersonaQueuedWork]: ...
+@overload
+def twin(model: type[records.PersonaHandoffInboxItem]) -> type[PersonaHandoffInboxItem]: ...
+@overload
+def twin(model: type[records.PersonaValueReceipt]) -> type[PersonaValueReceipt]: ...
+@overload
+def twin(model: type[records.DeadLetter]) -> type[DeadLetter]: ...
+@overload
+def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
+    """The msgspec struct with ``model``'s fields (``overrides``: other types for some)."""
+
+class RunCost(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """What one run cost and saved."""
+
+    cost_usd: float
+    tokens: int
+    avoided_cost_usd: float = 0.0
+    deterministic_steps: int = 0
+    llm_steps: int = 0
+    frontier_escalations: int = 0
+    metadata: Any = None
+
+class BudgetPolicy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A persona's budget; ``null`` means no limit."""
+
+    daily_usd: float | None = None
+    hourly_usd: float | None = None
+    run_usd: float | None = None
+    max_tokens: int | None = None
+
+class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    max_attempts: int = 3
+    backoff_ms: int = 1000
+    factor: float = 2.0
+    max_backoff_ms: int = 300000
+
+class RunLimits(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_cost_usd: float | None = None
+    max_duration_ms: int | None = None
+    warn_ratio: float = 0.8
+
+class PersonaBinding(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """Configuration of one persona; published on the compacted ``persona.bindings``."""
+
+    name: str
+    template_ref: str | None = None
+    entry_workflow: str
+    schedules: list[str] = []
+    triggers: list[str] = []
+    budget: BudgetPolicy = msgspec.field(default_factory=BudgetPolicy)
+    execution: Literal["inline", "external"] = "inline"
+    lease_ttl_ms: int = 300000
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    run_limits: RunLimits = msgspec.field(default_factory=RunLimits)
+    estimated_run_usd: float | None = None
+    compensation_workflow: str | None = None
+    schedule_catchup: Literal["skip", "latest"] = "latest"
+    redact_metadata_keys: list[str] = []
+    on_lease_expiry: Literal["requeue", "expire"] = "requeue"
+    executor_options: dict[str, str] = {}
+
+class TriggerRequest(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A trigger envelope from a producer (webhook bridge, cron, handoff)."""
+
+    request_id: str
+    persona: str
+    provider: str
+    kind: str
+    metadata: dict[str, str] = {}
+    raw: Any = None
+    cost: RunCost | None = None
+    priority: int = 0
+    received_at_ms: int | None = None
+
+class ControlCommand(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """An ops command for one persona."""
+
+    command_id: str
+    persona: str
+    action: records.ControlAction
+    actor: str
+    reason: str | None = None
+    cost: RunCost | None = None
+    at_ms: int | None = None
+
+class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A lifecycle report from an executor about one run."""
+
+    event_id: str
+    run_id: str
+    lease_id: str
+    kind: records.RunEventKind
+    step_id: str | None = None
+    name: str | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+    output: Any = None
+    error: str | None = None
+    retryable: bool | None = None
+    target_persona: str | None = None
+    task: str | None = None
+    payload: Any = None
+    cost: RunCost | None = None
+    at_ms: int | None = None
+    child_key: str | None = None
+    entry_workflow: str | None = None
+    spawn_mode: records.SpawnMode = "child"
+    background: bool = False
+    inherit_inbox: bool = False
+
+class RunControl(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A control message for a running execution."""
+
+    command_id: str
+    run_id: str
+    action: records.RunControlAction
+    actor: str
+    reason: str | None = None
+    content: Any = None
+    at_ms: int | None = None
+
+class TriggerEnvelope(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """The normalized trigger (docs/behaviour.md, section 3)."""
+
+    provider: str
+    kind: str
+    subject_key: str
+    source_event_id: str | None = None
+    received_at_ms: int
+    metadata: dict[str, str] = {}
+    raw: Any = None
+
+class PersonaLease(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    id: str
+    holder: str
+    work_key: str
+    acquired_at_ms: int
+    expires_at_ms: int
+
+class Receipt(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """One per decision about a request, with its correlation ids."""
+
+    status: records.ReceiptStatus
+    persona: str
+    run_id: str | None = None
+    work_key: str | None = None
+    lease: PersonaLease | None = None
+    queued: bool = False
+    error: str | None = None
+    budget_receipt_id: str | None = None
+    request_id: str
+    receipt_id: str
+    at_ms: int
+    attempt: int | None = None
+    not_before_ms: int | None = None
+    event_id: str | None = None
+
+class RunDispatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """An instruction to executors about one run."""
+
+    run_id: str
+    persona: str
+    lease_id: str
+    attempt: int
+    entry_workflow: str
+    envelope: TriggerEnvelope
+    deadline_ms: int
+    limits: RunLimits
+    parent_run_id: str | None = None
+    action: str = "start"
+    command_id: str | None = None
+    reason: str | None = None
+    content: Any = None
+    kind: Literal["work", "child", "compensation"] = "work"
+    spawn_mode: records.SpawnMode | None = None
+    background: bool = False
+    options: dict[str, str] = {}
+
+class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """One state transition, for audit consumers. ``seq`` is gap-free per ``stream``."""
+
+    event_id: str
+    stream: str
+    seq: int
+    kind: str
+    persona: str
+    run_id: str | None = None
+    occurred_at_ms: int
+    payload: dict[str, Any]
+    cause: dict[str, Any]
+
+class PersonaBudgetStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    daily_usd: float | None = None
+    hourly_usd: float | None = None
+    run_usd: float | None = None
+    max_tokens: int | None = None
+    spent_today_usd: float = 0.0
+    spent_this_hour_usd: float = 0.0
+    spent_last_run_usd: float = 0.0
+    tokens_today: int = 0
+    remaining_today_usd: float | None = None
+    remaining_hour_usd: float | None = None
+    exhausted: bool = False
+    reason: str | None = None
+    last_receipt_id: str | None = None
+
+class PersonaAssignmentStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    work_key: str
+    lease_id: str
+    holder: str
+    acquired_at: str
+    expires_at: str
+
+class PersonaQueuedWork(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    work_key: str
+    provider: str
+    kind: str
+    queued_at: str
+    reason: str
+    source_event_id: str | None = None
+    metadata: dict[str, str] = {}
+
+class PersonaHandoffInboxItem(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    work_key: str
+    handoff_id: str | None = None
+    handoff_kind: str | None = None
+    source_persona: str | None = None
+    task: str | None = None
+    queued_at: str
+    reason: str
+
+class PersonaValueReceipt(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    kind: records.ValueEventKind
+    run_id: str | None = None
+    occurred_at: str
+    paid_cost_usd: float
+    avoided_cost_usd: float
+    deterministic_steps: int
+    llm_steps: int
+    metadata: Any = None
+
+class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A record the pipeline could not accept, with a reason a person can act on."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    value_b64: str
+    error: str
+    at_ms: int
+    value_truncated: bool = False
+
+class PersonaStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A persona's status, computed at the last transition's event time."""
+
+    name: str
+    template_ref: str | None = None
+    state: records.LifecycleState
+    entry_workflow: str
+    role: str
+    current_assignment: PersonaAssignmentStatus | None = None
+    last_run: str | None = None
+    next_scheduled_run: str | None = None
+    active_lease: PersonaLease | None = None
+    budget: PersonaBudgetStatus
+    last_error: str | None = None
+    queued_events: int
+    queued_work: list[PersonaQueuedWork] = []
+    handoff_inbox: list[PersonaHandoffInboxItem] = []
+    value_receipts: list[msgspec.Raw] = []
+    disabled_events: int
+    paused_event_policy: str = "queue_then_drain_on_resume"
+
+encoder: msgspec.json.Encoder
+encode: Callable[[Any], bytes]
+
+def decoder(kind: TypeForm[_T]) -> msgspec.json.Decoder[_T]: ...
+@overload
+def from_model(model: records.RunCost) -> RunCost: ...
+@overload
+def from_model(model: records.BudgetPolicy) -> BudgetPolicy: ...
+@overload
+def from_model(model: records.RetryPolicy) -> RetryPolicy: ...
+@overload
+def from_model(model: records.RunLimits) -> RunLimits: ...
+@overload
+def from_model(model: records.PersonaBinding) -> PersonaBinding: ...
+@overload
+def from_model(model: records.TriggerRequest) -> TriggerRequest: ...
+@overload
+def from_model(model: records.ControlCommand) -> ControlCommand: ...
+@overload
+def from_model(model: records.RunEvent) -> RunEvent: ...
+@overload
+def from_model(model: records.RunControl) -> RunControl: ...
+@overload
+def from_model(model: records.TriggerEnvelope) -> TriggerEnvelope: ...
+@overload
+def from_model(model: records.PersonaLease) -> PersonaLease: ...
+@overload
+def from_model(model: records.Receipt) -> Receipt: ...
+@overload
+def from_model(model: records.RunDispatch) -> RunDispatch: ...
+@overload
+def from_model(model: records.OutboxEvent) -> OutboxEvent: ...
+@overload
+def from_model(model: records.PersonaBudgetStatus) -> PersonaBudgetStatus: ...
+@overload
+def from_model(model: records.PersonaAssignmentStatus) -> PersonaAssignmentStatus: ...
+@overload
+def from_model(model: records.PersonaQueuedWork) -> PersonaQueuedWork: ...
+@overload
+def from_model(model: records.PersonaHandoffInboxItem) -> PersonaHandoffInboxItem: ...
+@overload
+def from_model(model: records.PersonaValueReceipt) -> PersonaValueReceipt: ...
+@overload
+def from_model(model: records.DeadLetter) -> DeadLetter: ...
+@overload
+def from_model(model: BaseModel) -> msgspec.Struct:
+    """A validated contract model as its twin."""
+
+def to_builtins(value: Any) -> Any:
+    """Plain JSON-like data (dicts, lists) of a twin, e.g. for an outbox payload."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
+import orjson
 
 from . import wire
 from .codec import DecodeError, check_size, decode
@@ -35,6 +36,7 @@ from .records import (
     TriggerRequest,
     is_persona_name,
 )
+from .redaction import redact
 
 #: Dead letters keep at most this much of the original value (the rest is counted).
 DLQ_VALUE_LIMIT = 64 * 1024
@@ -67,6 +69,10 @@ class Forward:
     record: Any  # an inbox record (streams.inbox)
 
 
+#: ``reason`` header of a dead letter whose event time lies too far ahead.
+FUTURE = "timestamp_in_future"
+
+
 def dead_letter(raw: RawRecord, error: str) -> DeadLetter:
     value = raw.value or b""
     return DeadLetter(
@@ -78,6 +84,49 @@ def dead_letter(raw: RawRecord, error: str) -> DeadLetter:
         error=error,
         at_ms=raw.time_ms,
         value_truncated=len(value) > DLQ_VALUE_LIMIT,
+    )
+
+
+def reason_of(letter: DeadLetter) -> str:
+    """The ``reason`` header of an admission dead letter."""
+    return FUTURE if letter.error.startswith(FUTURE) else "invalid_input"
+
+
+def redacted_dead_letter(letter: DeadLetter, raw: RawRecord, keys: frozenset[str]) -> DeadLetter:
+    """``letter`` for a persona whose binding redacts ``keys``: its value with every
+    ``metadata`` mapping redacted, or no value at all when it cannot be read as a JSON
+    object (then nothing in it can be told apart from a redacted value)."""
+    if not keys:
+        return letter
+    try:
+        value = orjson.loads(raw.value or b"")
+    except orjson.JSONDecodeError:
+        value = None
+    if isinstance(value, dict):
+        shown = orjson.dumps(redact(value, keys))
+        return letter.model_copy(
+            update={
+                "value_b64": base64.b64encode(shown[:DLQ_VALUE_LIMIT]).decode(),
+                "value_truncated": len(shown) > DLQ_VALUE_LIMIT,
+            }
+        )
+    return letter.model_copy(
+        update={
+            "value_b64": "",
+            "value_truncated": bool(raw.value),
+            "error": f"{letter.error} (value withheld: the persona redacts metadata and the value is not a JSON object)",
+        }
+    )
+
+
+def _future(at_ms: int, now_ms: int | None, max_future_ms: int | None) -> str | None:
+    """Why an event time too far ahead of the admitting clock is refused, or None."""
+    if now_ms is None or max_future_ms is None or at_ms - now_ms <= max_future_ms:
+        return None
+    return (
+        f"{FUTURE}: the event time {at_ms} is {at_ms - now_ms} ms ahead of this worker's clock ({now_ms});"
+        f" at most PERSONAFLOW_MAX_FUTURE_MS={max_future_ms} ms is accepted: fix the producer's clock or the"
+        " record's timestamp"
     )
 
 
@@ -165,14 +214,31 @@ RULES: dict[str, Callable[[RawRecord], Forward]] = {
 }
 
 
-def admit(role: str, raw: RawRecord, *, hold_ms: int = 0) -> Forward | DeadLetter:
+def admit(
+    role: str,
+    raw: RawRecord,
+    *,
+    hold_ms: int = 0,
+    now_ms: int | None = None,
+    max_future_ms: int | None = None,
+) -> Forward | DeadLetter:
     """Validate one record of the public input topic ``role``. A trigger carries
     ``hold_ms``: how long it waits for its persona's binding if there is none yet (the
-    setting travels in the inbox record so that a replay decides the same way)."""
+    setting travels in the inbox record so that a replay decides the same way).
+
+    ``now_ms`` is the admitting worker's wall clock: it is recorded in the inbox record,
+    and an input whose event time is more than ``max_future_ms`` ahead of it is refused —
+    forwarded marked ``refused`` (the transition answers it with a rejection, so a replay
+    decides the same), or dead-lettered if it is a binding."""
     try:
         check_size(raw.key, raw.value)
-        if role == "triggers":
-            return _trigger(raw, hold_ms)
-        return RULES[role](raw)
+        forward = _trigger(raw, hold_ms) if role == "triggers" else RULES[role](raw)
     except DecodeError as exc:
         return dead_letter(raw, str(exc))
+    if now_ms is None:
+        return forward
+    record = forward.record
+    refused = _future(record.at_ms, now_ms, max_future_ms)
+    if refused is not None and role == "bindings":
+        return dead_letter(raw, refused)
+    return Forward(forward.inbox, forward.key, msgspec.structs.replace(record, admitted_at_ms=now_ms, refused=refused))

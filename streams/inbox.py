@@ -29,19 +29,28 @@ class Source(msgspec.Struct, frozen=True, gc=False):
 
 
 class _Inbox(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
-    #: Event time of the input, in ms (the transition's "now").
+    #: Event time of the input, in ms (the transition's "now" once the input is accepted).
     at_ms: int
     source: Source | None = None
+    #: Public input: the admitting worker's wall clock when ingress admitted it.
+    admitted_at_ms: int | None = None
+    #: Public input that ingress refused to apply (decided once, at admission, so that a
+    #: replay decides the same): e.g. ``timestamp_in_future: ...``. The transition answers
+    #: it with a rejection and changes nothing else.
+    refused: str | None = None
 
     def cause(self, position: int | None, **ids: str) -> dict[str, Any]:
         """The ``cause`` of outbox events this record leads to: its type, the ids that
-        identify it, where it was read from and its inbox offset."""
+        identify it, where it was read from and its inbox offset, and for public input the
+        producer's event time and the time it was admitted."""
         cause: dict[str, Any] = {"type": self.__struct_config__.tag, **ids}
         source = self.source
         if source is not None:
             cause["topic"], cause["partition"], cause["offset"] = source.topic, source.partition, source.offset
         if position is not None:
             cause["inbox_offset"] = position
+        if self.admitted_at_ms is not None:
+            cause["producer_at_ms"], cause["admitted_at_ms"] = self.at_ms, self.admitted_at_ms
         return cause
 
 

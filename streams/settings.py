@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # A trigger for a persona with no binding waits this long for its binding before it
     # is rejected (a stream-table join grace period, KIP-923).
     unbound_grace_ms: int = Field(5000, ge=0, le=86_400_000, validation_alias=_env("PERSONAFLOW_UNBOUND_GRACE_MS"))
+    # Bounded event time (Kafka's message.timestamp.after.max.ms, default one hour since
+    # Kafka 4.0): input stamped further ahead of the admitting worker's clock is refused.
+    max_future_ms: int = Field(3_600_000, ge=0, le=366 * 86_400_000, validation_alias=_env("PERSONAFLOW_MAX_FUTURE_MS"))
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", validation_alias=_env("PERSONAFLOW_LOG_LEVEL")
     )

@@ -1,17 +1,21 @@
-"""Budgets: enforcement, recording, and the status view (docs/behaviour.md, section 8).
+"""Budget arithmetic: windows, enforcement, recording, and the status view (docs/behaviour.md, section 8).
 
 Rather than folding every ``persona.budget.recorded`` event again, the
 head's :class:`~tables.state.Budget` keeps the current UTC day and hour windows, rolled
 forward as the persona's event clock (which never goes backwards) crosses a boundary.
 Sums are accumulated in event order, so the floating-point results equal such a fold's.
+
+Pure arithmetic over the head's budget; the gate that every commitment of money goes
+through, and the events it writes, are :mod:`tables.money`.
 """
 
 from __future__ import annotations
 
 from streams.wire import BudgetPolicy, PersonaBudgetStatus
 
+from .runstate import WindowShare
 from .state import Budget
-from .timefmt import day_start, hour_start
+from .timefmt import DAY_MS, HOUR_MS, day_start, hour_start
 
 #: Which window a sticky exhaustion lasts for, by reason.
 STICKY_WINDOW = {"daily_usd": "day", "max_tokens": "day", "run_usd": "day", "hourly_usd": "hour"}
@@ -49,14 +53,53 @@ def enforce(policy: BudgetPolicy, budget: Budget, cost_usd: float, tokens: int, 
     return None
 
 
-def record(budget: Budget, cost_usd: float, tokens: int, receipt_id: str, now_ms: int, last_run: bool = True) -> None:
-    """Spend recorded at ``now_ms`` (may be negative: a settlement below what usage said)."""
+def permanent(policy: BudgetPolicy, reason: str, cost_usd: float, tokens: int) -> bool:
+    """Whether the amount alone breaks the limit named by ``reason`` (no spend can ever let it pass)."""
+    if reason == "max_tokens":
+        return policy.max_tokens is not None and tokens > policy.max_tokens
+    limit = {"run_usd": policy.run_usd, "daily_usd": policy.daily_usd, "hourly_usd": policy.hourly_usd}.get(reason)
+    return limit is not None and cost_usd > limit
+
+
+def window_end(reason: str, now_ms: int) -> int:
+    """When the window that ``reason`` is about turns (the next UTC hour, else the next UTC day)."""
+    return hour_start(now_ms) + HOUR_MS if reason == "hourly_usd" else day_start(now_ms) + DAY_MS
+
+
+def record(
+    budget: Budget,
+    cost_usd: float,
+    tokens: int,
+    receipt_id: str,
+    now_ms: int,
+    last_run: bool = True,
+    share: WindowShare | None = None,
+) -> None:
+    """Spend recorded at ``now_ms``. A negative amount (a dispatch's settlement below its
+    usage) comes with the dispatch's ``share`` of the windows and takes back at most what it
+    put into the current ones: usage recorded in an earlier window is not subtracted from
+    this one, so no window ever goes negative. The totals take the whole amount."""
     roll(budget, now_ms)
-    budget.spent_day += cost_usd
-    budget.tokens_day += tokens
-    budget.spent_hour += cost_usd
+    day_usd, day_tokens, hour_usd = cost_usd, tokens, cost_usd
+    if share is not None:
+        if share.day_start != budget.day_start:
+            share.day_start, share.day_usd, share.day_tokens = budget.day_start, 0.0, 0
+        if share.hour_start != budget.hour_start:
+            share.hour_start, share.hour_usd = budget.hour_start, 0.0
+        day_usd = max(cost_usd, -share.day_usd)
+        day_tokens = max(tokens, -share.day_tokens)
+        hour_usd = max(cost_usd, -share.hour_usd)
+        share.day_usd += day_usd
+        share.day_tokens += day_tokens
+        share.hour_usd += hour_usd
+    # max(): taking back what was added may leave -1e-17 of floating-point noise.
+    budget.spent_day = max(0.0, budget.spent_day + day_usd)
+    budget.tokens_day = max(0, budget.tokens_day + day_tokens)
+    budget.spent_hour = max(0.0, budget.spent_hour + hour_usd)
     budget.spent_total_usd += cost_usd
     budget.spent_total_tokens += tokens
+    if cost_usd < 0 or tokens < 0:
+        budget.version += 1
     if last_run:
         budget.last_run_usd = cost_usd
     budget.last_receipt_id = receipt_id
@@ -70,6 +113,8 @@ def reserve(budget: Budget, usd: float, tokens: int) -> None:
 def release(budget: Budget, usd: float, tokens: int) -> None:
     budget.reserved_usd = max(0.0, budget.reserved_usd - usd)
     budget.reserved_tokens = max(0, budget.reserved_tokens - tokens)
+    if usd or tokens:
+        budget.version += 1
 
 
 def mark_exhausted(budget: Budget, reason: str, receipt_id: str, now_ms: int) -> None:

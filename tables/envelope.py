@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from streams.redaction import digested
 from streams.wire import PersonaBinding, TriggerEnvelope
 
 from .timefmt import format_ms
@@ -51,16 +52,25 @@ def subject_key(provider: str, kind: str, metadata: Mapping[str, str], request_i
 
 
 def normalize_trigger_envelope(
-    provider: str, kind: str, metadata: Mapping[str, str], now_ms: int, request_id: str, raw: object = None
+    provider: str,
+    kind: str,
+    metadata: Mapping[str, str],
+    now_ms: int,
+    request_id: str,
+    raw: object = None,
+    redact_keys: frozenset[str] = frozenset(),
 ) -> TriggerEnvelope:
-    """The normalized envelope; ``raw`` defaults to ``{"metadata": ...}``."""
+    """The normalized envelope; ``raw`` defaults to ``{"metadata": ...}``. The work key and
+    ``source_event_id`` are derived from the metadata with the values of ``redact_keys``
+    replaced by their digest, so neither shows a redacted value."""
     provider = "".join(c.lower() if c.isascii() else c for c in provider)  # ASCII letters only
     items = dict(metadata)
+    keyed = digested(items, redact_keys)
     return TriggerEnvelope(
         provider=provider,
         kind=kind,
-        subject_key=subject_key(provider, kind, items, request_id),
-        source_event_id=_first(items, "event_id", "id"),
+        subject_key=subject_key(provider, kind, keyed, request_id),
+        source_event_id=_first(keyed, "event_id", "id"),
         received_at_ms=now_ms,
         metadata=items,
         raw={"metadata": items} if raw is None else raw,

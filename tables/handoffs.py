@@ -14,17 +14,13 @@ Receipts that are not final (``queued``, ``lease_busy``, ``dispatched``, ``retry
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from streams.inbox import HandoffSettled
 from streams.outputs import Output
 from streams.wire import Receipt, TriggerRequest, encode
 
-from . import ids
+from . import ids, runlog
 from .state import HandoffIn, HandoffOut
-
-if TYPE_CHECKING:
-    from .step import Step
+from .step import Step
 
 HANDOFF_PROVIDER = "handoff"
 REQUEST_PREFIX = "handoff:"
@@ -92,12 +88,10 @@ def on_settled(step: Step, record: HandoffSettled) -> None:
         "settled_at_ms": step.now,
     }
     step.emit("persona.handoff.acknowledged", payload, handoff.source_run_id)
-    from . import execution  # the sending run's stream, if it is still known
-
-    run = execution.runs(step).run(handoff.source_run_id)
+    run = runlog.runs(step).run(handoff.source_run_id)  # the sending run's stream, if it is still known
     if run is not None:
-        execution.run_emit(step, run, "run.handoff_acknowledged", payload)
-        execution.runs(step).put_run(run)
+        runlog.emit(step, run, "run.handoff_acknowledged", payload)
+        runlog.runs(step).put_run(run)
 
 
 # ----------------------------------------------------------------- the target
@@ -110,15 +104,17 @@ def received(step: Step, request: TriggerRequest) -> None:
         step.state.put_handoff_in(request.request_id, HandoffIn(source_persona=origin[0], handoff_id=origin[1]))
 
 
-def on_receipt(step: Step, receipt: Receipt) -> None:
-    """A receipt of the target about a request: if final for a handoff, tell the sender."""
-    if not is_final(receipt):
-        return
-    handoff = step.state.handoff_in(receipt.request_id)
-    if handoff is None:
-        return
-    step.state.put_handoff_in(receipt.request_id, None)
-    step.outputs.append(notice(receipt, handoff.source_persona, handoff.handoff_id))
+def settle(step: Step) -> None:
+    """The step's final decisions about handoffs it received: each tells its sender (the
+    notice is an output of the transition that took the decision, written after it)."""
+    for receipt in step.issued:
+        if not is_final(receipt) or not receipt.request_id.startswith(REQUEST_PREFIX):
+            continue
+        handoff = step.state.handoff_in(receipt.request_id)
+        if handoff is None:
+            continue
+        step.state.put_handoff_in(receipt.request_id, None)
+        step.outputs.append(notice(receipt, handoff.source_persona, handoff.handoff_id))
 
 
 def rejected_unbound(request: TriggerRequest, receipt: Receipt) -> list[Output]:

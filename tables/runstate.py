@@ -25,6 +25,7 @@ import msgspec
 
 from streams.wire import TriggerEnvelope
 
+from .machines import EXECUTING, RUN_TERMINAL, AttemptStatus, RunStatus
 from .state import PersonaState, Row
 from .store import key
 
@@ -41,12 +42,19 @@ TRANSCRIPT_KEPT = 200
 #: Step outputs kept per run (the latest).
 STEP_OUTPUTS_KEPT = 20
 
-RunStatus = Literal[
-    "dispatched", "running", "paused", "waiting", "retry_wait", "ready", "completed", "failed", "cancelled", "expired"
-]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "expired"})
-#: In flight: an executor has (or is about to have) the run.
-EXECUTING: frozenset[str] = frozenset({"dispatched", "running", "paused", "waiting"})
+TERMINAL = RUN_TERMINAL
+__all__ = ["EXECUTING", "TERMINAL", "Attempt", "RunRow", "RunState", "TranscriptEntry", "WindowShare", "decode_run"]
+
+
+class WindowShare(Row, kw_only=True):
+    """What one dispatch put into the persona's current day and hour windows: a settlement
+    below the usage takes back at most this much from them (spend is never negative)."""
+
+    day_start: int = 0
+    day_usd: float = 0.0
+    day_tokens: int = 0
+    hour_start: int = 0
+    hour_usd: float = 0.0
 
 
 class Attempt(Row, kw_only=True):
@@ -55,7 +63,7 @@ class Attempt(Row, kw_only=True):
     dispatch: int  # 1, 2, ...: every dispatch has its own lease
     attempt: int  # the attempt it counts as (a re-dispatch after an expiry keeps it)
     lease_id: str
-    status: Literal["running", "completed", "failed", "cancelled", "expired", "retry_scheduled"] = "running"
+    status: AttemptStatus = "running"
     started_at_ms: int
     ended_at_ms: int | None = None
     reserved_usd: float = 0.0
@@ -66,6 +74,7 @@ class Attempt(Row, kw_only=True):
     final_tokens: int | None = None
     recorded_usd: float = 0.0  # what the persona's budget holds for this attempt
     recorded_tokens: int = 0
+    share: WindowShare = msgspec.field(default_factory=WindowShare)
     error: str | None = None
 
     @property
@@ -95,7 +104,11 @@ class RunRow(Row, kw_only=True):
     background: bool = False
     inherit_inbox: bool = False
     child_key: str | None = None
-    status: RunStatus = "dispatched"
+    status: RunStatus = "ready"
+    paused_from: RunStatus | None = None  # the state ``resume`` returns to
+    #: Why the budget gate refused the run's next dispatch (it waits until budget frees up or
+    #: the window turns); None when it is not waiting for budget.
+    blocked: str | None = None
     attempt: int = 1
     dispatches: int = 0
     expiries: int = 0  # dispatches whose lease ran out (they do not spend attempts)
@@ -112,6 +125,7 @@ class RunRow(Row, kw_only=True):
     children: list[str] = msgspec.field(default_factory=list)
     compensation_run_id: str | None = None
     terminal_event_id: str | None = None  # the first terminal event: it answers later ones
+    budget_receipt_id: str | None = None  # the run's own last ``persona.budget.recorded``
     error: str | None = None
     transcript: int = 0  # transcript entries written so far
     ledger: list[Attempt] = msgspec.field(default_factory=list)

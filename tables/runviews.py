@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from .redaction import redact
+from streams.redaction import redact
+
 from .runstate import RUN_EVENTS_KEPT, TRANSCRIPT_KEPT, RunRow, RunState
 from .state import PersonaState
 

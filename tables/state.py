@@ -32,6 +32,7 @@ import msgspec
 
 from streams.wire import PersonaBinding, PersonaLease, Receipt, RunCost, TriggerEnvelope
 
+from .machines import Mode
 from .store import Transaction, key
 
 PERSONAS = "personas"
@@ -48,7 +49,7 @@ HANDOFFS_IN = "handoffs_in"
 #: Value receipts kept per persona (the status shows these; the outbox has them all).
 VALUE_RING = 20
 
-Mode = Literal["idle", "paused", "disabled", "draining", "failed"]
+__all__ = ["Mode"]
 
 
 class Row(msgspec.Struct, kw_only=True, gc=False):
@@ -96,6 +97,9 @@ class Budget(Row, kw_only=True):
     #: Held by external runs in flight (their attempts' reservations); counted by the gates.
     reserved_usd: float = 0.0
     reserved_tokens: int = 0
+    #: Bumped whenever committed money goes down (a reservation released, spend corrected
+    #: down): runs waiting for budget are examined again only then, or when a window turns.
+    version: int = 0
     #: Everything ever recorded (all windows): equals the sum of the runs' ledgers' actual
     #: costs plus inline runs and manual spend.
     spent_total_usd: float = 0.0
@@ -145,9 +149,12 @@ class PersonaHead(Row, kw_only=True):
     next_run_base_ms: int | None = None
     #: External runs not finished yet (any state), oldest first.
     open_runs: list[str] = msgspec.field(default_factory=list)
-    #: Runs waiting for the persona's lease to be dispatched again (a retry that fell due,
-    #: work re-queued after its lease expired, a compensation), oldest first.
+    #: Runs waiting to be dispatched (again): a retry or re-queued work that fell due, a
+    #: compensation, a child's retry; oldest first. All but children wait for the lease too.
     ready_runs: list[str] = msgspec.field(default_factory=list)
+    #: ``[budget version, hour]`` at which every ready run was refused by the budget gate:
+    #: nothing to examine again until budget frees up or the hour (so any window) turns.
+    ready_blocked: list[int] | None = None
     #: External runs ever started (the ``persona_runs`` index).
     runs: int = 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from streams.redaction import redact_metadata
 from streams.wire import (
     PersonaAssignmentStatus,
     PersonaHandoffInboxItem,
@@ -19,7 +20,6 @@ from streams.wire import (
 
 from . import budget
 from .queue import Queue
-from .redaction import redact_metadata
 from .schedule import earliest_due as next_after
 from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
 from .timefmt import format_ms

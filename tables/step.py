@@ -1,21 +1,40 @@
-"""One transition in progress for one persona: its state, its clock and its outputs."""
+"""One transition in progress for one persona: its state, its clock and its outputs.
+
+A :class:`Step` only records: outbox events, receipts, messages to other topics. Each
+method publishes exactly the one record it names; whatever follows from a decision (a
+handoff's settlement notice, a dispatch) is an explicit output of the transition that
+decides it.
+"""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from streams.outputs import Output
+from streams.redaction import redact
 from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, encode
 
-from . import handoffs, ids
+from . import ids
 from .queue import Queue
-from .redaction import redact
 from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
 from .timers import set_timer
 
-RequestKind = str  # "trigger" | "control" | "run_control"
+RequestKind = Literal["trigger", "control", "run_control"]
+ReceiptStatus = Literal[
+    "completed",
+    "queued",
+    "dead_lettered",
+    "budget_exhausted",
+    "duplicate",
+    "lease_busy",
+    "dispatched",
+    "retrying",
+    "failed",
+    "cancelled",
+    "rejected",
+]
 
 
 _KINDS: dict[str, bytes] = {}
@@ -85,9 +104,18 @@ def receipt_output(receipt: Receipt) -> Output:
 class Step:
     state: PersonaState
     head: PersonaHead
+    #: The transition's time: the persona's clock, moved to the input's event time once the
+    #: input is accepted (:meth:`advance`); a rejected or fenced input never moves it.
     now: int
     cause: dict[str, Any]
     outputs: list[Output] = field(default_factory=list)
+    #: Trigger receipts issued by this step (their handoff settlements follow from them).
+    issued: list[Receipt] = field(default_factory=list)
+
+    def advance(self, at_ms: int) -> None:
+        """The input is accepted: the persona's clock moves to its event time (never back)."""
+        if at_ms > self.now:
+            self.now = at_ms
 
     @property
     def persona(self) -> str:
@@ -144,7 +172,7 @@ class Step:
         self,
         kind: RequestKind,
         request_id: str,
-        status: str,
+        status: ReceiptStatus,
         *,
         work_key: str | None = None,
         run_id: str | None = None,
@@ -177,8 +205,8 @@ class Step:
         )
         self.state.put_request(kind, request_id, RequestRecord(decisions=decisions + 1, last=receipt))
         self.outputs.append(receipt_output(receipt))
-        if kind == "trigger" and request_id.startswith(handoffs.REQUEST_PREFIX):
-            handoffs.on_receipt(self, receipt)
+        if kind == "trigger":
+            self.issued.append(receipt)
         return receipt
 
     def remember(self, kind: RequestKind, request_id: str) -> None:
@@ -191,7 +219,7 @@ class Step:
     def send(self, role: str, key: str, value: Any, phase: int = 0) -> None:
         self.outputs.append(Output(role, key, encode(value), (("persona", self.persona.encode()),), phase))
 
-    def dead_letter(self, record: Any, key: str, error: str, reason: str) -> None:
+    def dead_letter(self, record: object, key: str, error: str, reason: str) -> None:
         self.outputs.append(dead_letter_output(record, key, error, self.now, "persona.inbox", reason, self.redact_keys))
 
     # ------------------------------------------------------------- leases, time

@@ -6,6 +6,10 @@ from typing import Any
 
 from streams.wire import PersonaLease, PersonaValueReceipt, RunCost, TriggerEnvelope, encode
 
+from .state import VALUE_RING
+from .step import Step
+from .timefmt import format_ms
+
 
 def run_value_metadata(envelope: TriggerEnvelope, lease: PersonaLease, cost: RunCost) -> dict[str, Any]:
     """Run facts, with the cost's own metadata merged in last."""
@@ -92,3 +96,14 @@ def value_receipt(event: dict[str, Any]) -> bytes:
             metadata=event["metadata"],
         )
     )
+
+
+def emit(step: Step, run_id: str, delta: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Write one value event (the one writer for inline and external runs) and keep its
+    receipt in the persona's ring of the last :data:`~tables.state.VALUE_RING`."""
+    event = step.redacted(
+        value_event(step.persona, step.binding.template_ref, run_id, delta, metadata, format_ms(step.now))
+    )
+    step.emit(f"persona.value.{event['kind']}", event, run_id)
+    step.state.put_value(step.head.values % VALUE_RING, value_receipt(event))
+    step.head.values += 1

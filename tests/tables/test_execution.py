@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from streams.redaction import REDACTED
 from tables import runviews
-from tables.execution import inbox_execution_ids
-from tables.redaction import REDACTED
+from tables.children import inbox_execution_ids
 from tables.runstate import TRANSCRIPT_KEPT, RunState
 from tables.state import PersonaState
 
@@ -631,13 +631,19 @@ def test_redacted_metadata_never_leaves_the_pipeline_except_in_the_dispatch():
 
 
 def test_reports_of_other_runs_never_expire_the_lease_by_their_time():
-    """Decision 14: a late report of a finished run, carrying a time past the lease holder's
-    expiry, does not expire it; the holder's renewal still on its way keeps it; a tick does."""
+    """Decision 14: a report of another run (here a background child), carrying a time past
+    the lease holder's expiry, does not expire it; the holder's renewal still on its way
+    keeps it; a tick does. A fenced report (its run is over) does not even move the clock."""
     h = Runs()
     first = h.start(runner(lease_ttl_ms=1000)).run_id
     h.say(first, "completed", at_ms=T0 + 10)
     second = h.start(number=2, at_ms=T0 + 100).run_id
     h.say(first, "heartbeat", at_ms=T0 + 5000)  # fenced: the run is over
+    assert h.head().clock_ms == T0 + 100
+    h.say(second, "spawn", child_key="bg", entry_workflow="wf/bg", background=True, at_ms=T0 + 200)
+    [child] = h.run(second)["children"]
+    h.say(child, "heartbeat", at_ms=T0 + 5000)  # accepted: the clock moves, the lease stays
+    assert h.head().clock_ms == T0 + 5000
     assert h.events(P, "persona.lease.expired") == []
     h.say(second, "heartbeat", at_ms=T0 + 900)  # handled at the persona clock, T0 + 5000
     assert h.status(P, T0 + 5000).active_lease.expires_at_ms == T0 + 6000

@@ -1,0 +1,192 @@
+"""The gates new work passes, in this order (the first that applies decides):
+
+1. paused → queued; draining → queued (held until the drain is over);
+2. disabled → dead-lettered;
+3. budget (the trigger's cost; for external work the dispatch's reservation) → ``budget_exhausted``;
+4. the work key was completed before → ``duplicate``; a work run of the key is unfinished → ``duplicate``;
+5. another run holds the lease → ``lease_busy`` (queued, taken up when the lease frees);
+6. otherwise the run: inline (the trigger carries its cost, or the binding says ``inline``)
+   within this transition, or dispatched to an executor (``external``).
+"""
+
+from __future__ import annotations
+
+from streams.wire import RunCost, TriggerEnvelope
+
+from . import ids, leases, money, outcomes, runlog
+from . import value as values
+from .dispatch import start_work_run
+from .state import QueueItem
+from .step import Step
+from .value import completion_deltas, run_value_metadata
+
+NO_COST = RunCost(cost_usd=0.0, tokens=0)
+
+
+def item(step: Step, request_id: str, envelope: TriggerEnvelope, cost: RunCost | None, priority: int) -> QueueItem:
+    return QueueItem(
+        work_key=envelope.subject_key,
+        request_id=request_id,
+        envelope=envelope,
+        cost=cost,
+        priority=priority,
+        seq=0,
+        reason="queued",
+        queued_at_ms=step.now,
+    )
+
+
+def gate_new(step: Step, work: QueueItem) -> None:
+    """Paused (and draining) -> queued; disabled -> dead-lettered; else the other gates."""
+    mode = step.head.mode
+    if mode == "paused":
+        enqueue(step, work, "paused")
+        step.receipt("trigger", work.request_id, "queued", work_key=work.work_key, queued=True)
+    elif mode == "draining":
+        enqueue(step, work, "draining", held=True)
+        step.receipt("trigger", work.request_id, "queued", work_key=work.work_key, queued=True)
+    elif mode == "disabled":
+        step.emit(
+            "persona.trigger.dead_lettered",
+            {"work_key": work.work_key, "envelope": work.envelope, "reason": "disabled"},
+        )
+        step.head.disabled_events += 1
+        step.receipt("trigger", work.request_id, "dead_lettered", work_key=work.work_key, error="persona is disabled")
+    else:
+        attempt(step, work, queued=None)
+
+
+def enqueue(step: Step, work: QueueItem, reason: str, held: bool = False) -> None:
+    work.reason = reason
+    replaced = step.queue.push(work, "held" if held else "ready")
+    step.emit(
+        "persona.trigger.queued",
+        {"work_key": work.work_key, "envelope": work.envelope, "cost": work.cost or NO_COST, "reason": reason},
+    )
+    if replaced is not None and replaced.request_id != work.request_id:
+        step.receipt(
+            "trigger",
+            replaced.request_id,
+            "duplicate",
+            work_key=replaced.work_key,
+            error=f"superseded by request {work.request_id!r} for the same work key",
+        )
+
+
+def is_external(step: Step, work: QueueItem) -> bool:
+    return work.cost is None and step.binding.execution == "external"
+
+
+def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
+    """Budget, duplicate, lease, then the run. ``queued`` is the stored item when draining."""
+    external = is_external(step, work)
+    cost = work.cost or NO_COST
+    usd, tokens = money.reservation(step.binding) if external else (cost.cost_usd, cost.tokens)
+    error = money.gate(step, usd, tokens)
+    if error is not None:
+        if queued is not None:
+            step.queue.hold(queued)
+        step.receipt(
+            "trigger",
+            work.request_id,
+            "budget_exhausted",
+            work_key=work.work_key,
+            queued=queued is not None,
+            error=error,
+        )
+        return
+    if step.state.completed(work.work_key) is not None:
+        step.emit(
+            "persona.trigger.duplicate",
+            {"work_key": work.work_key, "envelope": work.envelope, "reason": "already_completed"},
+        )
+        if queued is not None:
+            step.queue.remove(queued)
+        step.receipt("trigger", work.request_id, "duplicate", work_key=work.work_key)
+        return
+    running = run_of_work(step, work.work_key)
+    if running is not None:
+        step.emit(
+            "persona.trigger.duplicate",
+            {"work_key": work.work_key, "envelope": work.envelope, "reason": "in_progress", "run_id": running},
+        )
+        if queued is not None:
+            step.queue.remove(queued)
+        step.receipt(
+            "trigger",
+            work.request_id,
+            "duplicate",
+            work_key=work.work_key,
+            run_id=running,
+            error=f"work key {work.work_key!r} is in progress (run {running})",
+        )
+        return
+    active = step.active_lease()
+    if active is not None:
+        assert queued is None, "queued work is only taken up while the lease is free"
+        step.emit(
+            "persona.lease.conflict",
+            {"active_lease": active.lease, "requested_work_key": work.work_key, "at_ms": step.now},
+        )
+        enqueue(step, work, "lease_busy")
+        step.receipt(
+            "trigger",
+            work.request_id,
+            "lease_busy",
+            work_key=work.work_key,
+            lease=active.lease,
+            queued=True,
+            error="active lease already owns persona work",
+        )
+        return
+    if queued is not None:
+        step.queue.remove(queued)
+    if external:
+        start_work_run(step, work.request_id, work.envelope, step.decisions("trigger", work.request_id))
+    else:
+        _run_inline(step, work, cost)
+
+
+def run_of_work(step: Step, work_key: str) -> str | None:
+    """The unfinished work run of this work key, if any (a retry may be waiting). A
+    compensation of the key does not count: new work for the key queues behind it."""
+    state = runlog.runs(step)
+    for run_id in step.head.open_runs:
+        run = state.run(run_id)
+        if run is not None and run.kind == "work" and run.work_key == work_key:
+            return run_id
+    return None
+
+
+def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
+    """Lease acquired, run started, value, budget recorded, value, run completed, lease
+    released (in this order), and the ``completed`` receipt."""
+    decision = step.decisions("trigger", work.request_id)
+    run_id = ids.run_id(step.persona, work.request_id, decision)
+    lease = leases.grant(step, ids.lease_id(step.persona, work.request_id, decision), work.work_key)
+    step.emit(
+        "persona.run.started",
+        {
+            "work_key": work.work_key,
+            "run_id": run_id,
+            "started_at_ms": step.now,
+            "entry_workflow": step.binding.entry_workflow,
+            "lease_id": lease.id,
+        },
+        run_id,
+    )
+    metadata = run_value_metadata(work.envelope, lease, cost)
+    values.emit(step, run_id, {"kind": "run_started"}, metadata)
+    budget_receipt = money.record_run(step, cost, lease.id)
+    for delta in completion_deltas(cost):
+        values.emit(step, run_id, delta, metadata)
+    outcomes.complete_work(step, run_id, work.work_key, step.binding.entry_workflow, lease)
+    step.receipt(
+        "trigger",
+        work.request_id,
+        "completed",
+        work_key=work.work_key,
+        run_id=run_id,
+        lease=lease,
+        budget_receipt_id=budget_receipt,
+    )

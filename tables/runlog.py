@@ -1,0 +1,132 @@
+"""What the run core writes about runs: their streams, their messages to executors, their
+registration, the lists of open and ready runs, and the timer that watches them.
+
+Every change of a run's status goes through :func:`move` (the run machine in
+:mod:`tables.machines`); an undeclared change raises :class:`~tables.machines.Rejected`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.inbox import RunRegistered
+from streams.wire import RunDispatch, TriggerEnvelope
+
+from . import ids, leases
+from .machines import EXECUTING, RunEvent, RunStatus, move_run
+from .runstate import RunRow, RunState, TranscriptEntry
+from .step import Step, outbox_output
+
+TranscriptKind = Any  # "guidance" | "evidence" | "a2a" | "message"
+
+
+def runs(step: Step) -> RunState:
+    return RunState(step.state)
+
+
+def move(run: RunRow, event: RunEvent) -> RunStatus:
+    """The run's next status by the run machine (raises ``Rejected`` if undeclared)."""
+    return move_run(run, event)
+
+
+def emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
+    """Append an event to the run's stream (``run:<run_id>``); return its id."""
+    run.seq += 1
+    output = outbox_output(
+        f"run:{run.run_id}", run.seq, kind, step.persona, run.run_id, step.now, step.redacted(payload), step.cause
+    )
+    step.outputs.append(output)
+    runs(step).put_event(run.run_id, run.seq, output.value)
+    return ids.event_id(f"run:{run.run_id}", run.seq)
+
+
+def send(
+    step: Step,
+    run: RunRow,
+    action: str,
+    *,
+    command_id: str | None = None,
+    reason: str | None = None,
+    content: Any = None,
+    envelope: TriggerEnvelope | None = None,
+) -> None:
+    """A ``RunDispatch`` to the run's executor (the one record that carries redacted values)."""
+    binding = step.binding
+    dispatch = RunDispatch(
+        run_id=run.run_id,
+        persona=step.persona,
+        lease_id=run.lease_id,
+        attempt=run.attempt,
+        entry_workflow=run.entry_workflow,
+        envelope=envelope or run.envelope,
+        deadline_ms=run.deadline_ms,
+        limits=binding.run_limits,
+        parent_run_id=run.parent_run_id,
+        action=action,
+        command_id=command_id,
+        reason=reason,
+        content=content,
+        kind=run.kind,
+        spawn_mode=run.spawn_mode,
+        background=run.background,
+        options=binding.executor_options if action == "start" else {},
+    )
+    step.send("dispatch", run.run_id, dispatch, phase=1)
+
+
+def register(step: Step, run: RunRow) -> None:
+    """A new run: known to the directory before any executor can report on it (phase 0)."""
+    step.send("run_inbox", run.run_id, RunRegistered(at_ms=step.now, run_id=run.run_id, persona=step.persona), phase=0)
+    runs(step).put_index(step.head.runs, run.run_id)
+    step.head.runs += 1
+    if run.run_id not in step.head.open_runs:
+        step.head.open_runs.append(run.run_id)
+
+
+def ready(step: Step, run: RunRow) -> None:
+    """``run`` waits to be dispatched (again)."""
+    if run.run_id not in step.head.ready_runs:
+        step.head.ready_runs.append(run.run_id)
+
+
+def close(step: Step, run: RunRow) -> None:
+    """``run`` has ended: no longer open, no longer waiting."""
+    if run.run_id in step.head.open_runs:
+        step.head.open_runs.remove(run.run_id)
+    if run.run_id in step.head.ready_runs:
+        step.head.ready_runs.remove(run.run_id)
+
+
+def transcribe(step: Step, run: RunRow, kind: TranscriptKind, actor: str, content: Any, event_id: str) -> None:
+    runs(step).put_entry(
+        run.run_id,
+        TranscriptEntry(
+            index=run.transcript, kind=kind, actor=actor, content=content, at_ms=step.now, event_id=event_id
+        ),
+    )
+    run.transcript += 1
+
+
+def refresh_timers(step: Step) -> None:
+    """The ``runs`` timer: the earliest deadline among the persona's open runs (a dispatch
+    that does not hold the persona's lease, a retry's backoff, a run limit's duration, a
+    budget window a waiting run needs to turn)."""
+    state = runs(step)
+    limits = step.binding.run_limits if step.head.binding is not None else None
+    due: list[int] = []
+    for run_id in step.head.open_runs:
+        run = state.run(run_id)
+        if run is None:
+            continue
+        if run.status in EXECUTING:
+            if not leases.holds(step, run):
+                due.append(run.deadline_ms)
+            if limits is not None and limits.max_duration_ms is not None:
+                warn_at = run.created_at_ms + int(limits.max_duration_ms * limits.warn_ratio)
+                exceed_at = run.created_at_ms + limits.max_duration_ms + 1
+                due.append(exceed_at if "max_duration_ms" in run.warned else warn_at)
+        elif run.status == "retry_wait" and run.not_before_ms is not None:
+            due.append(run.not_before_ms)
+        elif run.status == "ready" and run.not_before_ms is not None:
+            due.append(run.not_before_ms)  # waiting for budget: the window it needs turns then
+    step.set_timer("runs", min(due) if due else None)

@@ -37,8 +37,9 @@ run: install
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy streams engine
+	$(BIN)/mypy streams engine tables
 	$(BIN)/mypy streams/wire.py  # the module behind its stub streams/wire.pyi (which the line above reads)
+	$(BIN)/lint-imports
 
 ## Write streams/wire.pyi, the fast twins' type stub, from the contract models (after changing streams/records.py).
 wire-stub: $(VENV)/.installed-test

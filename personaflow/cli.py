@@ -108,6 +108,25 @@ def schema(out_dir: Path) -> None:
         click.echo(str(path))
 
 
+@main.command()
+@click.option(
+    "--write",
+    "document",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Replace the machines' section of this Markdown file (e.g. docs/behaviour.md) instead of printing.",
+)
+def machines(document: Path | None) -> None:
+    """Print the run, dispatch and persona state machines (every declared transition)."""
+    from tables.machines import describe, splice
+
+    if document is None:
+        click.echo(describe(), nl=False)
+        return
+    document.write_text(splice(document.read_text()))
+    click.echo(f"updated {document}")
+
+
 TAIL_ROLES = {"receipts": "receipts", "outbox": "outbox", "dlq": "dlq", "status": "status", "inbox": "persona_inbox"}
 
 

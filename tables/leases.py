@@ -30,7 +30,7 @@ def grant(step: Step, lease_id: str, work_key: str) -> PersonaLease:
         acquired_at_ms=step.now,
         expires_at_ms=step.now + step.binding.lease_ttl_ms,
     )
-    step.emit("persona.lease.acquired", lease)
+    step.emit("persona.lease.acquired", msgspec.to_builtins(lease))
     move_persona(step.head, "run_started")
     return lease
 

@@ -26,7 +26,7 @@ InboxRecord = tuple[int, int, bytes | None]  # partition, offset, value
 
 
 def fold(
-    records: Iterable[InboxRecord], decoder: msgspec.json.Decoder, apply: Callable[..., list[Output]]
+    records: Iterable[InboxRecord], decoder: msgspec.json.Decoder[Any], apply: Callable[..., list[Output]]
 ) -> list[Output]:
     """Apply every decodable record, per partition in offset order, from empty state."""
     store = MemoryStore()
@@ -84,14 +84,14 @@ def compare(
             result.problems.append(f"{identifier}: the replay itself produced two different records")
         wanted[identifier] = value
     seen: dict[str, dict[str, Any]] = {}
-    for value in published:
-        if not value or id_field not in value:
+    for copy in published:
+        if not copy or id_field not in copy:
             continue
         result.published += 1
-        identifier = value[id_field]
-        if identifier in seen and seen[identifier] != value:
+        identifier = copy[id_field]
+        if identifier in seen and seen[identifier] != copy:
             result.problems.append(f"{identifier}: published twice with different content")
-        seen.setdefault(identifier, value)
+        seen.setdefault(identifier, copy)
     result.expected = len(wanted)
     for identifier, value in wanted.items():
         if identifier not in seen:

@@ -30,7 +30,6 @@ MOVES: dict[str, RunEvent | None] = {
     "evidence": None,
     "a2a": None,
 }
-TRANSCRIBED = ("guidance", "evidence", "a2a")
 
 
 def problem(run: RunRow, action: str) -> str | None:
@@ -105,7 +104,7 @@ def _apply(step: Step, run: RunRow, command: RunControl) -> str:
         event_id = runlog.emit(step, run, "run.resumed", {**payload, "status": run.status})
     else:
         event_id = runlog.emit(step, run, f"run.control.{action}", {**payload, "content": command.content})
-        if action in TRANSCRIBED:
+        if action == "guidance" or action == "evidence" or action == "a2a":
             runlog.transcribe(step, run, action, command.actor, command.content, event_id)
     if run.status in EXECUTING:
         runlog.send(step, run, action, command_id=command.command_id, reason=command.reason, content=command.content)

@@ -7,7 +7,7 @@ Every change of a run's status goes through :func:`move` (the run machine in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from streams.inbox import RunRegistered
 from streams.wire import RunDispatch, TriggerEnvelope
@@ -17,7 +17,7 @@ from .machines import EXECUTING, RunEvent, RunStatus, move_run
 from .runstate import RunRow, RunState, TranscriptEntry
 from .step import Step, outbox_output
 
-TranscriptKind = Any  # "guidance" | "evidence" | "a2a" | "message"
+TranscriptKind = Literal["guidance", "evidence", "a2a", "message"]
 
 
 def runs(step: Step) -> RunState:

@@ -9,7 +9,7 @@ the answer says where the next page starts and whether there is one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
@@ -69,7 +69,7 @@ def run_detail(state: RunState, run_id: str) -> dict[str, Any] | None:
     detail["last_events"] = [
         orjson.loads(raw) for seq in range(first, run.seq + 1) if (raw := state.event(run_id, seq)) is not None
     ]
-    return redact(detail, _keys(state))
+    return cast(dict[str, Any], redact(detail, _keys(state)))
 
 
 def run_events(state: RunState, run_id: str, cursor: int = 1, limit: int = 50) -> dict[str, Any] | None:
@@ -86,18 +86,21 @@ def run_events(state: RunState, run_id: str, cursor: int = 1, limit: int = 50) -
     end = min(run.seq, start + limit - 1)
     events = [orjson.loads(raw) for seq in range(start, end + 1) if (raw := state.event(run_id, seq)) is not None]
     next_cursor = end + 1 if events else max(cursor, start)
-    return redact(
-        {
-            "run_id": run_id,
-            "cursor": cursor,
-            "limit": limit,
-            "events": events,
-            "next_cursor": next_cursor,
-            "has_more": next_cursor <= run.seq,
-            "last_seq": run.seq,
-            "first_kept": first_kept,
-        },
-        _keys(state),
+    return cast(
+        dict[str, Any],
+        redact(
+            {
+                "run_id": run_id,
+                "cursor": cursor,
+                "limit": limit,
+                "events": events,
+                "next_cursor": next_cursor,
+                "has_more": next_cursor <= run.seq,
+                "last_seq": run.seq,
+                "first_kept": first_kept,
+            },
+            _keys(state),
+        ),
     )
 
 

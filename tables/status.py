@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from streams.records import LifecycleState
 from streams.redaction import redact_metadata
 from streams.wire import (
     PersonaAssignmentStatus,
@@ -30,7 +31,7 @@ PAUSED_EVENT_POLICY = "queue_then_drain_on_resume"
 STATUS_LIST_LIMIT = 20
 
 
-def lifecycle_state(head: PersonaHead, lease_active: bool) -> str:
+def lifecycle_state(head: PersonaHead, lease_active: bool) -> LifecycleState:
     """paused/disabled/draining win; otherwise an active lease means running."""
     if head.mode in ("paused", "disabled", "draining"):
         return head.mode

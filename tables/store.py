@@ -15,7 +15,7 @@ A written row that encodes to the bytes it was read as is not a change.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 import orjson
@@ -36,8 +36,12 @@ class Reader(Protocol):
     def get(self, table: str, key: str) -> Value | None: ...
 
 
-class Decoder(Protocol):
-    def decode(self, data: bytes) -> Any: ...
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Decoder(Protocol[T_co]):
+    def decode(self, buf: bytes, /) -> T_co: ...
 
 
 class Transaction:
@@ -60,7 +64,7 @@ class Transaction:
             self.reads += 1
         return raw  # type: ignore[return-value]
 
-    def load(self, table: str, key: str, decoder: Decoder) -> Any:
+    def load(self, table: str, key: str, decoder: Decoder[T]) -> T | None:
         """The row as an object (decoded once; later reads return the same object)."""
         slot = (table, key)
         found = self._rows.get(slot, _ABSENT)
@@ -68,7 +72,9 @@ class Transaction:
             raw = self._committed(slot)
             found = None if raw is None else decoder.decode(raw)
             self._rows[slot] = found
-        return found
+        # The slot holds what this decoder decoded (or a row of its type written since): a
+        # table's rows all have one type, read with one decoder.
+        return cast("T | None", found)
 
     def get(self, table: str, key: str) -> Value | None:
         """The row as bytes."""

@@ -11,7 +11,14 @@ EPOCH_TEXT = "1970-01-01T00:00:00Z"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-_last_second: list = [None, ""]  # the last second formatted, and its text: events come in bursts
+class _Formatted:
+    """The last second formatted, and its text: events come in bursts."""
+
+    seconds = -1
+    text = ""
+
+
+_last = _Formatted()
 
 
 def format_ms(ms: int) -> str:
@@ -20,11 +27,11 @@ def format_ms(ms: int) -> str:
         seconds, millis = divmod(int(ms), 1000)
         if seconds < 0 or seconds > 253402300799:
             return EPOCH_TEXT
-        if _last_second[0] == seconds:
-            text = _last_second[1]
+        if _last.seconds == seconds:
+            text = _last.text
         else:
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            _last_second[0], _last_second[1] = seconds, text
+            _last.seconds, _last.text = seconds, text
     except (OverflowError, ValueError, OSError):
         return EPOCH_TEXT
     if millis:

@@ -90,15 +90,18 @@ def persona_unsettled(state: PersonaState, head: PersonaHead, now_ms: int, limit
             waiting_since = (
                 run.ledger[-1].ended_at_ms if run.ledger and run.ledger[-1].ended_at_ms else run.created_at_ms
             )
-            item = _run_item(persona, run, waiting_since, now_ms, "retry" if run.status == "retry_wait" else "lease")
-            item["not_before_ms"] = run.not_before_ms
-            snapshot.queued_triggers.append(item)
+            source = "retry" if run.status == "retry_wait" else "budget" if run.blocked else "lease"
+            waiting = _run_item(persona, run, waiting_since, now_ms, source)
+            waiting["not_before_ms"] = run.not_before_ms
+            if run.blocked:
+                waiting["reason"] = f"budget_exhausted:{run.blocked}"
+            snapshot.queued_triggers.append(waiting)
         elif run.status == "paused":
             snapshot.suspended_subagents.append(_run_item(persona, run, run.created_at_ms, now_ms, "paused_run"))
         else:
-            item = _run_item(persona, run, run.created_at_ms, now_ms, "executor")
+            flight = _run_item(persona, run, run.created_at_ms, now_ms, "executor")
             current = run.current
-            item.update(
+            flight.update(
                 lease_id=run.lease_id,
                 deadline_ms=run.deadline_ms,
                 steps=run.steps,
@@ -107,7 +110,7 @@ def persona_unsettled(state: PersonaState, head: PersonaHead, now_ms: int, limit
                 reserved_usd=current.reserved_usd if current is not None else 0.0,
                 limits=msgspec.to_builtins(head.binding.run_limits) if head.binding is not None else {},
             )
-            snapshot.in_flight_llm_calls.append(item)
+            snapshot.in_flight_llm_calls.append(flight)
     return snapshot
 
 

@@ -2,8 +2,9 @@
 
 :meth:`AuditRecorder.record` is the whole write protocol, in one database transaction:
 
-1. decode each record; one that is not an outbox event becomes a problem (``undecodable``
-   or ``invalid``), never an exception that stops the consumer;
+1. decode each record; one that is not an outbox event the store can hold becomes a problem
+   (``undecodable`` or ``invalid``) that keeps the record's bytes, never an exception that
+   stops the consumer;
 2. read the digests already stored for the batch's event ids;
 3. insert the events not stored yet (a second copy inside the batch counts as stored);
 4. a copy whose digest differs from the stored one is not stored: it becomes a
@@ -16,6 +17,27 @@ consumer resumes exactly after the last committed batch (the process-recorder id
 the database, not Kafka, holds the position). Records read again are either stored
 already with the same digest (nothing happens) or were never stored. Problems are keyed by
 the record's place in the log, so a problem found twice is listed once.
+
+If the database refuses the batch because of one record's content (a value a column cannot
+hold: a ``DataError``, an ``IntegrityError``, a value the driver cannot convert), the
+transaction rolls back and the batch is written again in halves, each in its own
+transaction, down to that record alone, which becomes a ``refused`` problem with its bytes
+and the database's error; the other records are stored. Any other failure (connection
+lost, lock, full disk) stops the consumer with nothing of the batch committed.
+
+No record can stop the store, so nothing it writes is text a backend refuses. A problem's
+text columns escape NUL and invalid UTF-8 (``\\x00``, ``\\xff``) and its ``raw`` column keeps
+the whole record as bytes (NULL for a tombstone). An event's ids (``event_id``, ``stream``,
+``kind``, ``persona``, ``run_id``) must be free of NUL and fit their columns, and ``seq``
+and ``occurred_at_ms`` must fit 64 bits, on every backend (SQLite alone would take more).
+
+``\\u0000`` in a string of an event's payload or cause (valid JSON, but PostgreSQL's jsonb
+and text cannot hold U+0000) does not make a problem: the event is stored, on both backends
+alike. Its ``payload`` and ``cause`` columns hold a copy with each NUL replaced by U+FFFD
+(what SQL on those columns sees), ``raw`` keeps the record as read, and
+:meth:`AuditRecorder.query` returns the exact payload and cause from it; the digest is the
+exact event's. A NUL in an id makes the event ``invalid`` instead: ids are compared and
+indexed, and a replaced character could make two events one.
 """
 
 from __future__ import annotations
@@ -24,17 +46,26 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
 
 from .schema import events, migrate, positions, problems
 
-#: How much of a bad record a problem keeps.
+#: How much of a bad record a problem's readable ``record`` keeps (``raw`` keeps it whole).
 RECORD_KEPT = 65536
+#: How much of an error message a problem keeps.
+DETAIL_KEPT = 4000
 #: Ids per ``IN (...)`` lookup.
 LOOKUP_CHUNK = 500
+#: An event's text fields and their columns' lengths (PostgreSQL enforces them, SQLite does not).
+TEXT_FIELDS: dict[str, int] = {
+    name: cast(sa.String, events.c[name].type).length or 0
+    for name in ("event_id", "stream", "kind", "persona", "run_id")
+}
+#: What a ``BigInteger`` column holds.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,9 @@ class Recorded:
     stored: int = 0
     already: int = 0
     problems: list[str] = field(default_factory=list)
+
+    def __add__(self, other: Recorded) -> Recorded:
+        return Recorded(self.stored + other.stored, self.already + other.already, self.problems + other.problems)
 
 
 class InvalidEvent(ValueError):
@@ -98,7 +132,54 @@ def decode(value: bytes | None) -> dict[str, Any]:
         )
     if event["seq"] < 1:
         raise InvalidEvent(f"seq {event['seq']} is below 1")
+    check_storable(event)
     return event
+
+
+def check_storable(event: dict[str, Any]) -> None:
+    """:class:`InvalidEvent` unless every backend holds ``event``'s ids and numbers as they are."""
+    for name, limit in TEXT_FIELDS.items():
+        text = event.get(name)
+        if text is None:
+            continue
+        if "\x00" in text:
+            raise InvalidEvent(f"{name} contains a NUL character (\\u0000), which a text column cannot hold")
+        if len(text) > limit:
+            raise InvalidEvent(f"{name} has {len(text)} characters, its column holds {limit}")
+    for name in ("seq", "occurred_at_ms"):
+        if not BIGINT_MIN <= event[name] <= BIGINT_MAX:
+            raise InvalidEvent(f"{name} {event[name]} does not fit in 64 bits")
+
+
+def without_nul(value: Any) -> Any:
+    """Decoded JSON with U+0000 in its strings and keys replaced by U+FFFD. (Recursion is
+    bounded: an event reaching here was written by orjson, which stops at 254 levels.)"""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as every backend stores it: at most ``limit`` characters, NUL and unpaired
+    surrogates escaped (``\\x00``, ``\\udc80``)."""
+    escaped = text[:limit].encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return escaped[:limit]
+
+
+def readable(value: bytes | None) -> str:
+    """The start of a record as text: invalid UTF-8 and NUL escaped (``\\xff``, ``\\x00``)."""
+    return (value or b"")[:RECORD_KEPT].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's error inside SQLAlchemy's wrapper, or ``exc`` itself if it is not wrapped."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        return exc.orig
+    return exc
 
 
 def _json_text(value: Any) -> str:
@@ -193,11 +274,57 @@ class AuditRecorder:
             return {partition: offset for partition, offset in rows}
 
     def record(self, consumer: str, records: Sequence[LogRecord], now_ms: int | None = None) -> Recorded:
-        """Store ``records`` and move ``consumer`` past them, atomically (steps in the module doc)."""
+        """Store ``records`` and move ``consumer`` past them, atomically (steps in the module
+        doc); if the database refuses a record, that one is a problem and the others are stored."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        result = Recorded()
         if not records:
-            return result
+            return Recorded()
+        return self._write_or_split(consumer, list(records), now)
+
+    def _write_or_split(self, consumer: str, records: list[LogRecord], now: int) -> Recorded:
+        """:meth:`_write`; if the database refuses a record, each half again, down to that record."""
+        try:
+            return self._write(consumer, records, now)
+        except Exception as exc:
+            if not self._refused(exc):
+                raise  # not about a record: nothing of the batch committed, the next start reads it again
+            error = exc
+        # The transaction rolled back: no row and no position of these records is stored, so
+        # writing them again neither doubles nor skips one. The halves go in log order, each
+        # committing its rows with its positions, so a crash between them resumes after the
+        # last half committed, and every record but the refused one is stored.
+        if len(records) == 1:
+            return self._write_refused(consumer, records[0], error, now)
+        half = len(records) // 2
+        return self._write_or_split(consumer, records[:half], now) + self._write_or_split(consumer, records[half:], now)
+
+    def _refused(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the database or its driver refusing a value of a record, not the
+        database failing (connection, lock, disk), which stops the consumer instead."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        return isinstance(driver_error(exc), (dbapi.DataError, dbapi.IntegrityError, ValueError, OverflowError))
+
+    def _write_refused(self, consumer: str, record: LogRecord, error: Exception, now: int) -> Recorded:
+        """``record`` as a ``refused`` problem with the database's error, and the position past it."""
+        reason = driver_error(error)
+        try:
+            event_id = decode(record.value)["event_id"]
+        except ValueError:
+            event_id = None
+        problem = self._problem(
+            "refused", event_id, record, f"the database refused it: {type(reason).__name__}: {reason}", now
+        )
+        # The problem and the position past its record commit together, as a batch does. A
+        # problem row is escaped text and bytes, which every backend holds, so this fails only
+        # if the database does; then nothing of it committed and the next start tries again.
+        with self.engine.begin() as connection:
+            connection.execute(self._insert(problems).on_conflict_do_nothing(), [problem])
+            self._move(connection, consumer, [record], now)
+        return Recorded(problems=[problem["detail"]])
+
+    def _write(self, consumer: str, records: list[LogRecord], now: int) -> Recorded:
+        """Steps 1 to 6 of the module doc, in one transaction."""
+        result = Recorded()
         # 1. decode
         fresh: dict[str, tuple[dict[str, Any], str, LogRecord]] = {}
         found: list[dict[str, Any]] = []
@@ -205,13 +332,16 @@ class AuditRecorder:
         for record in records:
             try:
                 event = decode(record.value)
+                entry = (event, digest(event), record)
             except InvalidEvent as exc:
                 found.append(self._problem("invalid", None, record, str(exc), now))
+                continue
+            except orjson.JSONEncodeError as exc:  # JSON, but nested deeper than orjson writes
+                found.append(self._problem("invalid", None, record, f"cannot be written back as JSON: {exc}", now))
                 continue
             except ValueError as exc:
                 found.append(self._problem("undecodable", None, record, f"not JSON: {exc}", now))
                 continue
-            entry = (event, digest(event), record)
             if event["event_id"] in fresh:
                 copies.append(entry)
             else:
@@ -269,33 +399,42 @@ class AuditRecorder:
                 connection.execute(self._insert(problems).on_conflict_do_nothing(), found)
                 result.problems = [problem["detail"] for problem in found]
             # 5. positions
-            ends: dict[tuple[str, int], int] = {}
-            for record in records:
-                key = (record.topic, record.partition)
-                ends[key] = max(ends.get(key, -1), record.offset + 1)
-            statement = self._insert(positions)
-            statement = statement.on_conflict_do_update(
-                index_elements=[positions.c.consumer, positions.c.topic, positions.c.partition],
-                set_={"next_offset": statement.excluded.next_offset, "updated_at_ms": statement.excluded.updated_at_ms},
-            )
-            connection.execute(
-                statement,
-                [
-                    {
-                        "consumer": consumer,
-                        "topic": topic,
-                        "partition": partition,
-                        "next_offset": offset,
-                        "updated_at_ms": now,
-                    }
-                    for (topic, partition), offset in sorted(ends.items())
-                ],
-            )
+            self._move(connection, consumer, records, now)
         # 6. committed by leaving the block
         return result
 
+    def _move(self, connection: sa.Connection, consumer: str, records: list[LogRecord], now: int) -> None:
+        """``consumer``'s positions past ``records``."""
+        ends: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            ends[key] = max(ends.get(key, -1), record.offset + 1)
+        statement = self._insert(positions)
+        statement = statement.on_conflict_do_update(
+            index_elements=[positions.c.consumer, positions.c.topic, positions.c.partition],
+            set_={"next_offset": statement.excluded.next_offset, "updated_at_ms": statement.excluded.updated_at_ms},
+        )
+        connection.execute(
+            statement,
+            [
+                {
+                    "consumer": consumer,
+                    "topic": topic,
+                    "partition": partition,
+                    "next_offset": offset,
+                    "updated_at_ms": now,
+                }
+                for (topic, partition), offset in sorted(ends.items())
+            ],
+        )
+
     @staticmethod
     def _row(event: dict[str, Any], digest_: str, record: LogRecord, now: int) -> dict[str, Any]:
+        payload, cause, raw = event["payload"], event["cause"], None
+        if record.value is not None and b"\\u0000" in record.value:  # JSON's only spelling of U+0000
+            payload, cause = without_nul(payload), without_nul(cause)
+            if (payload, cause) != (event["payload"], event["cause"]):
+                raw = record.value  # the columns hold a copy; query() reads the exact event from here
         return {
             "event_id": event["event_id"],
             "stream": event["stream"],
@@ -304,26 +443,29 @@ class AuditRecorder:
             "persona": event["persona"],
             "run_id": event.get("run_id"),
             "occurred_at_ms": event["occurred_at_ms"],
-            "payload": event["payload"],
-            "cause": event["cause"],
+            "payload": payload,
+            "cause": cause,
             "digest": digest_,
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,
             "stored_at_ms": now,
+            "raw": raw,
         }
 
     @staticmethod
     def _problem(kind: str, event_id: str | None, record: LogRecord, detail: str, now: int) -> dict[str, Any]:
-        raw = (record.value or b"")[:RECORD_KEPT].decode("utf-8", "replace")
+        """A problem row: escaped text and the record's bytes, which every backend holds.
+        (The topic is a Kafka topic name: ASCII letters, digits, ``.``, ``_``, ``-``.)"""
         return {
             "kind": kind,
-            "event_id": event_id,
+            "event_id": None if event_id is None else storable_text(event_id, TEXT_FIELDS["event_id"]),
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,
-            "detail": detail,
-            "record": raw,
+            "detail": storable_text(detail, DETAIL_KEPT),
+            "record": readable(record.value),
+            "raw": record.value,
             "found_at_ms": now,
         }
 
@@ -349,6 +491,7 @@ class AuditRecorder:
             events.c.occurred_at_ms,
             events.c.payload,
             events.c.cause,
+            events.c.raw,
         )
         if persona is not None:
             statement = statement.where(events.c.persona == persona)
@@ -362,10 +505,23 @@ class AuditRecorder:
             statement = statement.where(events.c.occurred_at_ms >= since_ms)
         statement = statement.order_by(events.c.occurred_at_ms, events.c.stream, events.c.seq).limit(limit)
         with self.engine.connect() as connection:
-            return [dict(row._mapping) for row in connection.execute(statement)]
+            return [self._exact(dict(row._mapping)) for row in connection.execute(statement)]
 
-    def problems(self, limit: int = 100) -> list[dict[str, Any]]:
-        statement = sa.select(problems).order_by(problems.c.id).limit(limit)
+    @staticmethod
+    def _exact(row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with its exact payload and cause when its columns hold a copy without NUL."""
+        raw = row.pop("raw")
+        if raw is not None:
+            event = orjson.loads(raw)
+            row["payload"], row["cause"] = event["payload"], event["cause"]
+        return row
+
+    def problems(self, limit: int = 100, *, raw: bool = False) -> list[dict[str, Any]]:
+        """Problems, oldest first, with ``raw_size`` (the record's bytes; None for a tombstone or a
+        problem found before schema version 2); with ``raw``, the record's bytes themselves."""
+        columns = [column for column in problems.columns if raw or column.name != "raw"]
+        size = sa.func.length(problems.c.raw).label("raw_size")
+        statement = sa.select(*columns, size).order_by(problems.c.id).limit(limit)
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(statement)]
 

@@ -4,6 +4,8 @@ The schema is versioned: :data:`MIGRATIONS` lists the steps in order, and
 :func:`migrate` applies those a database has not seen yet, each in its own transaction
 together with the version row, so a crash between steps leaves a database that the next
 start migrates further. Add a step to change the schema; never edit a released one.
+Step 1 creates the tables from today's definitions, so a later step that adds a column
+checks first whether the table has it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ events = sa.Table(
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("stored_at_ms", sa.BigInteger, nullable=False),
+    # The record as read when payload/cause hold a copy with each NUL replaced (jsonb and
+    # text cannot hold U+0000); NULL when they are exact. Since version 2.
+    sa.Column("raw", sa.LargeBinary),
     sa.Index("audit_events_stream_seq", "stream", "seq", unique=True),
     sa.Index("audit_events_persona_time", "persona", "occurred_at_ms"),
     sa.Index("audit_events_kind_time", "kind", "occurred_at_ms"),
@@ -60,14 +65,16 @@ problems = sa.Table(
     "audit_problems",
     metadata,
     sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("kind", sa.String(32), nullable=False),  # conflict | undecodable | invalid
+    sa.Column("kind", sa.String(32), nullable=False),  # conflict | undecodable | invalid | refused
     sa.Column("event_id", sa.String(400)),
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
-    sa.Column("record", sa.Text, nullable=False),  # the record as read (at most 64 KiB)
+    sa.Column("record", sa.Text, nullable=False),  # readable: at most 64 KiB, NUL and bad UTF-8 escaped
     sa.Column("found_at_ms", sa.BigInteger, nullable=False),
+    # The whole record as read: NULL for a tombstone, or for a problem found before version 2.
+    sa.Column("raw", sa.LargeBinary),
     sa.UniqueConstraint("topic", "partition", "offset", name="audit_problems_record"),
 )
 
@@ -85,9 +92,26 @@ def _v1(connection: sa.Connection) -> None:
         table.create(connection, checkfirst=True)
 
 
+def _add_column(connection: sa.Connection, table: sa.Table, name: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for ``table.c[name]`` (nullable), unless it is there."""
+    if name in {column["name"] for column in sa.inspect(connection).get_columns(table.name)}:
+        return
+    column = table.c[name]
+    assert column.nullable, "a column added to a table with rows must allow NULL"
+    quote = connection.dialect.identifier_preparer.quote
+    kind = column.type.compile(dialect=connection.dialect)
+    connection.execute(sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(name)} {kind}"))
+
+
+def _v2(connection: sa.Connection) -> None:
+    _add_column(connection, problems, "raw")
+    _add_column(connection, events, "raw")
+
+
 #: (version, description, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "events, positions, problems", _v1),
+    (2, "raw record bytes: whole for problems, exact for events with NUL in payload or cause", _v2),
 ]
 
 

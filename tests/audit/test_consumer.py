@@ -119,3 +119,37 @@ def test_the_pipelines_outbox_is_stored_and_read_back_with_the_cli(worker, kafka
         auditor.stop()
         recorder.close()
         probe.close()
+
+
+def test_a_nul_bearing_record_is_listed_and_the_consumer_stores_the_rest_without_exiting(
+    settings, broker, tmp_path, database
+):
+    with own_pipeline(settings, broker, "auditnul") as (own, kafka):
+        group = f"{own.app_id}-audit"
+        auditor = AuditProcess(own, tmp_path / "logs", database, group=group)
+        recorder = AuditRecorder.open(database)
+
+        def stored(count: int) -> bool:
+            assert auditor.alive(), f"the audit consumer exited:\n{auditor.log_tail()}"
+            return recorder.counts()["events"] == count
+
+        try:
+            auditor.spawn()
+            asyncio.run(auditor.wait_ready())
+            poison = b"\x00\xffnot an event\x00"
+            nul = event("persona:n", 1, persona="n", payload={"text": "a\x00b"})
+            good = [event("persona:n", seq, persona="n") for seq in range(2, 12)]
+            publish(kafka, [("n", poison), ("n", orjson.dumps(nul)), *[("n", orjson.dumps(e)) for e in good]])
+            eventually(lambda: stored(11), 60, "the events after the poison stored")
+            [problem] = recorder.problems(raw=True)
+            assert (problem["kind"], problem["raw"]) == ("undecodable", poison)
+            assert recorder.query(persona="n", limit=1)[0]["payload"] == {"text": "a\x00b"}
+
+            publish(kafka, [("n", orjson.dumps(event("persona:n", 12, persona="n")))])  # a later batch
+            eventually(lambda: stored(12), 60, "a later event stored")
+            assert auditor.alive() and auditor.starts == 1
+            assert sum(recorder.positions(group, kafka.client.names.outbox).values()) == 13
+            assert recorder.gaps() == [] and recorder.counts()["problems"] == 1
+        finally:
+            auditor.stop()
+            recorder.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import orjson
@@ -37,6 +37,8 @@ from .records import (
     is_persona_name,
 )
 from .redaction import redact
+
+_T = TypeVar("_T")
 
 #: Dead letters keep at most this much of the original value (the rest is counted).
 DLQ_VALUE_LIMIT = 64 * 1024
@@ -149,7 +151,7 @@ def _matching_key(raw: RawRecord, what: str, field: str, expected: str) -> str:
     return key
 
 
-def _twin(raw: RawRecord, kind: type) -> object:
+def _twin(raw: RawRecord, kind: type[_T]) -> _T:
     """The validated value as its fast twin (same JSON, read again without validation)."""
     return msgspec.json.decode(raw.value or b"", type=kind)
 

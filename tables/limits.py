@@ -15,7 +15,10 @@ from .step import Step
 
 
 def check(step: Step, run: RunRow) -> None:
-    """A warning once per limit at ``warn_ratio``; past a limit (strict ``>``), cancel and fail the run."""
+    """A warning once per limit at ``warn_ratio``; past a limit (strict ``>``), cancel and
+    fail the run. Only a run in flight is checked (one waiting for a retry has no executor)."""
+    if run.status not in EXECUTING:
+        return
     limits = step.binding.run_limits
     for name, value, maximum in (
         ("max_steps", run.steps, limits.max_steps),

@@ -79,10 +79,13 @@ def on_report(step: Step, record: RunReportReceived) -> None:
     step.advance(record.at_ms)
     _spend(step, run, attempt, event)
     leases.renew(step, run)
-    if event.kind not in ("completed", "failed"):
+    if event.kind == "failed":
+        limits.check(step, run)  # a failure whose cost broke a run limit is not retried
+    elif event.kind != "completed":
         runlog.move(run, MOVES[event.kind])
-    HANDLERS[event.kind](step, run, attempt, event)
-    if not run.terminal:
+    if run.status in EXECUTING:
+        HANDLERS[event.kind](step, run, attempt, event)
+    if run.status in EXECUTING:
         limits.check(step, run)
     state.put_run(run)
     runlog.refresh_timers(step)

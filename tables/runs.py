@@ -50,13 +50,27 @@ def apply(txn: Transaction, record: RunInput, position: int | None = None) -> li
             )
         ]
     name = persona.decode()
+    # What ingress decided travels on: the admission time and a refusal, if any.
+    admitted_at_ms, refused = record.admitted_at_ms, record.refused
     if isinstance(record, RunReported):
         routed: RunReportReceived | RunControlReceived = RunReportReceived(
-            at_ms=record.at_ms, source=record.source, persona=name, event=record.event
+            at_ms=record.at_ms,
+            source=record.source,
+            persona=name,
+            event=record.event,
+            admitted_at_ms=admitted_at_ms,
+            refused=refused,
         )
     else:
         assert isinstance(record, RunCommanded)
-        routed = RunControlReceived(at_ms=record.at_ms, source=record.source, persona=name, command=record.command)
+        routed = RunControlReceived(
+            at_ms=record.at_ms,
+            source=record.source,
+            persona=name,
+            command=record.command,
+            admitted_at_ms=admitted_at_ms,
+            refused=refused,
+        )
     return [Output("persona_inbox", name, encode(routed), (("persona", name), ("run_id", run_id)))]
 
 

@@ -55,6 +55,10 @@ def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int =
         "PERSONAFLOW_WEB_PORT": str(free_port()),
         "PERSONAFLOW_TIMER_INTERVAL_S": "0.5",
         "PERSONAFLOW_UNBOUND_GRACE_MS": "1500",
+        # The original runtime's tests replay at tomorrow 12:00Z (so that the wall-clock
+        # schedule ticker stays out of their way): the session admits event times up to two
+        # days ahead of the worker's clock, not the default hour (tests/streams pin that).
+        "PERSONAFLOW_MAX_FUTURE_MS": str(2 * 86_400_000),
         "PERSONAFLOW_LOG_LEVEL": "info",
     }
     if not broker.embedded:

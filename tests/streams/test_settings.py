@@ -22,6 +22,15 @@ def test_defaults_need_no_environment():
     assert settings.bootstrap_servers is None
 
 
+def test_event_times_are_bounded_to_an_hour_ahead_by_default_as_kafka_does(monkeypatch):
+    assert load_settings().max_future_ms == 3_600_000  # message.timestamp.after.max.ms since Kafka 4.0
+    monkeypatch.setenv("PERSONAFLOW_MAX_FUTURE_MS", "60000")
+    assert load_settings().max_future_ms == 60_000
+    monkeypatch.setenv("PERSONAFLOW_MAX_FUTURE_MS", "-1")
+    with pytest.raises(SettingsError, match="PERSONAFLOW_MAX_FUTURE_MS"):
+        load_settings()
+
+
 def test_values_are_read_from_their_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9093")
     monkeypatch.setenv("PERSONAFLOW_TOPIC_PREFIX", "prod.")

@@ -117,7 +117,7 @@ def test_decision_25_a_completed_compensation_leaves_the_failed_work_open():
 
 def test_decision_26_an_unbound_personas_runs_finish_under_its_last_binding():
     h = Runs()
-    run = h.start(runner(lease_ttl_ms=1000, estimated_run_usd=0.1, retry={"max_attempts": 2, "backoff_ms": 0})).run_id
+    h.start(runner(lease_ttl_ms=1000, estimated_run_usd=0.1, retry={"max_attempts": 2, "backoff_ms": 0}))
     queued = h.trigger(P, "github", "pull_request", {"repository": "r", "number": "2"}, request_id="q")
     assert queued.status == "lease_busy"
     h.unbind(P, at_ms=T0 + 1)

@@ -5,16 +5,23 @@ An executor is any process that consumes ``persona.runs.dispatch`` and reports o
 readable example for writing a real one (an LLM workflow runner). The protocol:
 
 1. Join a consumer group on ``persona.runs.dispatch`` (keyed by run id, so everything
-   about one run reaches the same executor, in order).
-2. ``action == "start"``: run ``entry_workflow`` for ``envelope``; keep ``lease_id``.
-   Every report carries ``run_id``, that ``lease_id`` and a unique ``event_id``.
-3. Report ``started``, then heartbeats often enough (a third of the lease's time to
+   about one run reaches the same executor, in order). A new group reads from the
+   earliest offset: dispatches published before it first joined are not skipped.
+2. Commit a dispatch's offset only once it was acted on: a ``start`` once its run ended
+   here (reported ``completed``/``failed``, cancelled, or superseded by a later ``start``
+   of the run), a control dispatch once handled. After a crash the unfinished ``start``
+   records are read again: run them again under their lease. A ``start`` of a run already
+   running here under the same lease is a re-read: ignore it.
+3. ``action == "start"``: run ``entry_workflow`` for ``envelope``; keep ``lease_id``.
+   Every report carries ``run_id``, that ``lease_id`` and an ``event_id`` unique per
+   report across restarts too: personaflow drops a report whose id it has seen, forever.
+4. Report ``started``, then heartbeats often enough (a third of the lease's time to
    live): each report renews the lease; a silent run's lease expires and the work is
    dispatched again under a new lease.
-4. Report ``step_started``/``step_completed``, ``usage`` (tokens, cost) as they happen,
+5. Report ``step_started``/``step_completed``, ``usage`` (tokens, cost) as they happen,
    ``spawn`` for a child run, ``handoff`` for work of another persona.
-5. End with ``completed`` or ``failed`` (``retryable``), with the final ``cost``.
-6. ``pause``/``resume``/``cancel`` (and ``checkpoint``, ``guidance``, ...) arrive as
+6. End with ``completed`` or ``failed`` (``retryable``), with the final ``cost``.
+7. ``pause``/``resume``/``cancel`` (and ``checkpoint``, ``guidance``, ...) arrive as
    dispatches for the same run: stop working while paused; stop at once on ``cancel``.
 
 The simulated workflow follows options from the binding's ``executor_options``, which a
@@ -25,15 +32,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from engine import compat
 from engine.kafka import BrokerAddress, new_consumer, new_producer
@@ -44,6 +54,12 @@ from streams.topics import TopicNames
 log = logging.getLogger("personaflow.executor")
 
 OPTION_PREFIX = "executor."
+#: How often the offsets of what was acted on are committed (and once more at a clean stop).
+COMMIT_INTERVAL_S = 0.5
+#: How long one commit may take before it is left for the next one.
+COMMIT_TIMEOUT_S = 10.0
+#: Report kinds that end a run on the executor: sent and acknowledged before its offset counts as done.
+FINAL_REPORTS = ("completed", "failed")
 
 
 @dataclass(frozen=True)
@@ -97,14 +113,52 @@ class Options:
 
 
 @dataclass
+class PartitionProgress:
+    """What this executor did with one partition of the dispatch topic since it was assigned.
+
+    ``open`` holds the offsets of the ``start`` dispatches read and not acted on yet (runs
+    still running here). Everything below the lowest of them (below ``end`` when none is
+    open) was acted on: that is the offset to commit, so that a restarted executor reads
+    again exactly the runs it had not finished (and a few it had: it cannot tell them apart).
+    """
+
+    open: set[int] = field(default_factory=set)
+    end: int | None = None  # one past the highest offset read
+    committed: int | None = None  # the offset last committed
+
+    def read(self, offset: int) -> bool:
+        """Take note of a record; False if it was read before (the group rebalanced and the
+        consumer went back to the committed offset, but this executor kept the partition)."""
+        if self.end is not None and offset < self.end:
+            return False
+        self.end = offset + 1
+        return True
+
+    def to_commit(self) -> int | None:
+        """The offset to commit, if it moved since the last commit."""
+        point = min(self.open) if self.open else self.end
+        return None if point is None or point == self.committed else point
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a ``start`` dispatch was read."""
+
+    progress: PartitionProgress
+    offset: int
+    timestamp_ms: int  # when the dispatch was published
+
+
+@dataclass
 class Execution:
     """One dispatch being worked on."""
 
     dispatch: dict[str, Any]
     options: Options
+    source: Source | None = None
     running: asyncio.Event = field(default_factory=asyncio.Event)  # clear while paused
-    task: asyncio.Task | None = None
-    reports: int = 0
+    task: asyncio.Task[None] | None = None
+    abandoned: bool = False  # stopped without acting on it (stop, partition lost): to be read again
     step: int = 0
     spent_usd: float = 0.0
     spent_tokens: int = 0
@@ -118,6 +172,20 @@ class Execution:
         return self.dispatch["lease_id"]
 
 
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
+    """Commits what was acted on before partitions may move; gives up the runs of lost ones."""
+
+    def __init__(self, executor: ReferenceExecutor, consumer: AIOKafkaConsumer) -> None:
+        self.executor = executor
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.executor.commit(self.consumer)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.executor.assigned(set(assigned))
+
+
 class ReferenceExecutor:
     """Consumes dispatches as a group member; runs each started run as an asyncio task."""
 
@@ -128,53 +196,63 @@ class ReferenceExecutor:
         self.names = TopicNames(settings.topic_prefix)
         self.producer: AIOKafkaProducer = new_producer(settings, broker.bootstrap, linger_ms=5)
         self.runs: dict[str, Execution] = {}  # run id -> current dispatch
+        self.progress: dict[TopicPartition, PartitionProgress] = {}  # assigned dispatch partitions
         self.completed = 0  # runs this executor ended (completed or failed), for benchmarks
         self.stopping = asyncio.Event()
+        # Event ids are "{lease_id}:{instance}:{n}": a restarted executor (or this one running
+        # a lease again) never repeats an id, which personaflow would drop as a redelivery.
+        self.instance = uuid.uuid4().hex[:12]
+        self.reports = itertools.count(1)
 
     # ------------------------------------------------------------------ reporting
 
     async def report(self, execution: Execution, kind: str, **fields_: Any) -> None:
-        """Send one report about ``execution`` (a new event id each time)."""
-        execution.reports += 1
+        """Send one report about ``execution`` (a new event id each time). A final report
+        is awaited until the broker has it: only then is the run's dispatch acted on."""
         event = {
-            "event_id": f"{execution.lease_id}:{execution.reports}",
+            "event_id": f"{execution.lease_id}:{self.instance}:{next(self.reports)}",
             "run_id": execution.run_id,
             "lease_id": execution.lease_id,
             "kind": kind,
             "at_ms": int(time.time() * 1000),
             **fields_,
         }
-        await self.producer.send(self.names.run_events, json.dumps(event).encode(), key=execution.run_id.encode())
+        sent = await self.producer.send(
+            self.names.run_events, json.dumps(event).encode(), key=execution.run_id.encode()
+        )
+        if kind in FINAL_REPORTS:
+            await sent
 
     # ------------------------------------------------------------------- the loop
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Consume dispatches until :meth:`stop`."""
-        overrides: dict[str, Any] = dict(
-            group_id=self.group, enable_auto_commit=True, auto_commit_interval_ms=1000, auto_offset_reset="latest"
-        )
+        """Consume dispatches until :meth:`stop`. Offsets are committed by hand, only up to
+        what was acted on (see :class:`PartitionProgress`); a new group starts at the earliest."""
+        overrides: dict[str, Any] = dict(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest")
         if self.broker.embedded:
             overrides.update(compat.CONSUMER_SETTINGS, fetch_max_wait_ms=50)
         consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
         await self.producer.start()
         await consumer.start()
-        consumer.subscribe([self.names.dispatch])
+        consumer.subscribe([self.names.dispatch], listener=_Ownership(self, consumer))
+        last_commit = time.monotonic()
         try:
             while not self.stopping.is_set():
                 batch = await fetch(consumer, ready, timeout_ms=200, max_records=1000)
-                for records in batch.values():
+                for tp, records in batch.items():
+                    progress = self.progress.setdefault(tp, PartitionProgress())
                     for record in records:
-                        try:
-                            self.handle(json.loads(record.value or b"null"))
-                        except (ValueError, KeyError, TypeError) as exc:
-                            log.warning(
-                                "skipping dispatch at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
-                            )
+                        if progress.read(record.offset):
+                            self._read(record, Source(progress, record.offset, record.timestamp))
+                if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    last_commit = time.monotonic()
+                    await self.commit(consumer)
         finally:
+            tasks = [e.task for e in self.runs.values() if e.task is not None]
             for execution in list(self.runs.values()):
-                if execution.task is not None:
-                    execution.task.cancel()
-            await asyncio.gather(*(e.task for e in self.runs.values() if e.task is not None), return_exceptions=True)
+                self._abandon(execution)  # not acted on: read again by the next executor of the group
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.commit(consumer)
             with contextlib.suppress(KafkaError, asyncio.TimeoutError):
                 await consumer.stop()
             with contextlib.suppress(KafkaError, asyncio.TimeoutError):
@@ -183,18 +261,77 @@ class ReferenceExecutor:
     def stop(self) -> None:
         self.stopping.set()
 
-    def handle(self, dispatch: dict[str, Any]) -> None:
-        """One dispatch: start a run, or pass control to the run it is about."""
+    def _read(self, record: Any, source: Source) -> None:
+        try:
+            self.handle(json.loads(record.value or b"null"), source)
+        except (ValueError, KeyError, TypeError) as exc:  # acted on: there is nothing to do with it
+            log.warning("skipping dispatch at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+
+    # ------------------------------------------------------------------- offsets
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit, per assigned partition, the lowest offset not acted on yet (if it moved)."""
+        assigned = consumer.assignment()
+        moved = {
+            tp: (progress, offset)
+            for tp, progress in list(self.progress.items())
+            if tp in assigned and (offset := progress.to_commit()) is not None
+        }
+        if not moved:
+            return
+        try:
+            await asyncio.wait_for(
+                consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, (_, offset) in moved.items()}),
+                COMMIT_TIMEOUT_S,
+            )
+        except (TimeoutError, KafkaError) as exc:  # e.g. the group rebalanced: committed on revocation
+            log.info("dispatch offsets not committed (%s); trying again", exc)
+            return
+        for progress, offset in moved.values():
+            progress.committed = offset
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        """A new assignment: the runs of partitions this executor lost are another member's
+        now (it reads their ``start`` again and runs them under the same lease)."""
+        for tp in [tp for tp in self.progress if tp not in assigned]:
+            lost = self.progress.pop(tp)
+            for execution in list(self.runs.values()):
+                if execution.source is not None and execution.source.progress is lost:
+                    self._abandon(execution)
+        for tp in assigned:
+            self.progress.setdefault(tp, PartitionProgress())
+
+    def _abandon(self, execution: Execution) -> None:
+        """Stop working on ``execution`` without acting on its dispatch (its offset stays open)."""
+        execution.abandoned = True
+        if execution.task is not None:
+            execution.task.cancel()
+        if self.runs.get(execution.run_id) is execution:
+            del self.runs[execution.run_id]
+
+    @staticmethod
+    def _settle(execution: Execution) -> None:
+        """``execution``'s dispatch was acted on: it no longer holds its partition's commit back."""
+        if execution.source is not None and not execution.abandoned:
+            execution.source.progress.open.discard(execution.source.offset)
+
+    # ------------------------------------------------------------------ dispatches
+
+    def handle(self, dispatch: dict[str, Any], source: Source | None = None) -> None:
+        """One dispatch: start a run, or pass control to the run it is about. A ``start`` read
+        from ``source`` stays open there until its run ends here; any other is acted on now."""
         action, run_id = dispatch["action"], dispatch["run_id"]
         current = self.runs.get(run_id)
         if action == "start":
             if current is not None and current.lease_id == dispatch["lease_id"]:
-                return  # read again after a rebalance: already running
+                return  # read again: already running under this lease
+            execution = Execution(dispatch, Options.of(dispatch), source)
             if current is not None and current.task is not None:
-                current.task.cancel()  # an older dispatch of the run: its lease is gone
-            execution = Execution(dispatch, Options.of(dispatch))
+                current.task.cancel()  # an older dispatch of the run: its lease is gone (acted on)
             execution.running.set()
             execution.task = asyncio.create_task(self._work(execution), name=f"run {run_id}")
+            if source is not None:
+                source.progress.open.add(source.offset)
             self.runs[run_id] = execution
             return
         if current is None or current.lease_id != dispatch["lease_id"]:
@@ -219,6 +356,8 @@ class ReferenceExecutor:
     # --------------------------------------------------------------- the workflow
 
     async def _work(self, execution: Execution) -> None:
+        """Run ``execution`` to its end. However it ends (reported, cancelled, superseded, given
+        up on), its dispatch was acted on, unless it was abandoned (see :meth:`_abandon`)."""
         try:
             if not execution.options.silent:
                 await self._simulate(execution)
@@ -227,13 +366,19 @@ class ReferenceExecutor:
         except KafkaError as exc:
             log.warning("run %s: could not report (%s); its lease will expire", execution.run_id, exc)
         finally:
+            self._settle(execution)
             if self.runs.get(execution.run_id) is execution:
                 del self.runs[execution.run_id]
 
     async def _simulate(self, execution: Execution) -> None:
         dispatch, options = execution.dispatch, execution.options
         work = dispatch.get("kind", "work") == "work"
-        ttl_ms = max(1, dispatch["deadline_ms"] - int(time.time() * 1000))
+        ttl_ms = dispatch["deadline_ms"] - int(time.time() * 1000)
+        if execution.source is not None and execution.source.timestamp_ms > 0:
+            # Read again after a restart, the dispatch's deadline may have passed (reports renewed
+            # the lease since): its time to live is the deadline's distance from the dispatch.
+            ttl_ms = max(ttl_ms, dispatch["deadline_ms"] - execution.source.timestamp_ms)
+        ttl_ms = max(1, ttl_ms)
         heartbeat_s = (options.heartbeat_ms or max(50, ttl_ms // 3)) / 1000
         step_s = options.duration_ms / 1000 / max(1, options.steps)
         fails = work and options.fails(execution.run_id, dispatch["attempt"])

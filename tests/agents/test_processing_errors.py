@@ -63,7 +63,7 @@ def test_a_record_that_makes_the_transition_raise_is_dead_lettered_and_the_parti
         assert letter["source_topic"].endswith("persona.inbox")
         assert letter["error"].startswith(
             "processing failed: AssertionError: record_spend without a cost passed"
-            " validation (in _record_spend_command at persona.py:"
+            " validation (in _record_spend at commands.py:"
         )
         assert "the record was skipped and the stream went on" in letter["error"]
         assert base64.b64decode(letter["value_b64"]) == encode_inbox(poison)

@@ -20,58 +20,23 @@ from .step import Step
 Command = Callable[[Step, ControlReceived], bool]
 
 
-def _allowed(step: Step, record: ControlReceived, event: PersonaEvent) -> bool:
-    """Whether the persona machine takes ``event`` now; if not, the command is rejected."""
-    if PERSONAS.target(step.head.mode, event) is not None:
-        return True
-    step.receipt("control", record.command.command_id, "rejected", error=PERSONAS.reason(step.head.mode, event))
-    return False
+def _mode(event: PersonaEvent, kind: str, payload: Callable[[Step], dict[str, object]], *, drains: bool) -> Command:
+    """A command that changes the persona's mode by ``event``: rejected if the machine does
+    not allow it now; else ``kind`` is written, the mode moves, and when the command
+    ``drains``, work held back until now is released and the queue may drain."""
 
+    def command(step: Step, record: ControlReceived) -> bool:
+        if PERSONAS.target(step.head.mode, event) is None:
+            step.receipt("control", record.command.command_id, "rejected", error=PERSONAS.reason(step.head.mode, event))
+            return False
+        step.emit(kind, payload(step))
+        move_persona(step.head, event)
+        if drains:
+            step.queue.release_held()
+        step.remember("control", record.command.command_id)
+        return drains
 
-def _pause(step: Step, record: ControlReceived) -> bool:
-    if not _allowed(step, record, "pause"):
-        return False
-    step.emit("persona.control.paused", {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY})
-    move_persona(step.head, "pause")
-    step.remember("control", record.command.command_id)
-    return False
-
-
-def _resume(step: Step, record: ControlReceived) -> bool:
-    if not _allowed(step, record, "resume"):
-        return False
-    step.emit("persona.control.resumed", {"resumed_at_ms": step.now, "drain": True})
-    move_persona(step.head, "resume")
-    step.queue.release_held()
-    step.remember("control", record.command.command_id)
-    return True
-
-
-def _disable(step: Step, record: ControlReceived) -> bool:
-    step.emit("persona.control.disabled", {"disabled_at_ms": step.now})
-    move_persona(step.head, "disable")
-    step.remember("control", record.command.command_id)
-    return False
-
-
-def _enable(step: Step, record: ControlReceived) -> bool:
-    if not _allowed(step, record, "enable"):
-        return False
-    step.emit("persona.control.enabled", {"enabled_at_ms": step.now})
-    move_persona(step.head, "enable")
-    step.queue.release_held()
-    step.remember("control", record.command.command_id)
-    return True
-
-
-def _drain(step: Step, record: ControlReceived) -> bool:
-    if not _allowed(step, record, "drain"):
-        return False
-    step.emit("persona.control.draining", {"draining_at_ms": step.now, "queued": step.head.queue.count})
-    move_persona(step.head, "drain")
-    step.queue.release_held()
-    step.remember("control", record.command.command_id)
-    return True
+    return command
 
 
 def _record_spend(step: Step, record: ControlReceived) -> bool:
@@ -87,11 +52,23 @@ def _record_spend(step: Step, record: ControlReceived) -> bool:
 
 
 COMMANDS: dict[str, Command] = {
-    "pause": _pause,
-    "resume": _resume,
-    "disable": _disable,
-    "enable": _enable,
-    "drain": _drain,
+    "pause": _mode(
+        "pause",
+        "persona.control.paused",
+        lambda step: {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY},
+        drains=False,
+    ),
+    "resume": _mode(
+        "resume", "persona.control.resumed", lambda step: {"resumed_at_ms": step.now, "drain": True}, drains=True
+    ),
+    "disable": _mode("disable", "persona.control.disabled", lambda step: {"disabled_at_ms": step.now}, drains=False),
+    "enable": _mode("enable", "persona.control.enabled", lambda step: {"enabled_at_ms": step.now}, drains=True),
+    "drain": _mode(
+        "drain",
+        "persona.control.draining",
+        lambda step: {"draining_at_ms": step.now, "queued": step.head.queue.count},
+        drains=True,
+    ),
     "record_spend": _record_spend,
 }
 

@@ -96,30 +96,11 @@ def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
         )
         return
     if step.state.completed(work.work_key) is not None:
-        step.emit(
-            "persona.trigger.duplicate",
-            {"work_key": work.work_key, "envelope": work.envelope, "reason": "already_completed"},
-        )
-        if queued is not None:
-            step.queue.remove(queued)
-        step.receipt("trigger", work.request_id, "duplicate", work_key=work.work_key)
+        _duplicate(step, work, queued, None)
         return
     running = run_of_work(step, work.work_key)
     if running is not None:
-        step.emit(
-            "persona.trigger.duplicate",
-            {"work_key": work.work_key, "envelope": work.envelope, "reason": "in_progress", "run_id": running},
-        )
-        if queued is not None:
-            step.queue.remove(queued)
-        step.receipt(
-            "trigger",
-            work.request_id,
-            "duplicate",
-            work_key=work.work_key,
-            run_id=running,
-            error=f"work key {work.work_key!r} is in progress (run {running})",
-        )
+        _duplicate(step, work, queued, running)
         return
     active = step.active_lease()
     if active is not None:
@@ -145,6 +126,19 @@ def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
         start_work_run(step, work.request_id, work.envelope, step.decisions("trigger", work.request_id))
     else:
         _run_inline(step, work, cost)
+
+
+def _duplicate(step: Step, work: QueueItem, queued: QueueItem | None, running: str | None) -> None:
+    """The work key was completed before (``running`` None), or its run is unfinished."""
+    payload: dict[str, object] = {"work_key": work.work_key, "envelope": work.envelope}
+    payload["reason"] = "already_completed" if running is None else "in_progress"
+    if running is not None:
+        payload["run_id"] = running
+    step.emit("persona.trigger.duplicate", payload)
+    if queued is not None:
+        step.queue.remove(queued)
+    error = None if running is None else f"work key {work.work_key!r} is in progress (run {running})"
+    step.receipt("trigger", work.request_id, "duplicate", work_key=work.work_key, run_id=running, error=error)
 
 
 def run_of_work(step: Step, work_key: str) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar, cast
+from typing import Generic, Literal, Protocol, TypeVar, cast, get_args
 
 S = TypeVar("S", bound=str)
 E = TypeVar("E", bound=str)
@@ -76,8 +76,9 @@ class Machine(Generic[S, E]):
 
 # --------------------------------------------------------------------------- runs
 
+#: In the order the printed table shows them.
 RunStatus = Literal[
-    "ready", "dispatched", "running", "paused", "waiting", "retry_wait", "completed", "failed", "cancelled", "expired"
+    "ready", "dispatched", "running", "waiting", "paused", "retry_wait", "completed", "failed", "cancelled", "expired"
 ]
 RunEvent = Literal[
     "dispatch",
@@ -98,18 +99,7 @@ RunEvent = Literal[
     "cancel",
 ]
 
-RUN_STATES: tuple[RunStatus, ...] = (
-    "ready",
-    "dispatched",
-    "running",
-    "waiting",
-    "paused",
-    "retry_wait",
-    "completed",
-    "failed",
-    "cancelled",
-    "expired",
-)
+RUN_STATES: tuple[RunStatus, ...] = get_args(RunStatus)
 RUN_TERMINAL: frozenset[RunStatus] = frozenset({"completed", "failed", "cancelled", "expired"})
 #: In flight: an executor has (or is about to have) the run.
 EXECUTING: frozenset[RunStatus] = frozenset({"dispatched", "running", "paused", "waiting"})
@@ -130,24 +120,7 @@ RUNS: Machine[RunStatus, RunEvent] = Machine(
     name="run",
     subject="run",
     states=RUN_STATES,
-    events=(
-        "dispatch",
-        "started",
-        "report",
-        "wait",
-        "input",
-        "pause",
-        "resume",
-        "command",
-        "complete",
-        "fail",
-        "retry",
-        "requeue",
-        "expire",
-        "due",
-        "refuse",
-        "cancel",
-    ),
+    events=get_args(RunEvent),
     edges=_edges(
         [
             (("ready",), "dispatch", "dispatched"),
@@ -217,8 +190,8 @@ AttemptEvent = Literal["complete", "fail", "cancel", "expire", "retry"]
 ATTEMPTS: Machine[AttemptStatus, AttemptEvent] = Machine(
     name="dispatch",
     subject="dispatch",
-    states=("running", "completed", "failed", "cancelled", "expired", "retry_scheduled"),
-    events=("complete", "fail", "cancel", "expire", "retry"),
+    states=get_args(AttemptStatus),
+    events=get_args(AttemptEvent),
     edges={
         ("running", "complete"): "completed",
         ("running", "fail"): "failed",
@@ -240,14 +213,14 @@ ATTEMPTS: Machine[AttemptStatus, AttemptEvent] = Machine(
 
 # -------------------------------------------------------------------- personas
 
-Mode = Literal["idle", "paused", "disabled", "draining", "failed"]
+Mode = Literal["idle", "paused", "draining", "failed", "disabled"]
 PersonaEvent = Literal["pause", "resume", "disable", "enable", "drain", "drained", "run_failed", "run_started"]
 
 PERSONAS: Machine[Mode, PersonaEvent] = Machine(
     name="persona",
     subject="persona",
-    states=("idle", "paused", "draining", "failed", "disabled"),
-    events=("pause", "resume", "disable", "enable", "drain", "drained", "run_failed", "run_started"),
+    states=get_args(Mode),
+    events=get_args(PersonaEvent),
     edges=_edges(
         [
             (("idle", "paused", "draining", "failed"), "pause", "paused"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from streams.outputs import Output
+from streams.records import ReceiptStatus
 from streams.redaction import redact
 from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, encode
 
@@ -22,19 +23,6 @@ from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
 from .timers import set_timer
 
 RequestKind = Literal["trigger", "control", "run_control"]
-ReceiptStatus = Literal[
-    "completed",
-    "queued",
-    "dead_lettered",
-    "budget_exhausted",
-    "duplicate",
-    "lease_busy",
-    "dispatched",
-    "retrying",
-    "failed",
-    "cancelled",
-    "rejected",
-]
 
 
 _KINDS: dict[str, bytes] = {}

@@ -84,9 +84,10 @@ def register(step: Step, run: RunRow) -> None:
 
 
 def ready(step: Step, run: RunRow) -> None:
-    """``run`` waits to be dispatched (again)."""
+    """``run`` waits to be dispatched (again); the waiting runs are examined afresh."""
     if run.run_id not in step.head.ready_runs:
         step.head.ready_runs.append(run.run_id)
+    step.head.ready_blocked = None
 
 
 def close(step: Step, run: RunRow) -> None:

@@ -60,9 +60,10 @@ def on_report(step: Step, record: RunReportReceived) -> None:
             "unknown_run",
         )
         return
-    if state.seen_report(run.run_id, event.event_id):
+    if state.seen_report(run.run_id, event.event_id, record.at_ms):
         return  # redelivered: dropped silently
-    if record.refused is not None:  # not applied at all: the executor may send it again, fixed
+    if record.refused is not None:  # not applied: the executor may send it again with its clock fixed
+        state.remember_report(run.run_id, event.event_id, refused_at_ms=record.at_ms)
         _reject(step, run, event, record.refused)
         state.put_run(run)
         return

@@ -9,8 +9,10 @@ table              key                                value
 ``runs``           [persona, run_id]                  :class:`RunRow`: status, attempts and
                                                       their cost ledger, usage, steps,
                                                       children, counters
-``run_reports``    [persona, run_id, event_id]        nothing: a report id seen (redelivered
-                                                      reports are dropped, forever)
+``run_reports``    [persona, run_id, event_id]        a report id seen (redelivered
+                                                      reports are dropped, forever);
+                                                      for one refused at admission,
+                                                      its time
 ``run_events``     [persona, run_id, seq % kept]      the run stream's events (a ring)
 ``transcript``     [persona, run_id, index % kept]    :class:`TranscriptEntry` (a ring)
 ``persona_runs``   [persona, n]                       the persona's ``n``-th run id
@@ -186,11 +188,17 @@ class RunState:
     def put_run(self, run: RunRow) -> None:
         self.txn.put(RUNS, key(self.persona, run.run_id), run)
 
-    def seen_report(self, run_id: str, event_id: str) -> bool:
-        return self.txn.get(RUN_REPORTS, key(self.persona, run_id, event_id)) is not None
+    def seen_report(self, run_id: str, event_id: str, at_ms: int) -> bool:
+        """Whether this report was handled before: accepted (with any time), or refused at
+        admission with this very time (the same record again; a resend with its clock fixed
+        is not seen)."""
+        seen = self.txn.get(RUN_REPORTS, key(self.persona, run_id, event_id))
+        return seen is not None and (seen == b"" or seen == str(at_ms).encode())
 
-    def remember_report(self, run_id: str, event_id: str) -> None:
-        self.txn.put(RUN_REPORTS, key(self.persona, run_id, event_id), b"")
+    def remember_report(self, run_id: str, event_id: str, refused_at_ms: int | None = None) -> None:
+        """A report handled: ``refused_at_ms`` for one refused at admission (its time is kept)."""
+        value = b"" if refused_at_ms is None else str(refused_at_ms).encode()
+        self.txn.put(RUN_REPORTS, key(self.persona, run_id, event_id), value)
 
     def put_event(self, run_id: str, seq: int, event: bytes) -> None:
         self.txn.put(RUN_EVENTS, key(self.persona, run_id, seq % RUN_EVENTS_KEPT), event)

@@ -213,8 +213,10 @@ def test_decision_31_an_input_refused_at_admission_is_rejected_and_never_moves_t
     assert (receipt.status, receipt.error, receipt.at_ms) == ("rejected", FUTURE, T0)
     assert h.feed(refused_trigger(far, "late"))[0].value.receipt_id == receipt.receipt_id  # same answer
     event = wire.RunEvent(event_id="hb", run_id=run, lease_id=h.lease(run), kind="heartbeat")
-    h.feed(RunReportReceived(at_ms=far, persona=P, event=event, admitted_at_ms=T0, refused=FUTURE))
+    refused = RunReportReceived(at_ms=far, persona=P, event=event, admitted_at_ms=T0, refused=FUTURE)
+    h.feed(refused)
     assert h.run_events(run)[-1].payload["reason"] == FUTURE
+    assert h.feed(refused) == []  # the same record again (ingress forwarded it twice): answered once
     assert h.head().clock_ms == T0 and h.status(P).active_lease is not None
     h.say(run, "heartbeat", event_id="hb", at_ms=T0 + 500)  # sent again, clock fixed: not a redelivery
     assert h.kinds_of(run)[-1] == "run.heartbeat"

@@ -573,10 +573,12 @@ class Guarantees(RuleBasedStateMachine):
         ]
 
 
-EXAMPLES = int(os.environ.get("PERSONAFLOW_HYPOTHESIS_EXAMPLES", "300"))
+#: Hypothesis ends an example early when its choices run out of room, so 350 examples of up
+#: to 60 steps give over 300 of at least 50 steps (measured: 317 of 364 runs, 54 steps on average).
+EXAMPLES = int(os.environ.get("PERSONAFLOW_HYPOTHESIS_EXAMPLES", "350"))
 Guarantees.TestCase.settings = settings(
     max_examples=EXAMPLES,
-    stateful_step_count=50,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -18,7 +18,7 @@ from engine.runtime import Engine, EngineConfig
 from engine.state import PartitionStore, reset_stale_state
 from streams.settings import Settings
 from tables.state import LEASES, QUEUES
-from tables.store import Transaction
+from tables.store import ORDERED, Transaction
 
 from . import ingress, persona, runs, timers, web
 
@@ -38,7 +38,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         sources=[*ingress.sources(settings), persona.source(), runs.source()],
         punctuators=[timers.punctuator(settings)],
         transaction=Transaction,
-        ordered_tables=frozenset({"timers"}),
+        ordered_tables=ORDERED,
         recent_outputs={"dlq": RECENT_DEAD_LETTERS},
     )
 

@@ -96,6 +96,31 @@ class RunLimits(Record):
     warn_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
 
 
+Priority = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+#: Milliseconds of a duration a binding or trigger sets (up to a year).
+DurationMs = Annotated[int, Field(ge=0, le=366 * 86_400_000)]
+
+
+class Slo(Record):
+    """A service-level objective for queued work (seed 004.5): work with one is ranked
+    before work without, breached work first, then by ascending slack
+    (``queue_target_ms`` minus the time it has waited), then by priority."""
+
+    tier: Label | None = None
+    #: How long work may wait in the queue (30,000 when the block leaves it out).
+    queue_target_ms: DurationMs | None = None
+    #: Added to the work's priority for ranking.
+    priority_boost: Priority = 0
+    error_budget_ratio: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+
+class Debug(Record):
+    """Debugging aids: a run pauses when its executor reports ``step_started`` for one of
+    these step names (or ids), once each."""
+
+    breakpoints: Annotated[list[Label], Field(max_length=64)] = []
+
+
 def validate_cron(expression: str) -> str:
     """A 5-field standard cron expression (minute hour day month weekday), UTC."""
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
@@ -131,6 +156,16 @@ class PersonaBinding(Record):
     #: Options for executors, sent with every dispatch of the persona's runs (a trigger's
     #: metadata may add to them: keys ``executor.<option>``).
     executor_options: Annotated[dict[Label, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = {}
+    #: Scheduling (contract section 6): the SLO of the persona's work (a trigger's wins),
+    #: a deadline relative to the trigger's event time, breakpoints.
+    slo: Slo | None = None
+    deadline_ms: DurationMs | None = None
+    debug: Debug | None = None
+    #: In-flight backpressure: a dispatch that would take what the persona's runs in flight
+    #: have reserved past one of these waits ``backpressure_ms`` (or until they settle).
+    max_inflight_tokens: NonNegativeInt | None = None
+    max_inflight_cost_usd: NonNegativeFloat | None = None
+    backpressure_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 1000
 
 
 # --------------------------------------------------------------------------- inputs
@@ -158,11 +193,28 @@ class TriggerRequest(Record):
     metadata: Metadata = {}
     raw: Any = None
     cost: RunCost | None = None
-    priority: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] = 0
+    priority: Priority = 0
     received_at_ms: EpochMs | None = None
+    #: Scheduling (contract section 6); each wins over the binding's.
+    slo: Slo | None = None
+    deadline_at_ms: EpochMs | None = None
+    debug: Debug | None = None
 
 
-ControlAction = Literal["pause", "resume", "disable", "enable", "drain", "record_spend"]
+ControlAction = Literal["pause", "resume", "disable", "enable", "drain", "record_spend", "cancel"]
+
+
+class CancelTarget(Record):
+    """Queued work to cancel: by its work key or by its request id (one of them)."""
+
+    work_key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+    request_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CancelTarget:
+        if (self.work_key is None) == (self.request_id is None):
+            raise ValueError("give exactly one of 'work_key' and 'request_id'")
+        return self
 
 
 class ControlCommand(Record):
@@ -175,6 +227,8 @@ class ControlCommand(Record):
     reason: Text | None = None
     cost: RunCost | None = None
     at_ms: EpochMs | None = None
+    #: ``cancel``: the queued work to remove.
+    target: CancelTarget | None = None
 
     @model_validator(mode="after")
     def _cost_only_for_spend(self) -> ControlCommand:
@@ -182,6 +236,10 @@ class ControlCommand(Record):
             raise ValueError("action 'record_spend' needs a 'cost' object")
         if self.action != "record_spend" and self.cost is not None:
             raise ValueError(f"'cost' is only valid with action 'record_spend', not {self.action!r}")
+        if self.action == "cancel" and self.target is None:
+            raise ValueError("action 'cancel' needs a 'target' object: {work_key} or {request_id}")
+        if self.action != "cancel" and self.target is not None:
+            raise ValueError(f"'target' is only valid with action 'cancel', not {self.action!r}")
         return self
 
 
@@ -245,7 +303,9 @@ class RunEvent(Record):
         return self
 
 
-RunControlAction = Literal["pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a"]
+RunControlAction = Literal[
+    "pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a", "break", "clear_breaks"
+]
 
 
 class RunControl(Record):
@@ -258,6 +318,14 @@ class RunControl(Record):
     reason: Text | None = None
     content: Any = None
     at_ms: EpochMs | None = None
+
+    @model_validator(mode="after")
+    def _break_names_a_step(self) -> RunControl:
+        if self.action == "break":
+            step = self.content.get("step") if isinstance(self.content, dict) else None
+            if not isinstance(step, str) or not 1 <= len(step) <= 256:
+                raise ValueError("action 'break' needs content {\"step\": NAME} (1 to 256 characters)")
+        return self
 
 
 # --------------------------------------------------------------------------- outputs
@@ -320,6 +388,17 @@ class Receipt(Record):
     event_id: str | None = None
 
 
+class StepSlo(Record):
+    """A dispatched run's SLO: its target, how long it waited, its slack (seed 004.5)."""
+
+    tier: str | None = None
+    queue_target_ms: int
+    observed_queue_ms: int
+    slack_ms: int
+    priority_boost: int = 0
+    error_budget_ratio: float | None = None
+
+
 class RunDispatch(Record):
     """An instruction to executors about one run."""
 
@@ -343,6 +422,15 @@ class RunDispatch(Record):
     background: bool = False
     #: The binding's ``executor_options``.
     options: dict[str, str] = {}
+    #: ``"{run_id}:{attempt}"``: an executor uses it to do each attempt's side effects once.
+    idempotency_key: str = ""
+    #: ``start`` of a later attempt (or a re-dispatch): the last checkpoint the run reported.
+    checkpoint: Any = None
+    #: The run's SLO as it stood when it was dispatched (seed ``StepSlo``).
+    slo: StepSlo | None = None
+    #: When the work must be done by (the trigger's ``deadline_at_ms``, or the binding's
+    #: ``deadline_ms`` after the trigger's event time).
+    deadline_at_ms: int | None = None
 
 
 class OutboxEvent(Record):

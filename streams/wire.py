@@ -84,6 +84,10 @@ def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
 
 # The records the pipeline handles (names as in the contract).
 RunCost = twin(records.RunCost)
+Slo = twin(records.Slo)
+Debug = twin(records.Debug)
+CancelTarget = twin(records.CancelTarget)
+StepSlo = twin(records.StepSlo)
 BudgetPolicy = twin(records.BudgetPolicy)
 RetryPolicy = twin(records.RetryPolicy)
 RunLimits = twin(records.RunLimits)

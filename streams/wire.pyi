@@ -15,6 +15,14 @@ _T = TypeVar("_T")
 @overload
 def twin(model: type[records.RunCost]) -> type[RunCost]: ...
 @overload
+def twin(model: type[records.Slo]) -> type[Slo]: ...
+@overload
+def twin(model: type[records.Debug]) -> type[Debug]: ...
+@overload
+def twin(model: type[records.CancelTarget]) -> type[CancelTarget]: ...
+@overload
+def twin(model: type[records.StepSlo]) -> type[StepSlo]: ...
+@overload
 def twin(model: type[records.BudgetPolicy]) -> type[BudgetPolicy]: ...
 @overload
 def twin(model: type[records.RetryPolicy]) -> type[RetryPolicy]: ...
@@ -67,6 +75,38 @@ class RunCost(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     frontier_escalations: int = 0
     metadata: Any = None
 
+class Slo(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A service-level objective for queued work (seed 004.5): work with one is ranked
+    before work without, breached work first, then by ascending slack
+    (``queue_target_ms`` minus the time it has waited), then by priority."""
+
+    tier: str | None = None
+    queue_target_ms: int | None = None
+    priority_boost: int = 0
+    error_budget_ratio: float | None = None
+
+class Debug(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """Debugging aids: a run pauses when its executor reports ``step_started`` for one of
+    these step names (or ids), once each."""
+
+    breakpoints: list[str] = []
+
+class CancelTarget(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """Queued work to cancel: by its work key or by its request id (one of them)."""
+
+    work_key: str | None = None
+    request_id: str | None = None
+
+class StepSlo(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A dispatched run's SLO: its target, how long it waited, its slack (seed 004.5)."""
+
+    tier: str | None = None
+    queue_target_ms: int
+    observed_queue_ms: int
+    slack_ms: int
+    priority_boost: int = 0
+    error_budget_ratio: float | None = None
+
 class BudgetPolicy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A persona's budget; ``null`` means no limit."""
 
@@ -107,6 +147,12 @@ class PersonaBinding(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     redact_metadata_keys: list[str] = []
     on_lease_expiry: Literal["requeue", "expire"] = "requeue"
     executor_options: dict[str, str] = {}
+    slo: Slo | None = None
+    deadline_ms: int | None = None
+    debug: Debug | None = None
+    max_inflight_tokens: int | None = None
+    max_inflight_cost_usd: float | None = None
+    backpressure_ms: int = 1000
 
 class TriggerRequest(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A trigger envelope from a producer (webhook bridge, cron, handoff)."""
@@ -120,6 +166,9 @@ class TriggerRequest(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     cost: RunCost | None = None
     priority: int = 0
     received_at_ms: int | None = None
+    slo: Slo | None = None
+    deadline_at_ms: int | None = None
+    debug: Debug | None = None
 
 class ControlCommand(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """An ops command for one persona."""
@@ -131,6 +180,7 @@ class ControlCommand(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     reason: str | None = None
     cost: RunCost | None = None
     at_ms: int | None = None
+    target: CancelTarget | None = None
 
 class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A lifecycle report from an executor about one run."""
@@ -224,6 +274,10 @@ class RunDispatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     spawn_mode: records.SpawnMode | None = None
     background: bool = False
     options: dict[str, str] = {}
+    idempotency_key: str = ""
+    checkpoint: Any = None
+    slo: StepSlo | None = None
+    deadline_at_ms: int | None = None
 
 class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """One state transition, for audit consumers. ``seq`` is gap-free per ``stream``."""
@@ -327,6 +381,14 @@ encode: Callable[[Any], bytes]
 def decoder(kind: TypeForm[_T]) -> msgspec.json.Decoder[_T]: ...
 @overload
 def from_model(model: records.RunCost) -> RunCost: ...
+@overload
+def from_model(model: records.Slo) -> Slo: ...
+@overload
+def from_model(model: records.Debug) -> Debug: ...
+@overload
+def from_model(model: records.CancelTarget) -> CancelTarget: ...
+@overload
+def from_model(model: records.StepSlo) -> StepSlo: ...
 @overload
 def from_model(model: records.BudgetPolicy) -> BudgetPolicy: ...
 @overload

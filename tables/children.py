@@ -6,8 +6,9 @@ from __future__ import annotations
 from streams.wire import RunEvent, TriggerEnvelope
 
 from . import ids, money, runlog
-from .dispatch import dispatch
+from .dispatch import defer_child, dispatch
 from .runstate import RunRow
+from .state import Scheduling
 from .step import Step
 
 
@@ -65,6 +66,9 @@ def spawn(step: Step, parent: RunRow, event: RunEvent) -> None:
         inherit_inbox=event.inherit_inbox,
         child_key=child_key,
         created_at_ms=step.now,
+        scheduling=Scheduling(slo=parent.scheduling.slo, deadline_at_ms=parent.scheduling.deadline_at_ms),
+        priority=parent.priority,
+        queued_at_ms=step.now,
     )
     parent.children.append(child_id)
     runlog.emit(
@@ -81,6 +85,10 @@ def spawn(step: Step, parent: RunRow, event: RunEvent) -> None:
         },
     )
     runlog.register(step, child)
+    if money.backpressure(step, usd, tokens):  # deferred, never refused: it waits to be dispatched
+        runlog.ready(step, child)
+        defer_child(step, child)
+        return
     refused = dispatch(step, child, takes_lease=False)
     assert refused is None, f"the spawn's gate passed, the dispatch's refused: {refused}"
 

@@ -13,6 +13,7 @@ from streams.inbox import ControlReceived
 
 from . import money
 from .machines import PERSONAS, PersonaEvent, move_persona
+from .state import QueueItem
 from .status import PAUSED_EVENT_POLICY
 from .step import Step
 
@@ -51,6 +52,44 @@ def _record_spend(step: Step, record: ControlReceived) -> bool:
     return False
 
 
+def _cancel(step: Step, record: ControlReceived) -> bool:
+    """Cancel queued (or held, or deferred) work by its work key or request id: the item
+    leaves the queue, its request gets a ``cancelled`` receipt, the command ``completed``;
+    nothing queued under that key or request: ``rejected``."""
+    command = record.command
+    target = command.target
+    assert target is not None, "cancel without a target passed validation"
+    work = _queued(step, target.work_key, target.request_id)
+    if work is None:
+        what = f"work key {target.work_key!r}" if target.work_key is not None else f"request {target.request_id!r}"
+        step.receipt("control", command.command_id, "rejected", error=f"nothing queued for {what}")
+        return False
+    step.queue.remove(work)
+    reason = command.reason or "cancelled"
+    step.emit(
+        "persona.trigger.cancelled",
+        {"work_key": work.work_key, "request_id": work.request_id, "actor": command.actor, "reason": reason},
+    )
+    step.receipt(
+        "trigger", work.request_id, "cancelled", work_key=work.work_key, error=f"cancelled by {command.actor}: {reason}"
+    )
+    step.receipt("control", command.command_id, "completed", work_key=work.work_key)
+    return False
+
+
+def _queued(step: Step, work_key: str | None, request_id: str | None) -> QueueItem | None:
+    """The queued item of a work key, or of a request (its last receipt names the key)."""
+    if work_key is None:
+        seen = step.state.request("trigger", request_id or "")
+        work_key = seen.last.work_key if seen is not None and seen.last is not None else None
+        if work_key is None:
+            return None
+    work = step.queue.get(work_key)
+    if work is None or (request_id is not None and work.request_id != request_id):
+        return None
+    return work
+
+
 COMMANDS: dict[str, Command] = {
     "pause": _mode(
         "pause",
@@ -70,6 +109,7 @@ COMMANDS: dict[str, Command] = {
         drains=True,
     ),
     "record_spend": _record_spend,
+    "cancel": _cancel,
 }
 
 

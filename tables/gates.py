@@ -2,28 +2,54 @@
 
 1. paused → queued; draining → queued (held until the drain is over);
 2. disabled → dead-lettered;
-3. budget (the trigger's cost; for external work the dispatch's reservation) → ``budget_exhausted``;
-4. the work key was completed before → ``duplicate``; a work run of the key is unfinished → ``duplicate``;
-5. another run holds the lease → ``lease_busy`` (queued, taken up when the lease frees);
-6. otherwise the run: inline (the trigger carries its cost, or the binding says ``inline``)
+3. past its deadline → ``failed`` with ``deadline_exceeded``, never dispatched;
+4. budget (the trigger's cost; for external work the dispatch's reservation) → ``budget_exhausted``;
+5. the work key was completed before → ``duplicate``; a work run of the key is unfinished → ``duplicate``;
+6. another run holds the lease → ``lease_busy`` (queued, taken up when the lease frees);
+7. external work whose reservation would take what runs in flight have reserved past the
+   binding's ``max_inflight_*`` → queued with reason ``backpressure`` (deferred, re-examined
+   when in-flight spend falls or after ``backpressure_ms``), nothing reserved;
+8. otherwise the run: inline (the trigger carries its cost, or the binding says ``inline``)
    within this transition, or dispatched to an executor (``external``).
+
+Queued work passes gates 3 to 8 again when it is taken up (in the queue's ranking).
 """
 
 from __future__ import annotations
 
-from streams.wire import RunCost, TriggerEnvelope
+from streams.wire import PersonaBinding, RunCost, TriggerEnvelope, TriggerRequest
 
 from . import ids, leases, money, outcomes, runlog
 from . import value as values
-from .dispatch import start_work_run
-from .state import QueueItem
+from .dispatch import DEADLINE_EXCEEDED, start_work_run
+from .queue import ListName
+from .state import QueueItem, Scheduling
 from .step import Step
 from .value import completion_deltas, run_value_metadata
 
 NO_COST = RunCost(cost_usd=0.0, tokens=0)
 
 
-def item(step: Step, request_id: str, envelope: TriggerEnvelope, cost: RunCost | None, priority: int) -> QueueItem:
+def scheduling(binding: PersonaBinding, request: TriggerRequest | None, at_ms: int) -> Scheduling:
+    """The work's SLO, deadline and breakpoints: the trigger's, else the binding's."""
+    slo = request.slo if request is not None and request.slo is not None else binding.slo
+    deadline: int | None = None
+    if request is not None and request.deadline_at_ms is not None:
+        deadline = request.deadline_at_ms
+    elif binding.deadline_ms is not None:
+        deadline = at_ms + binding.deadline_ms
+    debug = request.debug if request is not None and request.debug is not None else binding.debug
+    return Scheduling(slo=slo, deadline_at_ms=deadline, breakpoints=list(debug.breakpoints) if debug else [])
+
+
+def item(
+    step: Step,
+    request_id: str,
+    envelope: TriggerEnvelope,
+    cost: RunCost | None,
+    priority: int,
+    plan: Scheduling,
+) -> QueueItem:
     return QueueItem(
         work_key=envelope.subject_key,
         request_id=request_id,
@@ -33,6 +59,7 @@ def item(step: Step, request_id: str, envelope: TriggerEnvelope, cost: RunCost |
         seq=0,
         reason="queued",
         queued_at_ms=step.now,
+        scheduling=plan,
     )
 
 
@@ -43,7 +70,7 @@ def gate_new(step: Step, work: QueueItem) -> None:
         enqueue(step, work, "paused")
         step.receipt("trigger", work.request_id, "queued", work_key=work.work_key, queued=True)
     elif mode == "draining":
-        enqueue(step, work, "draining", held=True)
+        enqueue(step, work, "draining", "h")
         step.receipt("trigger", work.request_id, "queued", work_key=work.work_key, queued=True)
     elif mode == "disabled":
         step.emit(
@@ -56,9 +83,9 @@ def gate_new(step: Step, work: QueueItem) -> None:
         attempt(step, work, queued=None)
 
 
-def enqueue(step: Step, work: QueueItem, reason: str, held: bool = False) -> None:
+def enqueue(step: Step, work: QueueItem, reason: str, name: ListName = "r") -> None:
     work.reason = reason
-    replaced = step.queue.push(work, "held" if held else "ready")
+    replaced = step.queue.push(work, name)
     step.emit(
         "persona.trigger.queued",
         {"work_key": work.work_key, "envelope": work.envelope, "cost": work.cost or NO_COST, "reason": reason},
@@ -78,7 +105,12 @@ def is_external(step: Step, work: QueueItem) -> bool:
 
 
 def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
-    """Budget, duplicate, lease, then the run. ``queued`` is the stored item when draining."""
+    """Deadline, budget, duplicate, lease, backpressure, then the run. ``queued`` is the
+    stored item when queued work is taken up."""
+    deadline = work.scheduling.deadline_at_ms
+    if deadline is not None and step.now > deadline:
+        _deadline_exceeded(step, work, queued, deadline)
+        return
     external = is_external(step, work)
     cost = work.cost or NO_COST
     usd, tokens = money.reservation(step.binding) if external else (cost.cost_usd, cost.tokens)
@@ -120,12 +152,60 @@ def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
             error="active lease already owns persona work",
         )
         return
+    if external and money.backpressure(step, usd, tokens):
+        _defer(step, work, queued)
+        return
     if queued is not None:
         step.queue.remove(queued)
     if external:
-        start_work_run(step, work.request_id, work.envelope, step.decisions("trigger", work.request_id))
+        start_work_run(
+            step,
+            work.request_id,
+            work.envelope,
+            step.decisions("trigger", work.request_id),
+            work.scheduling,
+            work.priority,
+            work.queued_at_ms,
+        )
     else:
         _run_inline(step, work, cost)
+
+
+def _defer(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
+    """Backpressure: the work waits (queued, reason ``backpressure``) until the runs in flight
+    settle or ``backpressure_ms`` passed; its request hears it once."""
+    not_before = step.now + step.binding.backpressure_ms
+    told = queued is not None and queued.reason == "backpressure"
+    if queued is None:
+        enqueue(step, work, "backpressure", "w")
+        stored = work
+    else:
+        step.queue.move(queued, "w", "backpressure")
+        stored = queued
+    stored.not_before_ms = not_before
+    step.state.put_item(stored)
+    step.queue.waiting_until(not_before, step.head.budget.version, step.now)
+    if not told:
+        step.receipt(
+            "trigger",
+            work.request_id,
+            "queued",
+            work_key=work.work_key,
+            queued=True,
+            error="backpressure",
+            not_before_ms=not_before,
+        )
+
+
+def _deadline_exceeded(step: Step, work: QueueItem, queued: QueueItem | None, deadline: int) -> None:
+    """Past its deadline: the work is not dispatched; it fails (no attempt is spent: none ran)."""
+    step.emit(
+        "persona.trigger.deadline_exceeded",
+        {"work_key": work.work_key, "envelope": work.envelope, "deadline_at_ms": deadline, "at_ms": step.now},
+    )
+    if queued is not None:
+        step.queue.remove(queued)
+    step.receipt("trigger", work.request_id, "failed", work_key=work.work_key, error=DEADLINE_EXCEEDED)
 
 
 def _duplicate(step: Step, work: QueueItem, queued: QueueItem | None, running: str | None) -> None:

@@ -37,6 +37,28 @@ def refusal(step: Step, usd: float, tokens: int) -> str | None:
     return budgets.enforce(step.binding.budget, step.head.budget, usd, tokens, step.now)
 
 
+def backpressure(step: Step, usd: float, tokens: int) -> bool:
+    """Whether a dispatch reserving this much would take what the persona's runs in flight
+    have reserved past the binding's ``max_inflight_tokens`` or ``max_inflight_cost_usd``
+    (strict ``>``; an empty reservation never waits) — seed 004.9.2, per persona. With
+    nothing in flight it never waits either: a reservation above the limit runs alone
+    (the seed's would wait forever)."""
+    binding, budget = step.binding, step.head.budget
+    if budget.reserved_usd <= 0 and budget.reserved_tokens <= 0:
+        return False
+    tokens_over = (
+        binding.max_inflight_tokens is not None
+        and tokens > 0
+        and budget.reserved_tokens + tokens > binding.max_inflight_tokens
+    )
+    cost_over = (
+        binding.max_inflight_cost_usd is not None
+        and usd > 0
+        and budget.reserved_usd + usd > binding.max_inflight_cost_usd
+    )
+    return tokens_over or cost_over
+
+
 def permanent(step: Step, reason: str, usd: float, tokens: int) -> bool:
     """Whether the amount alone breaks the window: waiting for budget cannot help."""
     return budgets.permanent(step.binding.budget, reason, usd, tokens)

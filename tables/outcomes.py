@@ -16,7 +16,7 @@ from . import ids, leases, money, runlog
 from . import value as values
 from .machines import EXECUTING, RunEvent, move_persona
 from .runstate import RunRow
-from .state import CompletedWork
+from .state import CompletedWork, Scheduling
 from .step import Step
 from .value import completion_deltas, run_value_metadata
 
@@ -287,6 +287,9 @@ def _compensate(step: Step, failed: RunRow) -> None:
         root_run_id=run_id,
         parent_run_id=failed.run_id,
         created_at_ms=step.now,
+        scheduling=Scheduling(slo=failed.scheduling.slo),
+        priority=failed.priority,
+        queued_at_ms=step.now,
     )
     runlog.register(step, compensation)
     runlog.ready(step, compensation)

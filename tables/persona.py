@@ -245,7 +245,8 @@ def _on_trigger(step: Step, record: TriggerReceived) -> None:
             step.redact_keys,
         )
         step.emit("persona.trigger.received", {"persona": step.persona, "envelope": envelope})
-    gates.gate_new(step, gates.item(step, request.request_id, envelope, request.cost, request.priority))
+    plan = gates.scheduling(step.binding, request, step.now)
+    gates.gate_new(step, gates.item(step, request.request_id, envelope, request.cost, request.priority, plan))
 
 
 def _on_tick(step: Step) -> None:
@@ -270,7 +271,7 @@ def _fire_schedules(step: Step) -> None:
             continue
         envelope = schedule_envelope(binding, schedule, at_ms)
         step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope})
-        gates.gate_new(step, gates.item(step, request_id, envelope, None, 0))
+        gates.gate_new(step, gates.item(step, request_id, envelope, None, 0, gates.scheduling(binding, None, at_ms)))
     step.head.schedule_cursor_ms = max(cursor, step.now)
     _schedule_timer(step)
 

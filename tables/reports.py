@@ -161,6 +161,22 @@ def _on_step(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> None
         f"run.{event.kind}",
         {**_present(event, "step_id", "name", "output", "error", "retryable"), "steps": run.steps},
     )
+    if event.kind == "step_started":
+        _breakpoint(step, run, event)
+
+
+def _breakpoint(step: Step, run: RunRow, event: RunEvent) -> None:
+    """A step armed as a breakpoint (by its name or id) started: the run pauses there, once
+    (the breakpoint is used up), and its executor is told to pause; ``resume`` continues."""
+    armed = run.scheduling.breakpoints
+    hit = next((name for name in (event.step_id, event.name) if name is not None and name in armed), None)
+    if hit is None or run_refusal(run, "pause") is not None:
+        return
+    armed.remove(hit)
+    runlog.move(run, "pause")
+    run.active_pause = {"step": hit, "step_id": event.step_id, "reason": "breakpoint", "since_ms": step.now}
+    runlog.emit(step, run, "run.paused", {"reason": "breakpoint", "step": hit, "step_id": event.step_id})
+    runlog.send(step, run, "pause", reason=f"breakpoint at step {hit}")
 
 
 def _on_usage(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> None:

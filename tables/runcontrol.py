@@ -29,6 +29,8 @@ MOVES: dict[str, RunEvent | None] = {
     "guidance": None,
     "evidence": None,
     "a2a": None,
+    "break": None,
+    "clear_breaks": None,
 }
 
 
@@ -91,6 +93,13 @@ def on_control(step: Step, record: RunControlReceived) -> None:
     runlog.refresh_timers(step)
 
 
+def _break_step(command: RunControl) -> str:
+    content = command.content
+    name = content.get("step") if isinstance(content, dict) else None
+    assert isinstance(name, str) and name, "break without a step name passed validation"
+    return name[:256]
+
+
 def _apply(step: Step, run: RunRow, command: RunControl) -> str:
     payload = {"command_id": command.command_id, "actor": command.actor, "reason": command.reason}
     action = command.action
@@ -101,7 +110,16 @@ def _apply(step: Step, run: RunRow, command: RunControl) -> str:
         event_id = runlog.emit(step, run, "run.paused", payload)
     elif action == "resume":
         run.deadline_ms = max(run.deadline_ms, step.now + step.binding.lease_ttl_ms)
-        event_id = runlog.emit(step, run, "run.resumed", {**payload, "status": run.status})
+        pause, run.active_pause = run.active_pause, None
+        event_id = runlog.emit(step, run, "run.resumed", {**payload, "status": run.status, "pause": pause})
+    elif action in ("break", "clear_breaks"):
+        armed = run.scheduling.breakpoints
+        if action == "clear_breaks":
+            armed.clear()
+        elif (name := _break_step(command)) not in armed:
+            armed.append(name)
+        event_id = runlog.emit(step, run, f"run.control.{action}", {**payload, "breakpoints": list(armed)})
+        return event_id  # the executor need not know: the pipeline pauses the run
     else:
         event_id = runlog.emit(step, run, f"run.control.{action}", {**payload, "content": command.content})
         if action == "guidance" or action == "evidence" or action == "a2a":

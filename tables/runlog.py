@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from streams.inbox import RunRegistered
-from streams.wire import RunDispatch, TriggerEnvelope
+from streams.wire import RunDispatch, StepSlo, TriggerEnvelope
 
 from . import ids, leases
 from .machines import EXECUTING, RunEvent, RunStatus, move_run
@@ -49,9 +49,13 @@ def send(
     reason: str | None = None,
     content: Any = None,
     envelope: TriggerEnvelope | None = None,
+    slo: StepSlo | None = None,
 ) -> None:
-    """A ``RunDispatch`` to the run's executor (the one record that carries redacted values)."""
+    """A ``RunDispatch`` to the run's executor (the one record that carries redacted values).
+    A ``start`` carries the attempt's idempotency key and, from the second dispatch on, the
+    last checkpoint the run reported (so the executor can resume from it)."""
     binding = step.binding
+    start = action == "start"
     dispatch = RunDispatch(
         run_id=run.run_id,
         persona=step.persona,
@@ -69,7 +73,11 @@ def send(
         kind=run.kind,
         spawn_mode=run.spawn_mode,
         background=run.background,
-        options=binding.executor_options if action == "start" else {},
+        options=binding.executor_options if start else {},
+        idempotency_key=f"{run.run_id}:{run.attempt}",
+        checkpoint=run.checkpoint if start and run.dispatches > 1 else None,
+        slo=slo,
+        deadline_at_ms=run.scheduling.deadline_at_ms,
     )
     step.send("dispatch", run.run_id, dispatch, phase=1)
 
@@ -84,18 +92,26 @@ def register(step: Step, run: RunRow) -> None:
 
 
 def ready(step: Step, run: RunRow) -> None:
-    """``run`` waits to be dispatched (again); the waiting runs are examined afresh."""
-    if run.run_id not in step.head.ready_runs:
-        step.head.ready_runs.append(run.run_id)
-    step.head.ready_blocked = None
+    """``run`` waits to be dispatched (again): a child under its parent's lease (examined
+    afresh), any other run in the queue's ranking, for the persona's lease."""
+    if run.kind == "child":
+        if run.run_id not in step.head.ready_children:
+            step.head.ready_children.append(run.run_id)
+        step.head.children_blocked = None
+        return
+    run.queue_rank = step.queue.push_run(run.run_id, run.scheduling.slo, run.priority, run.queued_at_ms)
+    run.queue_list = "r"
 
 
 def close(step: Step, run: RunRow) -> None:
     """``run`` has ended: no longer open, no longer waiting."""
     if run.run_id in step.head.open_runs:
         step.head.open_runs.remove(run.run_id)
-    if run.run_id in step.head.ready_runs:
-        step.head.ready_runs.remove(run.run_id)
+    if run.run_id in step.head.ready_children:
+        step.head.ready_children.remove(run.run_id)
+    if run.queue_rank is not None:
+        step.queue.drop_run(run.queue_list, run.queue_rank)
+        run.queue_rank = None
 
 
 def transcribe(step: Step, run: RunRow, kind: TranscriptKind, actor: str, content: Any, event_id: str) -> None:

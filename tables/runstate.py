@@ -28,7 +28,7 @@ import msgspec
 from streams.wire import TriggerEnvelope
 
 from .machines import EXECUTING, RUN_TERMINAL, AttemptStatus, RunStatus
-from .state import PersonaState, Row
+from .state import PersonaState, Row, Scheduling
 from .store import key
 
 RUNS = "runs"
@@ -108,6 +108,15 @@ class RunRow(Row, kw_only=True):
     child_key: str | None = None
     status: RunStatus = "ready"
     paused_from: RunStatus | None = None  # the state ``resume`` returns to
+    #: A breakpoint paused it: ``{step, reason, since_ms}`` until it is resumed.
+    active_pause: dict[str, Any] | None = None
+    #: Scheduling: SLO, deadline, breakpoints still armed (one-shot), priority, and when its
+    #: work was queued (the SLO's clock); ``queue_rank``: its entry while it waits for the lease.
+    scheduling: Scheduling = msgspec.field(default_factory=Scheduling)
+    priority: int = 0
+    queued_at_ms: int = 0
+    queue_rank: str | None = None
+    queue_list: Literal["r", "w"] = "r"
     #: Why the budget gate refused the run's next dispatch (it waits until budget frees up or
     #: the window turns); None when it is not waiting for budget.
     blocked: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import deadlines, dispatch, gates
 from .machines import move_persona
+from .queue import Entry
 from .status import PAUSED_EVENT_POLICY
 from .step import Step
 
@@ -32,26 +33,31 @@ def settle(step: Step, by_time: bool = True) -> None:
     if by_time:
         deadlines.settle(step)
     queue = step.queue
+    queue.wake(head.budget.version, step.now)
+    dispatch.take_children(step)
 
     def lease_free() -> bool:
         return (step.active_lease() if by_time else step.state.lease()) is None
 
-    while True:
-        free = head.mode in WORKING and lease_free()
-        if dispatch.take_ready(step, free):
-            continue
-        if not (free and head.bound):
+    while head.mode in WORKING and lease_free():
+        entry = _next(step)
+        if entry is None:
             break
-        work = queue.next_eligible()
-        if work is None:
-            break
-        gates.attempt(step, work, queued=work)
-    if (
-        head.bound
-        and head.mode == "draining"
-        and lease_free()
-        and queue.next_eligible() is None
-        and not head.ready_runs
-    ):
+        if entry.run_id is not None:
+            dispatch.take_run(step, queue, entry)
+        else:
+            work = queue.get(entry.work_key or "")
+            assert work is not None, f"queued item {entry.work_key!r} is missing"
+            gates.attempt(step, work, queued=work)
+    queue.schedule_wake(step)
+    if head.bound and head.mode == "draining" and lease_free() and queue.next_ready() is None:
         step.emit("persona.control.paused", {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY})
         move_persona(head, "drained")
+
+
+def _next(step: Step) -> Entry | None:
+    """The first ready entry; while the persona is unbound, the first ready run (its queued
+    triggers wait for a rebind)."""
+    if step.head.bound:
+        return step.queue.next_ready()
+    return next((entry for entry in step.queue.ready_entries() if entry.run_id is not None), None)

@@ -30,7 +30,7 @@ from typing import Literal
 
 import msgspec
 
-from streams.wire import PersonaBinding, PersonaLease, Receipt, RunCost, TriggerEnvelope
+from streams.wire import PersonaBinding, PersonaLease, Receipt, RunCost, Slo, TriggerEnvelope
 
 from .machines import Mode
 from .store import Transaction, key
@@ -57,28 +57,20 @@ class Row(msgspec.Struct, kw_only=True, gc=False):
     (never part of a reference cycle, so not tracked by the garbage collector)."""
 
 
-class QueueLevel(Row, kw_only=True):
-    """One doubly linked FIFO: the items of one list at one priority."""
-
-    head: str | None = None
-    tail: str | None = None
-    count: int = 0
-
-
 class QueueIndex(Row, kw_only=True):
-    """Where the queue's lists start. Lists are keyed by priority (as text: JSON keys).
+    """Counters of the queue (its entries are rows of ``queue_rank``, see :mod:`tables.queue`).
 
-    ``ready`` items are taken up whenever the lease is free and the persona may work.
-    ``held`` items wait for the next resume/enable/drain: a held item is eligible once
-    ``epoch`` (bumped by those commands) is greater than the epoch it was held in.
-    ``version`` changes with every change to the queue (status caches key on it).
-    """
+    ``version`` changes with every change to the queue (status caches key on it)."""
 
-    ready: dict[str, QueueLevel] = msgspec.field(default_factory=dict)
-    held: dict[str, QueueLevel] = msgspec.field(default_factory=dict)
-    count: int = 0
+    count: int = 0  # queued triggers
+    runs: int = 0  # runs waiting for the lease
+    held: int = 0  # entries held until the next resume, enable or drain
+    waiting: int = 0  # entries waiting for the budget or in-flight spend
+    #: ``[budget version, hour]`` when the last entry was put to wait: the waiting entries
+    #: are ready again once either moved (or at ``waiting_due``).
+    waiting_mark: list[int] | None = None
+    waiting_due: int | None = None
     next_seq: int = 0
-    epoch: int = 0
     version: int = 0
 
 
@@ -149,14 +141,16 @@ class PersonaHead(Row, kw_only=True):
     next_run_base_ms: int | None = None
     #: External runs not finished yet (any state), oldest first.
     open_runs: list[str] = msgspec.field(default_factory=list)
-    #: Runs waiting to be dispatched (again): a retry or re-queued work that fell due, a
-    #: compensation, a child's retry; oldest first. All but children wait for the lease too.
-    ready_runs: list[str] = msgspec.field(default_factory=list)
-    #: ``[budget version, hour]`` at which every ready run was refused by the budget gate:
+    #: Children whose retry fell due, waiting to be dispatched (under their parent's lease);
+    #: oldest first. (Runs that wait for the persona's lease are queue entries.)
+    ready_children: list[str] = msgspec.field(default_factory=list)
+    #: ``[budget version, hour]`` at which the budget gate refused the children waiting:
     #: nothing to examine again until budget frees up or the hour (so any window) turns.
-    ready_blocked: list[int] | None = None
+    children_blocked: list[int] | None = None
     #: External runs ever started (the ``persona_runs`` index).
     runs: int = 0
+    #: Dispatches of work with a breached SLO that went ahead of work queued before it.
+    preemptions: int = 0
 
 
 class LeaseRecord(Row, kw_only=True):
@@ -168,6 +162,14 @@ class LeaseRecord(Row, kw_only=True):
     attempt: int = 1
 
 
+class Scheduling(Row, kw_only=True):
+    """What decides when work runs (contract section 6), the trigger's over the binding's."""
+
+    slo: Slo | None = None
+    deadline_at_ms: int | None = None
+    breakpoints: list[str] = msgspec.field(default_factory=list)
+
+
 class QueueItem(Row, kw_only=True):
     work_key: str
     request_id: str
@@ -177,10 +179,15 @@ class QueueItem(Row, kw_only=True):
     seq: int
     reason: str
     queued_at_ms: int
-    list: Literal["ready", "held"] = "ready"
-    epoch: int = 0
-    prev: str | None = None
-    next: str | None = None
+    list: Literal["r", "h", "w"] = "r"
+    rank: str = ""  # its row in ``queue_rank``
+    scheduling: Scheduling = msgspec.field(default_factory=Scheduling)
+    #: Waiting (``list`` ``w``): not before then.
+    not_before_ms: int | None = None
+
+    @property
+    def slo(self) -> Slo | None:
+        return self.scheduling.slo
 
 
 class CompletedWork(Row, kw_only=True):

@@ -10,15 +10,21 @@ and keeps the object for the rest of the transaction (one transaction spans a wh
 pass of the runtime, so a persona's head is parsed once per pass, however many of its
 records the pass holds), and encodes each written row once, when the changes are taken.
 A written row that encodes to the bytes it was read as is not a change.
+
+Tables in :data:`ORDERED` are kept in key order by every store (the timer index, the
+queue's ranking): :meth:`Transaction.scan` reads a key range of one in order, its own
+writes merged in, so a transition can take the first row of a range in O(log n).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from typing import Any, Protocol, TypeVar, cast
 
 import msgspec
 import orjson
+from sortedcontainers import SortedList
 
 Value = bytes
 _encode = msgspec.json.Encoder().encode
@@ -30,10 +36,17 @@ def key(*parts: str | int) -> str:
     return orjson.dumps(parts).decode()
 
 
+#: Tables whose rows every store keeps in key order (the runtime's stores are told so).
+ORDERED = frozenset({"timers", "queue_rank"})
+
+
 class Reader(Protocol):
-    """Committed state: ``get`` returns the stored value or None."""
+    """Committed state: ``get`` returns the stored value or None; ``items`` the rows of a
+    key range, in key order for the tables in :data:`ORDERED`."""
 
     def get(self, table: str, key: str) -> Value | None: ...
+
+    def items(self, table: str, start: str = "", stop: str | None = None) -> Iterator[tuple[str, Value]]: ...
 
 
 T = TypeVar("T")
@@ -47,13 +60,14 @@ class Decoder(Protocol[T_co]):
 class Transaction:
     """Reads see this transaction's writes first; rows are decoded at most once."""
 
-    __slots__ = ("reader", "_rows", "_read", "_dirty", "reads")
+    __slots__ = ("reader", "_rows", "_read", "_dirty", "_ordered", "reads")
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self._rows: dict[tuple[str, str], Any] = {}  # slot -> object (decoded or written), None: absent
         self._read: dict[tuple[str, str], Value | None] = {}  # slot -> committed bytes as read
         self._dirty: set[tuple[str, str]] = set()
+        self._ordered: dict[str, SortedList] = {}  # ordered table -> keys written here
         self.reads = 0  # rows read from the committed state (cost tests count them)
 
     def _committed(self, slot: tuple[str, str]) -> Value | None:
@@ -88,7 +102,39 @@ class Transaction:
         """Write a row: a struct (encoded when the changes are taken), bytes, or None."""
         slot = (table, key)
         self._rows[slot] = value
+        if table in ORDERED and slot not in self._dirty:
+            written = self._ordered.get(table)
+            if written is None:
+                written = self._ordered[table] = SortedList()
+            written.add(key)
         self._dirty.add(slot)
+
+    def scan(self, table: str, start: str, stop: str) -> Iterator[tuple[str, Value]]:
+        """Rows of the ordered ``table`` with ``start <= key < stop``, in key order, as this
+        transaction sees them (its writes merged with the committed rows)."""
+        assert table in ORDERED, f"{table} is not kept in key order"
+        written = self._ordered.get(table)
+        committed = ((name, value, False) for name, value in self.reader.items(table, start, stop))
+        if written is None:
+            for name, value, _ in committed:
+                self.reads += 1
+                yield name, value
+            return
+        mine = ((name, b"", True) for name in written.irange(start, stop, inclusive=(True, False)))
+        for name, value, own in heapq.merge(mine, committed, key=lambda row: (row[0], not row[2])):
+            if not own:
+                if (table, name) in self._dirty:
+                    continue  # this transaction's own version came first (or deleted it)
+                self.reads += 1
+                yield name, value
+                continue
+            found = self.get(table, name)
+            if found is not None:
+                yield name, found
+
+    def first(self, table: str, start: str, stop: str) -> tuple[str, Value] | None:
+        """The first row of :meth:`scan`, or None."""
+        return next(self.scan(table, start, stop), None)
 
     def delete(self, table: str, key: str) -> None:
         self.put(table, key, None)
@@ -110,10 +156,12 @@ class Transaction:
 
 
 class MemoryStore:
-    """Committed state in dicts: for pure tests and for replaying an inbox (verify)."""
+    """Committed state in dicts: for pure tests and for replaying an inbox (verify). The
+    tables in :data:`ORDERED` keep a sorted list of their keys too."""
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, Value]] = {}
+        self.sorted: dict[str, SortedList] = {name: SortedList() for name in ORDERED}
 
     def get(self, table: str, key: str) -> Value | None:
         return self.tables.get(table, {}).get(key)
@@ -121,16 +169,23 @@ class MemoryStore:
     def apply(self, transaction: Transaction) -> None:
         for table, key, value in list(transaction.changes()):
             rows = self.tables.setdefault(table, {})
+            index = self.sorted.get(table)
             if value is None:
-                rows.pop(key, None)
+                if rows.pop(key, None) is not None and index is not None:
+                    index.discard(key)
             else:
+                if index is not None and key not in rows:
+                    index.add(key)
                 rows[key] = value
 
     def items(self, table: str, start: str = "", stop: str | None = None) -> Iterator[tuple[str, Value]]:
         """Rows of ``table`` in key order, ``start <= key < stop``."""
-        for name in sorted(self.tables.get(table, {})):
+        rows = self.tables.get(table, {})
+        index = self.sorted.get(table)
+        names = index.irange(start, stop, inclusive=(True, False)) if index is not None else sorted(rows)
+        for name in names:
             if name >= start and (stop is None or name < stop):
-                yield name, self.tables[table][name]
+                yield name, rows[name]
 
     def transaction(self) -> Transaction:
         return Transaction(self)

@@ -49,7 +49,8 @@ def queued_trigger(persona: str, item: QueueItem, now_ms: int) -> dict[str, Any]
         "age_ms": _age(now_ms, item.queued_at_ms),
         "reason": item.reason,
         "priority": item.priority,
-        "held": item.list == "held",
+        "held": item.list == "h",
+        "waiting": item.list == "w",
         "source": "persona_queue",
     }
 

@@ -92,7 +92,7 @@ def test_code_using_the_twins_is_type_checked_strictly(tmp_path, monkeypatch):
     found = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith(str(uses))]
     assert found == [
         'error: Argument "action" to "ControlCommand" has incompatible type "Literal[\'explode\']"; expected'
-        " \"Literal['pause', 'resume', 'disable', 'enable', 'drain', 'record_spend']\"  [arg-type]",
+        " \"Literal['pause', 'resume', 'disable', 'enable', 'drain', 'record_spend', 'cancel']\"  [arg-type]",
         'error: Missing named argument "tokens" for "RunCost"  [call-arg]',
         'error: Property "tokens" defined in "RunCost" is read-only  [misc]',
         'note: Revealed type is "streams.wire.RunCost"',

@@ -130,7 +130,10 @@ class MemoryStore(PartitionStore):
                 if key >= start and (stop is None or key < stop):
                     yield key, value
             return
-        for key in list(index.irange(start, stop, inclusive=(True, False))):
+        # Lazily: a transition reading the first rows of a long range (the queue's ranking)
+        # reads only those. Rows change only when a commit is applied, never while a pass
+        # or a view iterates.
+        for key in index.irange(start, stop, inclusive=(True, False)):
             found = data.get(key)
             if found is not None:
                 yield key, found

@@ -36,6 +36,7 @@ def start_work_run(
     plan: Scheduling,
     priority: int,
     queued_at_ms: int,
+    preempts: bool = False,
 ) -> RunRow:
     """A trigger's external run, first dispatch (its request passed the gates)."""
     run_id = ids.run_id(step.persona, request_id, decision)
@@ -54,7 +55,7 @@ def start_work_run(
         queued_at_ms=queued_at_ms,
     )
     runlog.register(step, run)
-    refused = dispatch(step, run, takes_lease=True)
+    refused = dispatch(step, run, takes_lease=True, preempts=preempts)
     assert refused is None, f"the trigger's gate passed, the dispatch's refused: {refused}"
     return run
 
@@ -99,7 +100,7 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = Fal
     )
     run.ledger.append(attempt)
     slo = step_slo(run, step.now)
-    preempted = run.queue_rank is not None and slo is not None and slo.slack_ms < 0 and preempts
+    preempted = preempts and slo is not None and slo.slack_ms < 0
     if preempted:
         step.head.preemptions += 1
     if takes_lease:
@@ -173,7 +174,7 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = Fal
 # ------------------------------------------------------------------ waiting runs
 
 
-def take_run(step: Step, queue: Queue, entry: Entry) -> bool:
+def take_run(step: Step, queue: Queue, entry: Entry, preempts: bool) -> bool:
     """The queue's first ready entry is a run waiting for the lease (free now): past its
     deadline it fails; over the in-flight limit it is deferred; refused by the budget it
     waits (or fails, if it can never pass); else it is dispatched and takes the lease.
@@ -193,7 +194,6 @@ def take_run(step: Step, queue: Queue, entry: Entry) -> bool:
     if money.backpressure(step, usd, tokens):
         _wait(step, queue, run, "backpressure", step.now + step.binding.backpressure_ms)
         return False
-    preempts = queue.preempts(entry)
     refused = dispatch(step, run, takes_lease=True, preempts=preempts)
     if refused is None:
         queue.drop_run("r", entry.rank)

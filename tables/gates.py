@@ -104,9 +104,9 @@ def is_external(step: Step, work: QueueItem) -> bool:
     return work.cost is None and step.binding.execution == "external"
 
 
-def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
+def attempt(step: Step, work: QueueItem, queued: QueueItem | None, preempts: bool = False) -> None:
     """Deadline, budget, duplicate, lease, backpressure, then the run. ``queued`` is the
-    stored item when queued work is taken up."""
+    stored item when queued work is taken up (``preempts``: ahead of work queued before it)."""
     deadline = work.scheduling.deadline_at_ms
     if deadline is not None and step.now > deadline:
         _deadline_exceeded(step, work, queued, deadline)
@@ -166,6 +166,7 @@ def attempt(step: Step, work: QueueItem, queued: QueueItem | None) -> None:
             work.scheduling,
             work.priority,
             work.queued_at_ms,
+            preempts,
         )
     else:
         _run_inline(step, work, cost)

@@ -43,12 +43,13 @@ def settle(step: Step, by_time: bool = True) -> None:
         entry = _next(step)
         if entry is None:
             break
+        preempts = queue.preempts(entry)
         if entry.run_id is not None:
-            dispatch.take_run(step, queue, entry)
+            dispatch.take_run(step, queue, entry, preempts)
         else:
             work = queue.get(entry.work_key or "")
             assert work is not None, f"queued item {entry.work_key!r} is missing"
-            gates.attempt(step, work, queued=work)
+            gates.attempt(step, work, queued=work, preempts=preempts)
     queue.schedule_wake(step)
     if head.bound and head.mode == "draining" and lease_free() and queue.next_ready() is None:
         step.emit("persona.control.paused", {"paused_at_ms": step.now, "policy": PAUSED_EVENT_POLICY})

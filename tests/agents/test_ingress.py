@@ -35,7 +35,8 @@ def test_valid_trigger_and_control_reach_the_persona_inbox_keyed_by_persona(work
     # Two input topics are ingested independently: no order between them is promised.
     records = sorted(records, key=lambda record: record["type"], reverse=True)
     assert [record["type"] for record in records] == ["trigger", "control"]
-    assert records[0]["request"] == {**request, "raw": None, "cost": None, "priority": 0, "received_at_ms": None}
+    defaults = {"raw": None, "cost": None, "priority": 0, "received_at_ms": None, "slo": None, "deadline_at_ms": None}
+    assert records[0]["request"] == {**request, **defaults, "debug": None}
     assert records[0]["source"]["topic"].endswith("persona.triggers")
     assert records[0]["at_ms"] > 0  # defaulted to the record timestamp
     assert records[1]["command"]["action"] == "pause"

@@ -299,6 +299,54 @@ def trigger(
 
 @main.command()
 @click.argument("persona")
+@click.argument("target")
+@click.option(
+    "--by",
+    type=click.Choice(["auto", "work_key", "request_id"]),
+    default="auto",
+    show_default=True,
+    help="What TARGET is; auto tries it as a work key, then as a request id.",
+)
+@click.option("--reason", default=None)
+@click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="current user")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def cancel(persona: str, target: str, by: str, reason: str | None, actor: str, as_json: bool, timeout: float) -> None:
+    """Cancel PERSONA's queued work TARGET (a work key or a request id): it leaves the queue
+    and its request gets a ``cancelled`` receipt."""
+    import json
+    import uuid
+
+    from streams.records import ControlCommand
+
+    from . import ops, render
+
+    answer: dict = {}
+    for field in ("work_key", "request_id") if by == "auto" else (by,):
+        command = ControlCommand.model_validate(
+            {
+                "command_id": f"cli-{uuid.uuid4()}",
+                "persona": persona,
+                "action": "cancel",
+                "actor": actor,
+                "reason": reason,
+                "target": {field: target},
+            }  # fmt: skip
+        )
+        answer = run_with_client(lambda client, command=command: ops.control(client, command, timeout))
+        receipt = answer.get("receipt") or {}
+        if receipt.get("status") != "rejected":
+            break
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        click.echo(render.receipt(answer["receipt"]) if "receipt" in answer else render.outbox(answer["event"]))
+    if (answer.get("receipt") or {}).get("status") == "rejected":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("persona")
 @click.argument("action", type=click.Choice(["pause", "resume", "disable", "enable", "drain", "record_spend"]))
 @click.option("--reason", default=None)
 @click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="current user")
@@ -431,15 +479,26 @@ def run(run_id: str, as_json: bool) -> None:
 @main.command("run-control")
 @click.argument("run_id")
 @click.argument(
-    "action", type=click.Choice(["pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a"])
+    "action",
+    type=click.Choice(
+        ["pause", "resume", "cancel", "checkpoint", "compact", "guidance", "evidence", "a2a", "break", "clear_breaks"]
+    ),
 )
 @click.option("--content", default=None, help="Guidance/evidence/a2a content (JSON, or plain text).")
+@click.option("--at-step", default=None, help="For break: pause the run when this step (name or id) starts.")
 @click.option("--reason", default=None)
 @click.option("--actor", default=lambda: __import__("getpass").getuser(), show_default="current user")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 def run_control(
-    run_id: str, action: str, content: str | None, reason: str | None, actor: str, as_json: bool, timeout: float
+    run_id: str,
+    action: str,
+    content: str | None,
+    at_step: str | None,
+    reason: str | None,
+    actor: str,
+    as_json: bool,
+    timeout: float,
 ) -> None:
     """Send run control to RUN_ID (forwarded to its executor) and print the answer."""
     import json
@@ -453,6 +512,10 @@ def run_control(
     from . import ops, render
 
     body_content: object = content
+    if action == "break":
+        if at_step is None:
+            raise click.UsageError("break needs --at-step NAME")
+        content = json.dumps({"step": at_step})
     if content is not None:
         try:
             body_content = json.loads(content)

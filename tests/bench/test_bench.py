@@ -68,6 +68,8 @@ class Sizes:
     external_personas: int  # personas of the external-runs measure
     external: int  # external runs per round
     audit: int  # outbox events recorded into each audit database
+    queued: tuple[int, int]  # items queued behind one persona's lease: short, long
+    queue_measured: int  # dispatches taken from the queue and measured at each length (< short)
 
 
 FULL = Sizes(
@@ -84,6 +86,8 @@ FULL = Sizes(
     external_personas=200,
     external=2_000,
     audit=100_000,
+    queued=(100, 10_000),
+    queue_measured=90,
 )
 SHORT = Sizes(
     rounds=1,
@@ -99,6 +103,8 @@ SHORT = Sizes(
     external_personas=4,
     external=12,
     audit=4_000,
+    queued=(10, 200),
+    queue_measured=10,
 )
 
 
@@ -598,6 +604,72 @@ def bench_latency(
     return result
 
 
+def bench_ranking(sizes: Sizes) -> dict[str, Any]:
+    """The queue's ranking: one persona with ``queued`` items waiting behind its lease
+    (mixed SLOs and priorities), then ``queue_measured`` dispatches, each taking the first
+    entry as the run before it completes. Measured in process (the pure transition over a
+    memory store, as the worker runs it): CPU and state rows written per dispatch, at a
+    short and a long queue. The ranking is an index, so both should be flat."""
+    from streams import records, wire
+    from streams.inbox import RunReportReceived
+
+    binding = wire.from_model(
+        records.PersonaBinding.model_validate(
+            {"name": "ranked", "entry_workflow": "wf", "execution": "external", "lease_ttl_ms": 3_600_000}
+        )
+    )
+    slos = [None, {"queue_target_ms": 5_000}, {"queue_target_ms": 60_000, "priority_boost": 1}]
+    result: dict[str, Any] = {"measured": sizes.queue_measured, "phases": {}}
+    for length in sizes.queued:
+        store = MemoryStore()
+
+        def feed(record: Any, store: MemoryStore = store) -> tuple[list[Any], int]:
+            txn = store.transaction()
+            outputs = transition.apply(txn, record, 0)
+            changed = sum(1 for _ in txn.changes())
+            store.apply(txn)
+            return outputs, changed
+
+        def dispatched(outputs: list[Any]) -> dict[str, Any]:
+            return json.loads(next(o for o in outputs if o.role == "dispatch").value_bytes())
+
+        feed(BindingChanged(at_ms=AT, persona="ranked", binding=binding))
+        holder: dict[str, Any] = {}
+        for n in range(length + 1):
+            request = records.TriggerRequest.model_validate(
+                {
+                    "request_id": f"q{n}",
+                    "persona": "ranked",
+                    "provider": "webhook",
+                    "kind": "push",
+                    "metadata": {"dedupe_key": f"q{n}"},
+                    "priority": n % 3,
+                    "slo": slos[n % 3],
+                }  # fmt: skip
+            )
+            outputs, _ = feed(TriggerReceived(at_ms=AT + n, request=wire.from_model(request)))
+            if n == 0:
+                holder = dispatched(outputs)  # the first takes the lease; the others queue
+        cpu, rows = 0.0, 0
+        for n in range(sizes.queue_measured):
+            event = wire.RunEvent(
+                event_id=f"e{n}", run_id=holder["run_id"], lease_id=holder["lease_id"], kind="completed"
+            )
+            started = time.process_time()
+            outputs, changed = feed(RunReportReceived(at_ms=AT + length + n, persona="ranked", event=event))
+            cpu += time.process_time() - started
+            rows += changed
+            holder = dispatched(outputs)
+        result["phases"][length] = {
+            "cpu_ms_per_dispatch": round(cpu * 1000 / sizes.queue_measured, 4),
+            "state_rows_per_dispatch": round(rows / sizes.queue_measured, 2),
+        }
+    short, long = (result["phases"][n] for n in sizes.queued)
+    result["cpu_ratio_long_vs_short"] = round(long["cpu_ms_per_dispatch"] / short["cpu_ms_per_dispatch"], 2)
+    result["rows_ratio_long_vs_short"] = round(long["state_rows_per_dispatch"] / short["state_rows_per_dispatch"], 2)
+    return result
+
+
 def build_state(personas: int, keys: int) -> MemoryStore:
     """A real state (the transitions' own rows) of ``personas`` personas and ``keys``
     completed work keys, built in process."""
@@ -741,6 +813,7 @@ def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes, databa
             results["external"] = bench_external(own_kafka, own, broker, worker, data_dir, sizes)
         finally:
             worker.stop()
+    results["ranking"] = bench_ranking(sizes)
     results["recovery"] = bench_recovery(settings, broker, data_dir, sizes)
     results["audit"] = bench_audit(databases, sizes)
     return results
@@ -751,6 +824,27 @@ def write_results(results: dict[str, Any], json_path: Path, markdown_path: Path)
     json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     markdown_path.write_text(render(results))
+
+
+def ranking_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The queue ranking's rows (results written before it existed have none)."""
+    rank = r.get("ranking")
+    if rank is None:
+        return []
+    phases = {str(k): v for k, v in rank["phases"].items()}
+    short, long = (str(n) for n in r["sizes"]["queued"])
+    return [
+        (
+            f"dispatch from a ranked queue of {int(short):,} (SLOs, priorities; in process, {rank['measured']} taken)",
+            f"{phases[short]['cpu_ms_per_dispatch']:.3f} ms CPU, {phases[short]['state_rows_per_dispatch']:.1f} state rows",
+            "",
+        ),
+        (
+            f"the same from a queue of {int(long):,}",
+            f"{phases[long]['cpu_ms_per_dispatch']:.3f} ms CPU, {phases[long]['state_rows_per_dispatch']:.1f} state rows",
+            f"{rank['cpu_ratio_long_vs_short']:.2f}× the CPU, {rank['rows_ratio_long_vs_short']:.2f}× the rows",
+        ),
+    ]
 
 
 def render(r: dict[str, Any]) -> str:
@@ -860,6 +954,7 @@ def render(r: dict[str, Any]) -> str:
             f"{phases[long]['worker_cpu_ms_per_trigger']:.3f} ms worker CPU each",
             f"{hist['rate_ratio_long_vs_short']:.2f}× the rate, {hist['cpu_ratio_long_vs_short']:.2f}× the CPU of the short history",
         ),
+        *ranking_rows(r),
     ]
     machine = r["machine"]
     lines = [

@@ -15,11 +15,16 @@ readable example for writing a real one (an LLM workflow runner). The protocol:
 3. ``action == "start"``: run ``entry_workflow`` for ``envelope``; keep ``lease_id``.
    Every report carries ``run_id``, that ``lease_id`` and an ``event_id`` unique per
    report across restarts too: personaflow drops a report whose id it has seen, forever.
+   A ``start`` carries ``idempotency_key`` (``"{run_id}:{attempt}"``: do each attempt's
+   side effects once) and, from the run's second dispatch on (a retry, or a dispatch again
+   after a lease expired), ``checkpoint``: the ``payload`` of the last ``checkpoint``
+   report of the run, to resume from.
 4. Report ``started``, then heartbeats often enough (a third of the lease's time to
    live): each report renews the lease; a silent run's lease expires and the work is
    dispatched again under a new lease.
 5. Report ``step_started``/``step_completed``, ``usage`` (tokens, cost) as they happen,
-   ``spawn`` for a child run, ``handoff`` for work of another persona.
+   ``spawn`` for a child run, ``handoff`` for work of another persona, ``checkpoint``
+   (with a ``payload``) for where a later attempt may resume.
 6. End with ``completed`` or ``failed`` (``retryable``), with the final ``cost``.
 7. ``pause``/``resume``/``cancel`` (and ``checkpoint``, ``guidance``, ...) arrive as
    dispatches for the same run: stop working while paused; stop at once on ``cancel``.
@@ -80,6 +85,7 @@ class Options:
     handoff_to: str = ""  # a persona to hand work to at the end
     handoff_task: str = "follow up"
     silent: bool = False  # never report (its lease expires): for trying out the reaper
+    checkpoint: bool = False  # report {"completed_steps": k} after each step; a later start resumes from it
 
     @classmethod
     def of(cls, dispatch: dict[str, Any]) -> Options:
@@ -159,7 +165,7 @@ class Execution:
     running: asyncio.Event = field(default_factory=asyncio.Event)  # clear while paused
     task: asyncio.Task[None] | None = None
     abandoned: bool = False  # stopped without acting on it (stop, partition lost): to be read again
-    step: int = 0
+    step: int = 0  # steps of the run completed, across attempts (resumed from a checkpoint)
     spent_usd: float = 0.0
     spent_tokens: int = 0
 
@@ -170,6 +176,20 @@ class Execution:
     @property
     def lease_id(self) -> str:
         return self.dispatch["lease_id"]
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"{run_id}:{attempt}"``: what a real workflow would key its side effects by."""
+        return str(self.dispatch.get("idempotency_key") or f"{self.run_id}:{self.dispatch.get('attempt', 1)}")
+
+    def resume_point(self) -> int:
+        """How many steps the run completed before this dispatch, by the checkpoint it
+        carries (0 without one, or with one this executor did not write)."""
+        checkpoint = self.dispatch.get("checkpoint")
+        done = checkpoint.get("completed_steps") if isinstance(checkpoint, dict) else None
+        if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+            return 0
+        return min(done, self.options.steps)
 
 
 class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
@@ -344,7 +364,7 @@ class ReferenceExecutor:
         elif action == "resume":
             current.running.set()
         elif action == "checkpoint":
-            asyncio.create_task(self.report(current, "checkpoint", payload={"step": current.step}))
+            asyncio.create_task(self.report(current, "checkpoint", payload={"completed_steps": current.step}))
         elif action in ("guidance", "evidence", "a2a"):
             asyncio.create_task(
                 self.report(
@@ -383,9 +403,19 @@ class ReferenceExecutor:
         step_s = options.duration_ms / 1000 / max(1, options.steps)
         fails = work and options.fails(execution.run_id, dispatch["attempt"])
         fail_at = options.steps // 2
-        await self.report(execution, "started")
-        for step in range(options.steps):
-            if fails and step == fail_at:
+        # A later dispatch resumes after the steps its checkpoint says were completed: they are
+        # neither reported nor spent again. (A failing attempt that resumes past ``fail_at``
+        # fails before its first step.)
+        execution.step = execution.resume_point()
+        if execution.step:
+            log.info("run %s: resuming after step %d (%s)", execution.run_id, execution.step, execution.idempotency_key)
+        await self.report(
+            execution,
+            "started",
+            payload={"idempotency_key": execution.idempotency_key, "resumed_after_steps": execution.step},
+        )
+        for step in range(execution.step, options.steps):
+            if fails and step >= fail_at:
                 break
             await self._wait(execution, step_s, heartbeat_s)
             execution.step = step + 1
@@ -398,6 +428,8 @@ class ReferenceExecutor:
                     execution, "usage", tokens=options.tokens_per_step, cost_usd=options.cost_per_step_usd
                 )
             await self.report(execution, "step_completed", step_id=step_id, output={"step": step + 1})
+            if options.checkpoint:
+                await self.report(execution, "checkpoint", payload={"completed_steps": execution.step})
             if step == 0 and work and options.spawn:
                 for child in options.spawn.split(","):
                     key, _, workflow = child.partition(":")

@@ -186,3 +186,63 @@ def test_a_sigkilled_executor_restarts_its_run_under_the_same_lease_and_its_repo
     finally:
         executor.stop()
         persona.close()
+
+
+def test_a_retried_run_resumes_from_its_last_checkpoint_and_skips_the_steps_it_completed(
+    pipeline: tuple[Settings, SyncClient, Path], persona_name: str
+) -> None:
+    own, kafka, logs = pipeline
+    persona = PersonaProbe(kafka, persona_name, timeout_s=60)
+    executor = ExecutorProcess(own, logs, group=new_group(own))
+    steps, tokens = 4, 10
+    try:
+        executor.spawn()
+        kafka.run(executor.wait_ready())
+        options = {"steps": str(steps), "tokens_per_step": str(tokens), "fail_on_attempt": "1", "checkpoint": "true"}
+        persona.bind(external(retry={"max_attempts": 2, "backoff_ms": 100}, executor_options=options))
+        receipt = persona.trigger("linear", "issue", {"issue_key": "RESUME-1"})
+        assert isinstance(receipt, dict) and receipt["status"] == "dispatched", receipt
+        run_id = receipt["run_id"]
+        final = persona.final_receipt(receipt["request_id"])
+        assert final["status"] == "completed", final
+
+        # The retry's start carries its attempt's idempotency key and the checkpoint the first
+        # attempt reported last (before its simulated failure, at step steps // 2).
+        persona.dispatches.until(
+            lambda seen: len([r for r in seen if r.key == run_id and r.value["action"] == "start"]) >= 2,
+            30,
+            "the retry's start dispatch",
+        )
+        first, retry = [d for d in persona.dispatches_of(run_id) if d["action"] == "start"]
+        assert (first["attempt"], first["idempotency_key"], first["checkpoint"]) == (1, f"{run_id}:1", None)
+        assert (retry["attempt"], retry["idempotency_key"]) == (2, f"{run_id}:2")
+        checkpoint = retry["checkpoint"]
+        assert isinstance(checkpoint, dict) and set(checkpoint) == {"completed_steps"}, checkpoint
+        done = checkpoint["completed_steps"]
+        assert 1 <= done < steps, checkpoint
+
+        # The run stream, split by the attempt each ``run.started`` opened: the retry started
+        # no step the first attempt had completed, spent nothing on them, and its checkpoints
+        # count the steps of the run across both attempts.
+        by_attempt: dict[int, list[dict[str, Any]]] = {}
+        attempt = 0
+        for event in persona.run_events(run_id):
+            if event["kind"] == "run.started":
+                attempt = event["payload"]["attempt"]
+            by_attempt.setdefault(attempt, []).append(event)
+
+        def of(attempt: int, kind: str) -> list[Any]:
+            return [e["payload"] for e in by_attempt.get(attempt, []) if e["kind"] == kind]
+
+        assert [p["step_id"] for p in of(1, "run.step_started")] == [f"s{n}" for n in range(1, done + 1)]
+        assert [p["payload"] for p in of(1, "run.checkpoint")] == [{"completed_steps": n} for n in range(1, done + 1)]
+        assert [p["step_id"] for p in of(2, "run.step_started")] == [f"s{n}" for n in range(done + 1, steps + 1)]
+        assert [p["payload"] for p in of(2, "run.checkpoint")] == [
+            {"completed_steps": n} for n in range(done + 1, steps + 1)
+        ]
+        assert [p["tokens"] for p in of(2, "run.usage")] == [tokens] * (steps - done)
+        assert [p["output"] for p in of(2, "run.completed")] == [{"steps": steps}]
+        assert of(2, "run.report_rejected") == []
+    finally:
+        executor.stop()
+        persona.close()

@@ -47,10 +47,11 @@ from tables import persona as persona_transition
 from tables import runs as directory_transition
 from tables import runviews
 from tables.machines import PREVIOUS, RUN_TERMINAL, RUNS
+from tables.queue import RANK, Queue
 from tables.runstate import EXECUTING, TERMINAL, RunState
 from tables.state import PersonaState
 from tables.status import project
-from tables.store import MemoryStore
+from tables.store import MemoryStore, key
 from tables.timefmt import DAY_MS, HOUR_MS, day_start, hour_start, parse_rfc3339_ms
 from tables.unsettled import partition_unsettled
 
@@ -73,10 +74,15 @@ TOPICS = {
 PUBLISHED = ("outbox", "receipts", "status", "dlq")
 
 BINDINGS: list[dict[str, Any]] = [
-    {  # retries and compensation under a tight budget
+    {  # retries and compensation under a tight budget, in-flight backpressure, an SLO
         "estimated_run_usd": 0.2,
         "budget": {"daily_usd": 1.0, "hourly_usd": 0.7, "run_usd": 0.5, "max_tokens": 2500},
         "run_limits": {"max_tokens": 400, "max_steps": 6, "max_cost_usd": 0.3},
+        "max_inflight_cost_usd": 0.5,
+        "backpressure_ms": 300,
+        "slo": {"queue_target_ms": 2000},
+        "deadline_ms": 20_000,
+        "debug": {"breakpoints": ["s1"]},
     },
     {  # no estimate, tokens only
         "budget": {"daily_usd": 0.6, "max_tokens": 900},
@@ -121,6 +127,11 @@ def reachable() -> dict[str, set[str]]:
 
 
 REACHABLE = reachable()
+
+
+def _range(persona: str, first: str, last: str) -> tuple[str, str]:
+    """The ``queue_rank`` keys of a persona's lists ``first`` .. ``last``."""
+    return key(persona, first, "")[:-2], key(persona, last, "")[:-3] + "~"
 
 
 class Pipeline:
@@ -307,8 +318,24 @@ class Guarantees(RuleBasedStateMachine):
         when=st.sampled_from(["now", "now", "now", "past", "ahead", "future"]),
         offset=st.integers(0, 3000),
         advance=st.integers(0, 400),
+        scheduling=st.fixed_dictionaries(
+            {},
+            optional={
+                "priority": st.integers(-(2**31), 2**31 - 1),
+                "slo": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "queue_target_ms": st.integers(0, 366 * 86_400_000),
+                        "priority_boost": st.integers(-(2**31), 2**31 - 1),
+                        "tier": st.just("gold"),
+                    },
+                ),
+                "deadline_at_ms": st.integers(0, 253402300799999),
+                "debug": st.fixed_dictionaries({"breakpoints": st.lists(st.sampled_from(["s0", "s1", "s2"]))}),
+            },
+        ),
     )
-    def trigger(self, persona, work, secret, inline_cents, when, offset, advance) -> None:
+    def trigger(self, persona, work, secret, inline_cents, when, offset, advance, scheduling) -> None:
         self.wall += advance
         metadata = {"issue_key": f"{SECRET}-K{work}"}
         if secret:
@@ -323,6 +350,7 @@ class Guarantees(RuleBasedStateMachine):
             "kind": "issue",
             "metadata": metadata,
             "received_at_ms": self._at(when, offset),
+            **scheduling,
         }
         if inline_cents is not None:
             request["cost"] = {"cost_usd": inline_cents / 100, "tokens": inline_cents * 10}
@@ -338,16 +366,19 @@ class Guarantees(RuleBasedStateMachine):
 
     @rule(
         persona=st.sampled_from(PERSONAS),
-        action=st.sampled_from(["pause", "resume", "drain", "disable", "enable", "record_spend"]),
+        action=st.sampled_from(["pause", "resume", "drain", "disable", "enable", "record_spend", "cancel"]),
         cents=st.integers(0, 50),
         when=st.sampled_from(["now", "now", "past", "future"]),
         offset=st.integers(0, 3000),
+        work=st.integers(0, 4),
     )
-    def control(self, persona, action, cents, when, offset) -> None:
+    def control(self, persona, action, cents, when, offset, work) -> None:
         command = {"command_id": f"cmd-{next(self.ids)}", "persona": persona, "action": action, "actor": "t",
                    "at_ms": self._at(when, offset)}  # fmt: skip
         if action == "record_spend":
             command["cost"] = {"cost_usd": cents / 100, "tokens": cents}
+        elif action == "cancel":  # queued work by its (digested) work key, or a request that may be queued
+            command["target"] = {"request_id": f"req-{cents}"} if cents % 2 else {"work_key": f"linear:issue:{work}"}
         self.pipeline.publish("control", persona, command, self.wall, self.wall)
 
     @precondition(lambda self: bool(self.pipeline.runs))
@@ -426,12 +457,14 @@ class Guarantees(RuleBasedStateMachine):
         self.pipeline.feed(inbox, value)
 
     @precondition(lambda self: bool(self.pipeline.runs))
-    @rule(data=st.data(), action=st.sampled_from(["pause", "resume", "cancel", "guidance", "checkpoint"]),
+    @rule(data=st.data(), action=st.sampled_from(["pause", "resume", "cancel", "guidance", "checkpoint", "break",
+                                                  "clear_breaks"]),
           when=st.sampled_from(["now", "now", "now", "future"]), offset=st.integers(0, 3000))  # fmt: skip
     def run_control(self, data, action, when, offset) -> None:
         run = self._run(data)
+        content = {"guidance": "hint", "break": {"step": f"s{offset % 3}"}}.get(action)
         command = {"command_id": f"rc-{next(self.ids)}", "run_id": run.run_id, "action": action, "actor": "t",
-                   "content": "hint" if action == "guidance" else None, "at_ms": self._at(when, offset)}  # fmt: skip
+                   "content": content, "at_ms": self._at(when, offset)}  # fmt: skip
         self.pipeline.publish("run_control", run.run_id, command, self.wall, self.wall)
 
     @rule(persona=st.sampled_from(PERSONAS), advance=st.integers(1, 2500))
@@ -530,6 +563,23 @@ class Guarantees(RuleBasedStateMachine):
                 assert abs(status.spent_this_hour_usd - window.spent_hour) < EPSILON, name
                 assert status.tokens_today == window.tokens_day, name
             self._runs_follow_the_machine(rows, state.lease())
+            self._the_queue_holds_what_waits(state, head, rows)
+
+    @staticmethod
+    def _the_queue_holds_what_waits(state: PersonaState, head: Any, rows: list[Any]) -> None:
+        """The ranking index has one entry per queued trigger and per run waiting for the
+        lease (and the counters say so); an arrival entry for each."""
+        entries = [ref.decode() for _, ref in state.txn.scan(RANK, *_range(head.name, "h", "w"))]
+        assert sorted(e for e in entries if e.startswith("w:")) == sorted(
+            f"w:{i.work_key}" for i in Queue(state, head.queue).items(10_000)
+        )
+        waiting_runs = {r.run_id for r in rows if r.status == "ready" and r.kind != "child"}
+        assert {e[2:] for e in entries if e.startswith("r:")} == waiting_runs
+        assert (
+            head.queue.count + head.queue.runs
+            == len(entries)
+            == len(list(state.txn.scan(RANK, *_range(head.name, "a", "a"))))
+        )
 
     def _runs_follow_the_machine(self, rows: list[Any], lease: Any) -> None:
         executing_roots = set()

@@ -516,6 +516,15 @@ class PersonaValueReceipt(Record):
 LifecycleState = Literal["inactive", "starting", "idle", "running", "paused", "draining", "failed", "disabled"]
 
 
+class PersonaDiagnostic(Record):
+    """Something about a persona an operator may need to act on (``code``, e.g.
+    ``executor.silent``; docs/behaviour.md section 5, *Queries*)."""
+
+    code: str
+    severity: Literal["info", "warning", "error"]
+    message: str
+
+
 class PersonaStatus(Record):
     """A persona's status, computed at the last transition's event time."""
 
@@ -536,6 +545,8 @@ class PersonaStatus(Record):
     value_receipts: list[PersonaValueReceipt] = []
     disabled_events: int
     paused_event_policy: str = "queue_then_drain_on_resume"
+    #: What the persona's counters say may need attention (computed in O(1) with the status).
+    diagnostics: list[PersonaDiagnostic] = []
 
 
 class DeadLetter(Record):

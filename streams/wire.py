@@ -106,6 +106,7 @@ PersonaAssignmentStatus = twin(records.PersonaAssignmentStatus)
 PersonaQueuedWork = twin(records.PersonaQueuedWork)
 PersonaHandoffInboxItem = twin(records.PersonaHandoffInboxItem)
 PersonaValueReceipt = twin(records.PersonaValueReceipt)
+PersonaDiagnostic = twin(records.PersonaDiagnostic)
 DeadLetter = twin(records.DeadLetter)
 #: The status as published: value receipts are spliced in already encoded.
 PersonaStatus = twin(records.PersonaStatus, value_receipts=list[msgspec.Raw])

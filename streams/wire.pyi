@@ -59,6 +59,8 @@ def twin(model: type[records.PersonaHandoffInboxItem]) -> type[PersonaHandoffInb
 @overload
 def twin(model: type[records.PersonaValueReceipt]) -> type[PersonaValueReceipt]: ...
 @overload
+def twin(model: type[records.PersonaDiagnostic]) -> type[PersonaDiagnostic]: ...
+@overload
 def twin(model: type[records.DeadLetter]) -> type[DeadLetter]: ...
 @overload
 def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
@@ -342,6 +344,14 @@ class PersonaValueReceipt(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     llm_steps: int
     metadata: Any = None
 
+class PersonaDiagnostic(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """Something about a persona an operator may need to act on (``code``, e.g.
+    ``executor.silent``; docs/behaviour.md section 5, *Queries*)."""
+
+    code: str
+    severity: Literal["info", "warning", "error"]
+    message: str
+
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A record the pipeline could not accept, with a reason a person can act on."""
 
@@ -374,6 +384,7 @@ class PersonaStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     value_receipts: list[msgspec.Raw] = []
     disabled_events: int
     paused_event_policy: str = "queue_then_drain_on_resume"
+    diagnostics: list[PersonaDiagnostic] = []
 
 encoder: msgspec.json.Encoder
 encode: Callable[[Any], bytes]
@@ -425,6 +436,8 @@ def from_model(model: records.PersonaQueuedWork) -> PersonaQueuedWork: ...
 def from_model(model: records.PersonaHandoffInboxItem) -> PersonaHandoffInboxItem: ...
 @overload
 def from_model(model: records.PersonaValueReceipt) -> PersonaValueReceipt: ...
+@overload
+def from_model(model: records.PersonaDiagnostic) -> PersonaDiagnostic: ...
 @overload
 def from_model(model: records.DeadLetter) -> DeadLetter: ...
 @overload

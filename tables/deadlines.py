@@ -43,7 +43,7 @@ def settle(step: Step) -> None:
             else:
                 _expire_dispatch(step, run)
         if run.status == "retry_wait" and run.not_before_ms is not None and run.not_before_ms <= step.now:
-            runlog.move(run, "due")
+            runlog.move(step, run, "due")
             run.not_before_ms = None
             runlog.ready(step, run)
         if run.status in EXECUTING:
@@ -70,6 +70,7 @@ def _expire_dispatch(step: Step, run: RunRow) -> None:
     if attempt is not None:
         money.close(step, run, attempt, "expire", error)
     run.expiries += 1
+    step.head.counters.lease_expiries += 1
     requeue = step.binding.on_lease_expiry == "requeue" and run.expiries < step.binding.retry.max_attempts
     runlog.emit(
         step,

@@ -84,7 +84,8 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = Fal
     refused = money.refusal(step, usd, tokens)
     if refused is not None:
         return refused
-    runlog.move(run, "dispatch")
+    runlog.move(step, run, "dispatch")
+    step.head.counters.dispatched(step.now)
     run.dispatches += 1
     run.lease_id = ids.attempt_lease_id(run.run_id, run.dispatches)
     run.deadline_ms = step.now + step.binding.lease_ttl_ms

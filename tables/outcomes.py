@@ -60,7 +60,7 @@ def finish(
 ) -> str:
     """The run's first terminal state (by ``event``, default the one named like ``status``);
     returns its terminal event id."""
-    runlog.move(run, event or _EVENT[status])
+    runlog.move(step, run, event or _EVENT[status])
     run.error = error
     run.current_step_id = None
     run.blocked = None
@@ -222,7 +222,7 @@ def wait_to_retry(step: Step, run: RunRow, error: str, *, delay_index: int, expi
     lease, then is dispatched again (a child at once, others when the lease is free)."""
     retry = step.binding.retry
     delay = min(int(retry.backoff_ms * retry.factor**delay_index), retry.max_backoff_ms)
-    runlog.move(run, "requeue" if expired else "retry")
+    runlog.move(step, run, "requeue" if expired else "retry")
     run.not_before_ms = step.now + delay
     run.current_step_id = None
     runlog.emit(
@@ -265,6 +265,7 @@ def wait_to_retry(step: Step, run: RunRow, error: str, *, delay_index: int, expi
 def schedule_retry(step: Step, run: RunRow, error: str) -> None:
     """A failed attempt that may be retried: the next attempt after the backoff."""
     run.attempt += 1
+    step.head.counters.retries += 1
     wait_to_retry(step, run, error, delay_index=run.attempt - 2)
 
 

@@ -87,6 +87,11 @@ class Entry:
     def seq(self) -> int:
         return int(self.rank[-12:])
 
+    @property
+    def queued_at_ms(self) -> int:
+        """When the entry's work was queued (the 16 digits before the rank's ``seq``)."""
+        return int(self.rank[-28:-12])
+
 
 def _prefix(persona: str, name: str) -> str:
     return key(persona, name, "")[:-2]  # '["persona","r",' + '"': every rank of that list

@@ -78,12 +78,13 @@ def on_report(step: Step, record: RunReportReceived) -> None:
         return
     assert attempt is not None
     step.advance(record.at_ms)
+    step.head.counters.reported(step.now)
     _spend(step, run, attempt, event)
     leases.renew(step, run)
     if event.kind == "failed":
         limits.check(step, run)  # a failure whose cost broke a run limit is not retried
     elif event.kind != "completed":
-        runlog.move(run, MOVES[event.kind])
+        runlog.move(step, run, MOVES[event.kind])
     if run.status in EXECUTING:
         HANDLERS[event.kind](step, run, attempt, event)
     if run.status in EXECUTING:
@@ -173,8 +174,9 @@ def _breakpoint(step: Step, run: RunRow, event: RunEvent) -> None:
     if hit is None or run_refusal(run, "pause") is not None:
         return
     armed.remove(hit)
-    runlog.move(run, "pause")
+    runlog.move(step, run, "pause")
     run.active_pause = {"step": hit, "step_id": event.step_id, "reason": "breakpoint", "since_ms": step.now}
+    step.head.counters.at_breakpoint += 1
     runlog.emit(step, run, "run.paused", {"reason": "breakpoint", "step": hit, "step_id": event.step_id})
     runlog.send(step, run, "pause", reason=f"breakpoint at step {hit}")
 

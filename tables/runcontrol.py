@@ -105,7 +105,7 @@ def _apply(step: Step, run: RunRow, command: RunControl) -> str:
     action = command.action
     move = MOVES[action]
     if move is not None:
-        runlog.move(run, move)
+        runlog.move(step, run, move)
     if action == "pause":
         event_id = runlog.emit(step, run, "run.paused", payload)
     elif action == "resume":

@@ -24,9 +24,13 @@ def runs(step: Step) -> RunState:
     return RunState(step.state)
 
 
-def move(run: RunRow, event: RunEvent) -> RunStatus:
-    """The run's next status by the run machine (raises ``Rejected`` if undeclared)."""
-    return move_run(run, event)
+def move(step: Step, run: RunRow, event: RunEvent) -> RunStatus:
+    """The run's next status by the run machine (raises ``Rejected`` if undeclared),
+    counted in the persona's run counters (the run summary)."""
+    before = run.status
+    after = move_run(run, event)
+    step.head.counters.moved(before, after, at_breakpoint=run.active_pause is not None)
+    return after
 
 
 def emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
@@ -87,6 +91,7 @@ def register(step: Step, run: RunRow) -> None:
     step.send("run_inbox", run.run_id, RunRegistered(at_ms=step.now, run_id=run.run_id, persona=step.persona), phase=0)
     runs(step).put_index(step.head.runs, run.run_id)
     step.head.runs += 1
+    step.head.counters.count(run.status, +1)  # a new run starts ``ready``
     if run.run_id not in step.head.open_runs:
         step.head.open_runs.append(run.run_id)
 

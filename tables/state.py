@@ -109,6 +109,45 @@ class Held(Row, kw_only=True):
         return self.next - self.first
 
 
+class RunCounters(Row, kw_only=True):
+    """What the run summary counts (:mod:`tables.summary`), kept as runs change so that
+    reading it is O(1) however long the persona's history: the runs in each status (a run
+    counts in ``ready`` from its registration, and every move of the run machine, through
+    :func:`tables.runlog.move`, takes it from its old status to its new one), retries
+    scheduled, dispatch leases that ran out, runs paused at a breakpoint now, and when the
+    last dispatch went out and the last report was accepted (the ``executor.silent``
+    diagnostic). A head stored before these counters existed decodes with zeros."""
+
+    by_status: dict[str, int] = msgspec.field(default_factory=dict)
+    retries: int = 0
+    lease_expiries: int = 0
+    at_breakpoint: int = 0
+    last_dispatch_ms: int | None = None
+    last_report_ms: int | None = None
+    #: The first dispatch since the last accepted report (None once a report arrives).
+    unanswered_since_ms: int | None = None
+
+    def count(self, status: str, delta: int) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + delta
+
+    def moved(self, before: str, after: str, *, at_breakpoint: bool = False) -> None:
+        """A run moved from ``before`` to ``after`` (``at_breakpoint``: it was paused at one)."""
+        if before != after:
+            self.count(before, -1)
+            self.count(after, +1)
+            if before == "paused" and at_breakpoint:
+                self.at_breakpoint -= 1
+
+    def dispatched(self, now_ms: int) -> None:
+        self.last_dispatch_ms = now_ms
+        if self.unanswered_since_ms is None:
+            self.unanswered_since_ms = now_ms
+
+    def reported(self, now_ms: int) -> None:
+        self.last_report_ms = now_ms
+        self.unanswered_since_ms = None
+
+
 class PersonaHead(Row, kw_only=True):
     name: str
     #: The last binding; kept after an unbind so runs in flight can still finish.
@@ -151,6 +190,8 @@ class PersonaHead(Row, kw_only=True):
     runs: int = 0
     #: Dispatches of work with a breached SLO that went ahead of work queued before it.
     preemptions: int = 0
+    #: Counters of the run summary (:mod:`tables.summary`).
+    counters: RunCounters = msgspec.field(default_factory=RunCounters)
 
 
 class LeaseRecord(Row, kw_only=True):

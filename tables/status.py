@@ -19,7 +19,7 @@ from streams.wire import (
     encode,
 )
 
-from . import budget
+from . import budget, summary
 from .queue import Queue
 from .schedule import earliest_due as next_after
 from .state import VALUE_RING, PersonaHead, PersonaState, QueueItem
@@ -84,6 +84,7 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
         msgspec.Raw(raw) for raw in (state.value(i % VALUE_RING) for i in range(first, head.values)) if raw is not None
     ]
     next_run = head.next_run_ms
+    budget_status = budget.status(binding.budget, head.budget, now)
     if now_ms is not None and now_ms != head.clock_ms and head.last_run_ms is None:
         next_run = next_after(binding.schedules, now_ms)
     return PersonaStatus(
@@ -104,7 +105,7 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
         last_run=None if head.last_run_ms is None else format_ms(head.last_run_ms),
         next_scheduled_run=None if next_run is None else format_ms(next_run),
         active_lease=lease,
-        budget=budget.status(binding.budget, head.budget, now),
+        budget=budget_status,
         last_error=head.last_error,
         queued_events=head.queue.count,
         queued_work=work,
@@ -112,6 +113,7 @@ def project(state: PersonaState, head: PersonaHead, now_ms: int | None = None) -
         value_receipts=values,
         disabled_events=head.disabled_events,
         paused_event_policy=PAUSED_EVENT_POLICY,
+        diagnostics=summary.diagnostics(head, now, budget_status),
     )
 
 

@@ -154,6 +154,7 @@ def test_receipt_and_status_field_names_are_exact():
         "value_receipts",
         "disabled_events",
         "paused_event_policy",
+        "diagnostics",
     ]
 
 

@@ -1,8 +1,9 @@
 """The dashboard at ``/`` on every worker's web port: one static page over the JSON views.
 
 No build step and no framework: the page fetches ``/personas``, ``/unsettled`` and
-``/dead-letters`` every two seconds and fills four tables — personas (state, queue depth,
-spend against each budget window, last and next run), runs in flight (lease expiry, usage
+``/dead-letters`` every two seconds and fills five tables — personas (state, queue depth,
+spend against each budget window, last and next run), each persona's diagnostics (the
+status's ``diagnostics``: code, severity, message), runs in flight (lease expiry, usage
 against the run limits), unsettled work, recent dead letters. Values are set as text
 (never as HTML), so nothing a producer sent can run in the page. Cells carry
 ``data-field`` attributes so that tests (and scripts) can read the numbers.
@@ -32,6 +33,7 @@ DASHBOARD_HTML = """<!doctype html>
   .bar > span { display: block; height: 100%; background: #2f81f7; }
   .bar.hot > span { background: #cf222e; }
   .empty { color: #5b6576; font-style: italic; }
+  .severity-warning, .severity-error { color: #cf222e; } .severity-info { color: #5b6576; }
   #error { color: #cf222e; }
 </style>
 </head>
@@ -43,6 +45,11 @@ DASHBOARD_HTML = """<!doctype html>
 <table id="personas"><thead><tr>
   <th>persona</th><th>state</th><th>queued</th><th>spent today</th><th>this hour</th><th>tokens today</th>
   <th>last run</th><th>next run</th><th>last error</th>
+</tr></thead><tbody></tbody></table>
+
+<h2>Diagnostics</h2>
+<table id="diagnostics"><thead><tr>
+  <th>persona</th><th>severity</th><th>code</th><th>message</th>
 </tr></thead><tbody></tbody></table>
 
 <h2>Runs in flight</h2>
@@ -121,6 +128,21 @@ function personas(all) {
   }, "no persona is bound");
 }
 
+function diagnostics(all) {
+  const items = [];
+  for (const name of Object.keys(all).sort()) {
+    for (const d of all[name].diagnostics || []) items.push([name, d]);
+  }
+  fill("diagnostics", items, (row, [name, d]) => {
+    row.dataset.persona = name;
+    row.dataset.code = d.code;
+    cell(row, "persona", name);
+    cell(row, "severity", d.severity, "severity-" + d.severity);
+    cell(row, "code", d.code);
+    cell(row, "message", d.message);
+  }, "no diagnostics");
+}
+
 function runs(items, now) {
   fill("runs", items, (row, r) => {
     row.dataset.run = r.run_id;
@@ -174,6 +196,7 @@ async function refresh() {
   try {
     const [all, u, letters] = await Promise.all([json("/personas"), json("/unsettled"), json("/dead-letters")]);
     personas(all);
+    diagnostics(all);
     runs(u.in_flight_llm_calls || [], u.at_ms);
     unsettled(u);
     deadLetters(letters);

@@ -1,6 +1,6 @@
 """HTTP views on the worker's web port (aiohttp).
 
-``GET /personas/{name}`` (and the persona's runs) is answered by the worker that owns the
+``GET /personas/{name}`` (and the persona's runs and their summary) is answered by the worker that owns the
 persona's partition; any other worker forwards the request there (the assignment tells
 every worker who owns what). ``GET /runs/{id}`` first asks the owner of the run id's
 partition which persona the run belongs to (the run directory), then answers as
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from engine.runtime import Engine, wall_ms
 from engine.state import PartitionStore
-from tables import runviews
+from tables import runviews, summary
 from tables.lifecycle import UnsettledSnapshot
 from tables.runs import persona_of_run
 from tables.runstate import RunState
@@ -134,6 +134,19 @@ class Views:
             return json_response(page)
 
         return await self._routed(request, name, local)
+
+    async def persona_runs_summary(self, request: web.Request) -> web.Response:
+        """``/personas/{name}/runs/summary``: counts by status, spend, retries, expiries,
+        preemptions, the queue and the diagnostics, at this worker's wall clock."""
+        name = request.match_info["name"]
+
+        def local(store: PartitionStore) -> web.Response:
+            answer = summary.summary(PersonaState(Transaction(store), name), wall_ms())
+            if answer is None:
+                return json_response({"error": f"unknown persona {name!r}"}, 404)
+            return json_response(answer)
+
+        return await self._routed(request, name, local, f"/personas/{name}/runs/summary")
 
     async def persona_run(self, request: web.Request) -> web.Response:
         """``/personas/{name}/runs/{run_id}[/events|/transcript]``."""
@@ -273,6 +286,7 @@ def application(engine: Engine) -> tuple[web.Application, Views]:
     app.router.add_get("/", views.dashboard)
     app.router.add_get("/personas/{name}", views.persona)
     app.router.add_get("/personas/{name}/runs", views.persona_runs)
+    app.router.add_get("/personas/{name}/runs/summary", views.persona_runs_summary)  # before {run_id}
     app.router.add_get("/personas/{name}/runs/{run_id}", views.persona_run)
     app.router.add_get("/personas/{name}/runs/{run_id}/{view:events|transcript}", views.persona_run)
     app.router.add_get("/runs/{run_id}", views.run)

@@ -421,12 +421,26 @@ def status(name: str | None, as_json: bool) -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--cursor", type=int, default=None, help="Page below this run number (from --json's next_cursor).")
 @click.option("--json", "as_json", is_flag=True)
-def runs(persona: str, limit: int, cursor: int | None, as_json: bool) -> None:
-    """List PERSONA's external runs, newest first (from a worker's web port)."""
+@click.option(
+    "--summary",
+    "as_summary",
+    is_flag=True,
+    help="Counts by status, spend, retries, lease expiries, the queue and diagnostics instead of the list.",
+)
+def runs(persona: str, limit: int, cursor: int | None, as_json: bool, as_summary: bool) -> None:
+    """List PERSONA's external runs, newest first (from a worker's web port); --summary:
+    the persona's run summary and diagnostics."""
     import json
 
     from . import ops, render
 
+    if as_summary:
+        try:
+            answer = ops.worker_view(settings_or_exit().web_url, f"/personas/{persona}/runs/summary")
+        except ops.OpsError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(json.dumps(answer, indent=2) if as_json else render.runs_summary(answer))
+        return
     path = f"/personas/{persona}/runs?limit={limit}" + (f"&cursor={cursor}" if cursor is not None else "")
     try:
         page = ops.worker_view(settings_or_exit().web_url, path)

@@ -134,6 +134,39 @@ def run_summary(value: dict[str, Any]) -> str:
     )
 
 
+def runs_summary(value: dict[str, Any]) -> str:
+    """``personaflow runs PERSONA --summary``: counts, spend, the queue, diagnostics."""
+    runs = value.get("runs") or {}
+    budget = value.get("budget") or {}
+    age = value.get("oldest_queued_age_ms")
+    lines = [
+        f"runs of {value.get('persona')} ({value.get('execution') or '-'}"
+        + ("" if value.get("bound") else ", unbound")
+        + f"): {runs.get('total', 0)} in all, {runs.get('open', 0)} open",
+        f"  active={runs.get('active', 0)} (dispatched={runs.get('dispatched', 0)} running={runs.get('running', 0)})"
+        f" waiting={runs.get('waiting', 0)} paused={runs.get('paused', 0)}"
+        f" (at a breakpoint {runs.get('paused_at_breakpoint', 0)}) ready={runs.get('ready', 0)}"
+        f" retry_wait={runs.get('retry_wait', 0)}",
+        f"  completed={runs.get('completed', 0)} failed={runs.get('failed', 0)} cancelled={runs.get('cancelled', 0)}"
+        f" expired={runs.get('expired', 0)}",
+        f"  today: spent={_usd(value.get('spent_today_usd'))}"
+        + (f" of {_usd(budget['daily_usd'])}" if budget.get("daily_usd") is not None else "")
+        + f" tokens={value.get('tokens_today')}"
+        + (f" of {budget['max_tokens']}" if budget.get("max_tokens") is not None else "")
+        + f" reserved={_usd(value.get('reserved_usd'))}/{value.get('reserved_tokens')} tokens"
+        + (f" exhausted ({budget.get('reason')})" if budget.get("exhausted") else ""),
+        f"  retries={value.get('retries')} lease_expiries={value.get('lease_expiries')}"
+        f" slo_preemptions={value.get('preemptions')}",
+        f"  queued: {value.get('queued_triggers')} trigger(s), {value.get('queued_runs')} run(s) waiting for the lease"
+        + (f"; oldest waited {age / 1000:.1f} s" if isinstance(age, (int, float)) else ""),
+    ]
+    diagnostics = value.get("diagnostics") or []
+    lines.append("  diagnostics:" if diagnostics else "  diagnostics: none")
+    for item in diagnostics:
+        lines.append(f"    {item.get('severity')} {item.get('code')}: {item.get('message')}")
+    return "\n".join(lines)
+
+
 def run_detail(value: dict[str, Any]) -> str:
     """``personaflow run``: the run, its cost ledger and its latest events."""
     lines = [

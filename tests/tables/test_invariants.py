@@ -563,6 +563,12 @@ class Guarantees(RuleBasedStateMachine):
                 assert abs(status.spent_this_hour_usd - window.spent_hour) < EPSILON, name
                 assert status.tokens_today == window.tokens_day, name
             self._runs_follow_the_machine(rows, state.lease())
+            counted = {status: n for status, n in head.counters.by_status.items() if n}
+            scanned: dict[str, int] = defaultdict(int)
+            for run in rows:
+                scanned[run.status] += 1
+            assert counted == dict(scanned), (name, counted, dict(scanned))  # the summary's counters
+            assert head.counters.at_breakpoint == sum(1 for r in rows if r.status == "paused" and r.active_pause)
             self._the_queue_holds_what_waits(state, head, rows)
 
     @staticmethod

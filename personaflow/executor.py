@@ -233,6 +233,7 @@ class ReferenceExecutor:
             "event_id": f"{execution.lease_id}:{self.instance}:{next(self.reports)}",
             "run_id": execution.run_id,
             "lease_id": execution.lease_id,
+            "persona": execution.dispatch["persona"],  # its persona's inbox takes it directly
             "kind": kind,
             "at_ms": int(time.time() * 1000),
             **fields_,

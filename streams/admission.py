@@ -24,6 +24,7 @@ from .inbox import (
     ControlReceived,
     RunCommanded,
     RunReported,
+    RunReportReceived,
     Source,
     TriggerReceived,
 )
@@ -194,10 +195,20 @@ def _control(raw: RawRecord) -> Forward:
 
 
 def _run_event(raw: RawRecord) -> Forward:
+    """A report: straight to its persona's inbox when it names the persona (every report of
+    such an executor takes that one path, so a run's reports stay in their order), else
+    through the run directory, which knows the run's persona."""
     event = decode(RunEvent, raw.value)
     key = _matching_key(raw, "run id", "run_id", event.run_id)
     at_ms = event.at_ms if event.at_ms is not None else raw.time_ms
-    return Forward("run_inbox", key, RunReported(at_ms=at_ms, source=raw.source, event=_twin(raw, wire.RunEvent)))
+    twin = _twin(raw, wire.RunEvent)
+    if event.persona is not None:
+        return Forward(
+            "persona_inbox",
+            event.persona,
+            RunReportReceived(at_ms=at_ms, source=raw.source, persona=event.persona, event=twin),  # fmt: skip
+        )
+    return Forward("run_inbox", key, RunReported(at_ms=at_ms, source=raw.source, event=twin))
 
 
 def _run_control(raw: RawRecord) -> Forward:

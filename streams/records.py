@@ -271,6 +271,10 @@ class RunEvent(Record):
     run_id: Id
     lease_id: Id
     kind: RunEventKind
+    #: The dispatch's ``persona``, echoed: the report then goes straight to the persona's
+    #: inbox (one hop) instead of through the run directory (two). A report naming a persona
+    #: that does not own the run is dead-lettered there (``unknown_run``).
+    persona: PersonaName | None = None
     step_id: Label | None = None
     name: Label | None = None
     tokens: NonNegativeInt | None = None

@@ -191,6 +191,7 @@ class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     run_id: str
     lease_id: str
     kind: records.RunEventKind
+    persona: str | None = None
     step_id: str | None = None
     name: str | None = None
     tokens: int | None = None

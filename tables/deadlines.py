@@ -29,6 +29,7 @@ def settle(step: Step) -> None:
                 state.put_run(holder)
             else:
                 _expire_lease(step, record, holder)
+        leases.rearm(step)
         runlog.refresh_timers(step)
         runs_due = timers.get("runs")
     if runs_due is None or runs_due > step.now:

@@ -46,7 +46,7 @@ def hold(step: Step, lease: PersonaLease, run: RunRow) -> None:
         attempt=run.attempt,
     )
     step.state.put_lease(record)
-    step.set_timer("lease", lease.expires_at_ms)
+    arm(step, lease.expires_at_ms)
 
 
 def current(step: Step) -> LeaseRecord | None:
@@ -79,7 +79,7 @@ def renew(step: Step, run: RunRow) -> None:
     if expires != record.lease.expires_at_ms:
         lease = msgspec.structs.replace(record.lease, expires_at_ms=expires)
         step.state.put_lease(msgspec.structs.replace(record, lease=lease))
-        step.set_timer("lease", expires)
+        # The timer stays where it is: it fires before this expiry and is moved then.
 
 
 def released(step: Step, lease: PersonaLease) -> None:
@@ -87,9 +87,23 @@ def released(step: Step, lease: PersonaLease) -> None:
 
 
 def drop(step: Step) -> None:
-    """No run holds the lease any more."""
+    """No run holds the lease any more (its timer stays: when it fires it finds no lease)."""
     step.state.put_lease(None)
-    step.set_timer("lease", None)
+
+
+def arm(step: Step, expires_at_ms: int) -> None:
+    """The lease timer fires by ``expires_at_ms``. It is moved only earlier: a renewal
+    leaves it, a drop leaves it, and when it fires it is moved to the lease's expiry (or
+    removed). A burst of short runs writes no timer row at all, a renewal none either."""
+    due = step.head.timers.get("lease")
+    if due is None or due > expires_at_ms:
+        step.set_timer("lease", expires_at_ms)
+
+
+def rearm(step: Step) -> None:
+    """The lease timer fired: it moves to the expiry of the lease there is now, if any."""
+    record = step.state.lease()
+    step.set_timer("lease", record.lease.expires_at_ms if record is not None else None)
 
 
 def expired(step: Step, record: LeaseRecord) -> None:

@@ -22,7 +22,9 @@ lists:
   budget gate, dispatches deferred by backpressure), ready again when the budget changes,
   the hour turns or the deferral's time comes;
 * ``a``: every entry by arrival (``seq``): the oldest, and whether taking one up jumps
-  over older work (an SLO preemption).
+  over older work (an SLO preemption). Kept only while work with an SLO is queued (from
+  the first such entry, which writes it for the entries before it, until the queue is
+  empty): without an SLO no entry can preempt.
 """
 
 from __future__ import annotations
@@ -112,13 +114,35 @@ class Queue:
 
     # ------------------------------------------------------------------ entries
 
-    def _put(self, ref: str, name: ListName, entry_rank: str) -> None:
+    def _put(self, ref: str, name: ListName, entry_rank: str, *, new: bool = False) -> None:
+        """Write an entry's row (``new``: an entry the queue did not hold)."""
         self.txn.put(RANK, key(self.persona, name, entry_rank), ref.encode())
-        self.txn.put(RANK, key(self.persona, "a", entry_rank[-12:]), f"{name}{entry_rank}".encode())
+        if new and entry_rank.startswith("0"):
+            self.index.slo += 1
+            if not self.index.arrival:
+                self._start_arrivals()
+        if self.index.arrival:
+            self.txn.put(RANK, key(self.persona, "a", entry_rank[-12:]), f"{name}{entry_rank}".encode())
 
-    def _drop(self, name: ListName, entry_rank: str) -> None:
+    def _drop(self, name: ListName, entry_rank: str, *, gone: bool = False) -> None:
+        """Delete an entry's row (``gone``: it leaves the queue)."""
         self.txn.delete(RANK, key(self.persona, name, entry_rank))
-        self.txn.delete(RANK, key(self.persona, "a", entry_rank[-12:]))
+        if gone and self.index.arrival:
+            self.txn.delete(RANK, key(self.persona, "a", entry_rank[-12:]))
+        if gone and entry_rank.startswith("0"):
+            self.index.slo -= 1
+
+    def _start_arrivals(self) -> None:
+        """The first entry with an SLO: the arrival index starts, with the entries before it."""
+        self.index.arrival = True
+        lists: tuple[ListName, ...] = ("r", "h", "w")
+        for name in lists:
+            for entry in list(self._entries(name)):
+                self.txn.put(RANK, key(self.persona, "a", entry.rank[-12:]), f"{name}{entry.rank}".encode())
+
+    def _emptied(self) -> None:
+        if self.index.count + self.index.runs == 0:
+            self.index.arrival = False
 
     def _first(self, name: ListName) -> Entry | None:
         prefix = _prefix(self.persona, name)
@@ -152,7 +176,7 @@ class Queue:
         item.seq = self._next_seq()
         item.list = name
         item.rank = rank(item.slo, item.priority, item.queued_at_ms, item.seq)
-        self._put(f"w:{item.work_key}", name, item.rank)
+        self._put(f"w:{item.work_key}", name, item.rank, new=True)
         self.state.put_item(item)
         self.index.count += 1
         self._counted(name, +1)
@@ -160,11 +184,12 @@ class Queue:
 
     def remove(self, item: QueueItem) -> None:
         """Take ``item`` (as stored) out of the queue."""
-        self._drop(item.list, item.rank)
+        self._drop(item.list, item.rank, gone=True)
         self.state.drop_item(item.work_key)
         self.index.count -= 1
         self._counted(item.list, -1)
         self.index.version += 1
+        self._emptied()
 
     def move(self, item: QueueItem, name: ListName, reason: str | None = None) -> None:
         """Move ``item`` to another list, keeping its rank (and so its age)."""
@@ -187,16 +212,17 @@ class Queue:
     def push_run(self, run_id: str, slo: Slo | None, priority: int, queued_at_ms: int) -> str:
         """A run waits for the persona's lease; returns its rank (kept on the run)."""
         entry_rank = rank(slo, priority, queued_at_ms, self._next_seq())
-        self._put(f"r:{run_id}", "r", entry_rank)
+        self._put(f"r:{run_id}", "r", entry_rank, new=True)
         self.index.runs += 1
         return entry_rank
 
     def drop_run(self, name: ListName, entry_rank: str) -> None:
-        self._drop(name, entry_rank)
+        self._drop(name, entry_rank, gone=True)
         self.index.runs -= 1
         if name == "w":
             self.index.waiting -= 1
         self.index.version += 1
+        self._emptied()
 
     def park_run(self, run_id: str, entry_rank: str, name: ListName) -> None:
         """Move a run's entry from the ready list to ``name``, keeping its rank."""
@@ -217,7 +243,12 @@ class Queue:
         return list(self._entries("r"))
 
     def oldest(self) -> Entry | None:
-        """The entry that has waited longest (any list)."""
+        """The entry that has waited longest (any list): O(log n) while the arrival index is
+        kept, else a scan (for the run summary, which is read, not written)."""
+        if not self.index.arrival:
+            lists: tuple[ListName, ...] = ("r", "h", "w")
+            every = [entry for name in lists for entry in self._entries(name)]
+            return min(every, key=lambda entry: entry.seq, default=None)
         prefix = _prefix(self.persona, "a")
         found = self.txn.first(RANK, prefix, prefix + _STOP)
         if found is None:
@@ -228,7 +259,9 @@ class Queue:
         return Entry("", name, value[1:])  # type: ignore[arg-type]
 
     def preempts(self, entry: Entry) -> bool:
-        """Whether taking ``entry`` up jumps over work queued before it."""
+        """Whether taking ``entry`` (with an SLO) up jumps over work queued before it."""
+        if not (self.index.arrival and entry.rank.startswith("0")):
+            return False
         oldest = self.oldest()
         return oldest is not None and oldest.seq < entry.seq
 

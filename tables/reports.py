@@ -60,14 +60,14 @@ def on_report(step: Step, record: RunReportReceived) -> None:
             "unknown_run",
         )
         return
-    if state.seen_report(run.run_id, event.event_id, record.at_ms):
+    if state.seen_report(run, event.event_id, record.at_ms):
         return  # redelivered: dropped silently
     if record.refused is not None:  # not applied: the executor may send it again with its clock fixed
-        state.remember_report(run.run_id, event.event_id, refused_at_ms=record.at_ms)
+        state.remember_report(run, event.event_id, refused_at_ms=record.at_ms)
         _reject(step, run, event, record.refused)
         state.put_run(run)
         return
-    state.remember_report(run.run_id, event.event_id)
+    state.remember_report(run, event.event_id)
     attempt = run.attempt_of(event.lease_id)
     problem = _fenced(run, event.lease_id) or run_refusal(run, MOVES[event.kind])
     if problem is not None:

@@ -13,7 +13,8 @@ table              key                                value
                                                       reports are dropped, forever);
                                                       for one refused at admission,
                                                       its time
-``run_events``     [persona, run_id, seq % kept]      the run stream's events (a ring)
+``run_events``     [persona, run_id, page]            the run stream's events (a ring,
+                                                      eight to a row)
 ``transcript``     [persona, run_id, index % kept]    :class:`TranscriptEntry` (a ring)
 ``persona_runs``   [persona, n]                       the persona's ``n``-th run id
 =================  =================================  ====================================
@@ -21,6 +22,7 @@ table              key                                value
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import msgspec
@@ -140,6 +142,9 @@ class RunRow(Row, kw_only=True):
     error: str | None = None
     transcript: int = 0  # transcript entries written so far
     ledger: list[Attempt] = msgspec.field(default_factory=list)
+    #: The first :data:`REPORTS_INLINE` report ids seen, by digest (a row of
+    #: ``run_reports`` each for later ones): most runs write no row for their dedupe.
+    reports: dict[str, str] = msgspec.field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
@@ -174,7 +179,17 @@ class TranscriptEntry(Row, kw_only=True):
 
 
 _RUN = msgspec.json.Decoder(RunRow)
+#: Report ids a run row keeps itself before ``run_reports`` rows take over.
+REPORTS_INLINE = 32
+
+
+def report_digest(event_id: str) -> str:
+    """A report id as the run row keeps it (64 bits of its SHA-256: ids never collide in a run)."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:16]
 _ENTRY = msgspec.json.Decoder(TranscriptEntry)
+#: Events of a run stream per ``run_events`` row.
+EVENTS_PAGE = 8
+_PAGE = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 def decode_run(raw: bytes) -> RunRow:
@@ -197,23 +212,43 @@ class RunState:
     def put_run(self, run: RunRow) -> None:
         self.txn.put(RUNS, key(self.persona, run.run_id), run)
 
-    def seen_report(self, run_id: str, event_id: str, at_ms: int) -> bool:
+    def seen_report(self, run: RunRow, event_id: str, at_ms: int) -> bool:
         """Whether this report was handled before: accepted (with any time), or refused at
         admission with this very time (the same record again; a resend with its clock fixed
-        is not seen)."""
-        seen = self.txn.get(RUN_REPORTS, key(self.persona, run_id, event_id))
+        is not seen). The run row keeps its first report ids, ``run_reports`` the others."""
+        inline = run.reports.get(report_digest(event_id))
+        if inline is not None:
+            return inline == "" or inline == str(at_ms)
+        if len(run.reports) < REPORTS_INLINE:
+            return False  # the row holds every id so far
+        seen = self.txn.get(RUN_REPORTS, key(self.persona, run.run_id, event_id))
         return seen is not None and (seen == b"" or seen == str(at_ms).encode())
 
-    def remember_report(self, run_id: str, event_id: str, refused_at_ms: int | None = None) -> None:
-        """A report handled: ``refused_at_ms`` for one refused at admission (its time is kept)."""
-        value = b"" if refused_at_ms is None else str(refused_at_ms).encode()
-        self.txn.put(RUN_REPORTS, key(self.persona, run_id, event_id), value)
+    def remember_report(self, run: RunRow, event_id: str, refused_at_ms: int | None = None) -> None:
+        """A report handled: ``refused_at_ms`` for one refused at admission (its time is kept).
+        In the run row while it has room (the caller stores the row), else in a row of its own."""
+        marker = "" if refused_at_ms is None else str(refused_at_ms)
+        digest = report_digest(event_id)
+        if digest in run.reports or len(run.reports) < REPORTS_INLINE:
+            run.reports[digest] = marker
+            return
+        self.txn.put(RUN_REPORTS, key(self.persona, run.run_id, event_id), marker.encode())
 
     def put_event(self, run_id: str, seq: int, event: bytes) -> None:
-        self.txn.put(RUN_EVENTS, key(self.persona, run_id, seq % RUN_EVENTS_KEPT), event)
+        """Keep event ``seq`` of the run's stream (a ring of :data:`RUN_EVENTS_KEPT`, stored
+        :data:`EVENTS_PAGE` to a row: a pass that writes several events writes one row)."""
+        slot = seq % RUN_EVENTS_KEPT
+        page_key = key(self.persona, run_id, slot // EVENTS_PAGE)
+        page = self.txn.load(RUN_EVENTS, page_key, _PAGE)
+        page = {} if page is None else page
+        page[str(slot)] = msgspec.Raw(event)
+        self.txn.put(RUN_EVENTS, page_key, page)
 
     def event(self, run_id: str, seq: int) -> bytes | None:
-        return self.txn.get(RUN_EVENTS, key(self.persona, run_id, seq % RUN_EVENTS_KEPT))
+        slot = seq % RUN_EVENTS_KEPT
+        page = self.txn.load(RUN_EVENTS, key(self.persona, run_id, slot // EVENTS_PAGE), _PAGE)
+        raw = None if page is None else page.get(str(slot))
+        return None if raw is None else bytes(raw)
 
     def put_entry(self, run_id: str, entry: TranscriptEntry) -> None:
         self.txn.put(TRANSCRIPT, key(self.persona, run_id, entry.index % TRANSCRIPT_KEPT), entry)

@@ -72,6 +72,10 @@ class QueueIndex(Row, kw_only=True):
     waiting_due: int | None = None
     next_seq: int = 0
     version: int = 0
+    slo: int = 0  # entries with an SLO
+    #: Whether the arrival index is kept: from the first entry with an SLO until the queue
+    #: is empty (without SLOs no entry can preempt, and the index would cost two rows each).
+    arrival: bool = False
 
 
 class Budget(Row, kw_only=True):

@@ -406,8 +406,9 @@ class Guarantees(RuleBasedStateMachine):
         when=st.sampled_from(["now", "now", "now", "now", "past", "ahead", "future"]),
         offset=st.integers(0, 3000),
         advance=st.integers(0, 700),
+        echo=st.sampled_from(["own", "own", "none", "other"]),
     )
-    def report(self, data, kind, lease, tokens, cents, when, offset, advance) -> None:
+    def report(self, data, kind, lease, tokens, cents, when, offset, advance, echo) -> None:
         self.wall += advance
         run = self._run(data)
         lease_id = {
@@ -417,6 +418,8 @@ class Guarantees(RuleBasedStateMachine):
         }[lease]
         event: dict[str, Any] = {"event_id": f"ev-{next(self.ids)}", "run_id": run.run_id, "lease_id": lease_id,
                                  "kind": kind, "at_ms": self._at(when, offset)}  # fmt: skip
+        if echo != "none":  # straight to a persona's inbox: its own, or (a lying executor) the other
+            event["persona"] = run.persona if echo == "own" else next(p for p in PERSONAS if p != run.persona)
         if kind == "usage":
             event.update(tokens=tokens, cost_usd=cents / 100)
         elif kind in ("completed", "failed"):
@@ -574,18 +577,20 @@ class Guarantees(RuleBasedStateMachine):
     @staticmethod
     def _the_queue_holds_what_waits(state: PersonaState, head: Any, rows: list[Any]) -> None:
         """The ranking index has one entry per queued trigger and per run waiting for the
-        lease (and the counters say so); an arrival entry for each."""
-        entries = [ref.decode() for _, ref in state.txn.scan(RANK, *_range(head.name, "h", "w"))]
+        lease (and the counters say so); an arrival entry for each while the arrival index
+        is kept, which it is whenever an entry has an SLO."""
+        rows_ = list(state.txn.scan(RANK, *_range(head.name, "h", "w")))
+        entries = [ref.decode() for _, ref in rows_]
+        with_slo = sum(1 for row, _ in rows_ if row[row.rindex(",") + 2] == "0")
+        assert head.queue.slo == with_slo and (head.queue.arrival or not with_slo), (head.queue, with_slo)
         assert sorted(e for e in entries if e.startswith("w:")) == sorted(
             f"w:{i.work_key}" for i in Queue(state, head.queue).items(10_000)
         )
         waiting_runs = {r.run_id for r in rows if r.status == "ready" and r.kind != "child"}
         assert {e[2:] for e in entries if e.startswith("r:")} == waiting_runs
-        assert (
-            head.queue.count + head.queue.runs
-            == len(entries)
-            == len(list(state.txn.scan(RANK, *_range(head.name, "a", "a"))))
-        )
+        arrivals = len(list(state.txn.scan(RANK, *_range(head.name, "a", "a"))))
+        assert head.queue.count + head.queue.runs == len(entries)
+        assert arrivals == (len(entries) if head.queue.arrival else 0)
 
     def _runs_follow_the_machine(self, rows: list[Any], lease: Any) -> None:
         executing_roots = set()

@@ -186,6 +186,8 @@ REPORTS_INLINE = 32
 def report_digest(event_id: str) -> str:
     """A report id as the run row keeps it (64 bits of its SHA-256: ids never collide in a run)."""
     return hashlib.sha256(event_id.encode()).hexdigest()[:16]
+
+
 _ENTRY = msgspec.json.Decoder(TranscriptEntry)
 #: Events of a run stream per ``run_events`` row.
 EVENTS_PAGE = 8

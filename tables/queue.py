@@ -235,7 +235,9 @@ class Queue:
     # ------------------------------------------------------------ the ranking
 
     def next_ready(self) -> Entry | None:
-        """The first ready entry by rank."""
+        """The first ready entry by rank (none to look for when the counters say so)."""
+        if self.index.count + self.index.runs <= self.index.held + self.index.waiting:
+            return None
         return self._first("r")
 
     def ready_entries(self) -> list[Entry]:

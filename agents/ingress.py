@@ -3,7 +3,9 @@
 Two sources. ``persona.bindings``, ``persona.control`` and ``persona.triggers`` are
 merged in record-timestamp order (ties: in that order) before they are forwarded, so
 the persona inbox holds them in the order producers meant (docs/behaviour.md, section 2).
-``persona.run.events`` and ``persona.run.control`` go to the run inbox in offset order.
+``persona.run.events`` and ``persona.run.control`` go to the run inbox in offset order;
+reports that name their persona go straight to its inbox, those of one pass joined into
+one record per persona (:class:`streams.inbox.ReportBatches`).
 Admission itself is the pure :func:`streams.admission.admit`; bad input never stops the
 stream.
 """
@@ -15,6 +17,7 @@ from aiokafka import ConsumerRecord
 from engine.runtime import wall_ms
 from engine.task import Source, TaskBatch
 from streams.admission import Forward, RawRecord, admit, reason_of, redacted_dead_letter
+from streams.inbox import ReportBatches, RunReportReceived
 from streams.outputs import Output
 from streams.settings import Settings
 from streams.topics import TopicNames
@@ -22,6 +25,7 @@ from tables.state import PersonaState
 
 PERSONA_ROLES = ("bindings", "control", "triggers")  # this order breaks timestamp ties
 RUN_ROLES = ("run_events", "run_control")
+BATCHES = "report_batches"  # this pass's ReportBatches, in the task batch's scratch
 
 
 def sources(settings: Settings) -> list[Source]:
@@ -34,7 +38,15 @@ def sources(settings: Settings) -> list[Source]:
         role = role_of[record.topic]
         verdict = admit(role, raw, hold_ms=hold_ms, now_ms=wall_ms(), max_future_ms=max_future_ms)
         if isinstance(verdict, Forward):
-            batch.emit(Output(verdict.inbox, verdict.key, verdict.record))
+            record = verdict.record
+            if isinstance(record, RunReportReceived):
+                batches = batch.scratch.get(BATCHES)
+                if batches is None:
+                    batches = batch.scratch[BATCHES] = ReportBatches()
+                record = batches.add(record, len(raw.value or b""))
+                if record is None:  # it joined a batch this pass already emitted
+                    return
+            batch.emit(Output(verdict.inbox, verdict.key, record))
             return
         if role in PERSONA_ROLES:  # a persona that redacts metadata: so does its dead letter
             verdict = redacted_dead_letter(verdict, raw, redact_keys(batch, raw.key))

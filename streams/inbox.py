@@ -79,6 +79,51 @@ class RunReportReceived(_Inbox, frozen=True, kw_only=True, tag="run_report"):
     event: RunEvent
 
 
+class RunReportsReceived(_Inbox, frozen=True, kw_only=True, tag="run_reports"):
+    """Reports that name this persona, read together by ingress, in their order: one inbox
+    record instead of one each (an executor's burst of started, steps, usage and outcome
+    costs one record). Applied as its reports one after another, each with its own event
+    time, source and cause; ``at_ms`` is the first report's. Ingress bounds a batch (see
+    :data:`MAX_BATCH_REPORTS`, :data:`MAX_BATCH_BYTES`) so that it stays far below the
+    broker's record size limit whatever the reports' sizes."""
+
+    persona: str
+    reports: list[RunReportReceived]
+
+
+#: At most this many reports in one :class:`RunReportsReceived`.
+MAX_BATCH_REPORTS = 64
+#: A report joins a batch only while the producers' bytes of its reports stay within this
+#: (a report larger than that travels alone, exactly as large as it was produced).
+MAX_BATCH_BYTES = 256 * 1024
+
+
+class ReportBatches:
+    """The batches of one ingress pass, one open batch per persona. A report either joins
+    its persona's open batch (which has not been published yet: outputs are encoded when
+    the pass publishes them) or starts a new one, which the caller publishes where this
+    report stands, so a persona's reports keep their order."""
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[RunReportsReceived, list[int]]] = {}
+
+    def add(self, report: RunReportReceived, size: int) -> RunReportsReceived | None:
+        """Take ``report`` (``size``: its producer's bytes). Returns the new batch to
+        publish, or None when the report joined the open one."""
+        current = self._open.get(report.persona)
+        if current is not None:
+            batch, used = current
+            if len(batch.reports) < MAX_BATCH_REPORTS and used[0] + size <= MAX_BATCH_BYTES:
+                batch.reports.append(report)
+                used[0] += size
+                return None
+        batch = RunReportsReceived(at_ms=report.at_ms, persona=report.persona, reports=[report])
+        self._open[report.persona] = (batch, [size])
+        return batch
+
+
 class RunControlReceived(_Inbox, frozen=True, kw_only=True, tag="run_control"):
     """A control message for one of the persona's runs (routed by the run directory)."""
 
@@ -108,7 +153,14 @@ class HandoffSettled(_Inbox, frozen=True, kw_only=True, tag="handoff_settled"):
 
 
 PersonaInput: TypeAlias = (
-    BindingChanged | TriggerReceived | ControlReceived | RunReportReceived | RunControlReceived | Tick | HandoffSettled
+    BindingChanged
+    | TriggerReceived
+    | ControlReceived
+    | RunReportReceived
+    | RunReportsReceived
+    | RunControlReceived
+    | Tick
+    | HandoffSettled
 )
 PERSONA_INPUT = msgspec.json.Decoder(PersonaInput)
 

@@ -30,6 +30,7 @@ from streams.inbox import (
     PersonaInput,
     RunControlReceived,
     RunReportReceived,
+    RunReportsReceived,
     Tick,
     TriggerReceived,
     persona_of,
@@ -47,6 +48,8 @@ from .timefmt import format_ms
 
 def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -> list[Output]:
     """Apply one inbox record; ``position`` is its inbox offset (None in pure tests)."""
+    if isinstance(record, RunReportsReceived):  # its reports in order, as if each came alone
+        return [output for report in record.reports for output in apply(txn, report, position)]
     persona = persona_of(record)
     state = PersonaState(txn, persona)
     redelivered = _redelivered(state, record)

@@ -103,3 +103,24 @@ def test_five_kinds_of_bad_input_are_dead_lettered_and_the_stream_keeps_going(wo
         "control",
     ]
     assert all(isinstance(letter["offset"], int) and letter["at_ms"] > 0 for letter in letters)
+
+
+def test_reports_that_name_their_persona_reach_its_inbox_joined_and_in_order(worker, kafka, persona_name):
+    inbox = kafka.tail("persona_inbox")
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    reports = [
+        {"event_id": f"e{n}", "run_id": run_id, "lease_id": "l1", "kind": "heartbeat", "persona": persona_name}
+        for n in range(12)
+    ]
+    kafka.send_many(("run_events", run_id, report) for report in reports)
+
+    def arrived(seen: list) -> bool:
+        return sum(len(r.value["reports"]) for r in seen if r.key == persona_name) >= len(reports)
+
+    records = [r.value for r in inbox.until(arrived, what="the reports in the persona inbox") if r.key == persona_name]
+    # Read in one pass or a few: one record per pass and persona, holding that pass's reports.
+    assert {r["type"] for r in records} == {"run_reports"}
+    assert [item["event"]["event_id"] for r in records for item in r["reports"]] == [r["event_id"] for r in reports]
+    assert all(
+        item["type"] == "run_report" and item["persona"] == persona_name for r in records for item in r["reports"]
+    )

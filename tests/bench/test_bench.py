@@ -67,6 +67,7 @@ class Sizes:
     history_measured: int  # triggers measured after each history
     external_personas: int  # personas of the external-runs measure
     external: int  # external runs per round
+    external_long: int  # external runs of 10 steps per round
     audit: int  # outbox events recorded into each audit database
     queued: tuple[int, int]  # items queued behind one persona's lease: short, long
     queue_measured: int  # dispatches taken from the queue and measured at each length (< short)
@@ -85,6 +86,7 @@ FULL = Sizes(
     history_measured=5_000,
     external_personas=200,
     external=2_000,
+    external_long=500,
     audit=100_000,
     queued=(100, 10_000),
     queue_measured=90,
@@ -102,6 +104,7 @@ SHORT = Sizes(
     history_measured=50,
     external_personas=4,
     external=12,
+    external_long=4,
     audit=4_000,
     queued=(10, 200),
     queue_measured=10,
@@ -409,13 +412,17 @@ def bench_inline(kafka, settings, broker, worker: SyncWorker, sizes: Sizes) -> d
     }
 
 
-def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, sizes: Sizes) -> dict[str, Any]:
+def bench_external(
+    kafka, settings, broker, worker: SyncWorker, data_dir: Path, sizes: Sizes, steps: int = 1
+) -> dict[str, Any]:
     """External runs end to end with the reference executor doing zero work: trigger →
-    dispatch → executor (started, one step, completed with its cost) → final receipt.
-    Runs of one persona take its lease one after another; the personas run in parallel."""
+    dispatch → executor (started, ``steps`` steps each reported as step_started, usage and
+    step_completed, completed with its cost) → final receipt. Runs of one persona take its
+    lease one after another; the personas run in parallel."""
     from personaflow.process import ExecutorProcess
 
-    names = [f"ext-{n:04d}" for n in range(sizes.external_personas)]
+    runs = sizes.external if steps == 1 else sizes.external_long
+    names = [f"ext{steps}-{n:04d}" for n in range(sizes.external_personas)]
     bind_personas(
         kafka,
         settings,
@@ -423,7 +430,7 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
         names,
         worker,
         execution="external",
-        executor_options={"steps": "1", "tokens_per_step": "10", "cost_per_step_usd": "0.0001"},
+        executor_options={"steps": str(steps), "tokens_per_step": "10", "cost_per_step_usd": "0.0001"},
     )
     executor = ExecutorProcess(settings, data_dir / f"logs-{settings.app_id}", group=f"{settings.app_id}-executor")
     executor.spawn()
@@ -433,7 +440,7 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
         run_async(executor.wait_ready())
         assert executor.process is not None
         for round_ in range(sizes.rounds):
-            tag = f"external{round_}"
+            tag = f"external{steps}x{round_}"
             triggers = [
                 (
                     name.encode(),
@@ -448,7 +455,7 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
                         }
                     ).encode(),
                 )
-                for n, name in ((n, rng.choice(names)) for n in range(sizes.external))
+                for n, name in ((n, rng.choice(names)) for n in range(runs))
             ]
             marker = tagged(tag)
 
@@ -465,11 +472,11 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
                     written = _records_written(worker)
                     started = time.perf_counter()
                     await produce(settings, broker, kafka.client.names.triggers, triggers)
-                    await counter.until(sizes.external, 1200, identify=lambda r: r.value)
+                    await counter.until(runs, 1200, identify=lambda r: r.value)
                     elapsed = time.perf_counter() - started
                     after = [cpu_s(pid) if pid else float("nan") for pid in pids]
-                    per_run = [(a - b) * 1000 / sizes.external for a, b in zip(after, before, strict=True)]
-                    return (sizes.external / elapsed, *per_run, (_records_written(worker) - written) / sizes.external)
+                    per_run = [(a - b) * 1000 / runs for a, b in zip(after, before, strict=True)]
+                    return (runs / elapsed, *per_run, (_records_written(worker) - written) / runs)
                 finally:
                     await counter.stop()
 
@@ -488,6 +495,7 @@ def bench_external(kafka, settings, broker, worker: SyncWorker, data_dir: Path, 
         "broker_cpu_ms_per_run": median(broker_cpu),
         "records_written_per_run": median(records),
         "personas": sizes.external_personas,
+        "steps": steps,
         "rounds": rates,
     }
 
@@ -811,6 +819,7 @@ def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes, databa
             results["latency_after_load"] = bench_latency(own_kafka, own, broker, worker, sizes, (200,), "late")
             results["history"] = bench_history(own_kafka, own, broker, worker, sizes)
             results["external"] = bench_external(own_kafka, own, broker, worker, data_dir, sizes)
+            results["external_10_steps"] = bench_external(own_kafka, own, broker, worker, data_dir, sizes, steps=10)
         finally:
             worker.stop()
     results["ranking"] = bench_ranking(sizes)
@@ -843,6 +852,34 @@ def ranking_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"the same from a queue of {int(long):,}",
             f"{phases[long]['cpu_ms_per_dispatch']:.3f} ms CPU, {phases[long]['state_rows_per_dispatch']:.1f} state rows",
             f"{rank['cpu_ratio_long_vs_short']:.2f}× the CPU, {rank['rows_ratio_long_vs_short']:.2f}× the rows",
+        ),
+    ]
+
+
+def external_long_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The rows of the 10-step external runs (results written before it existed have none)."""
+    long, one = r.get("external_10_steps"), r["external"]
+    if long is None:
+        return []
+    per_report = (long["records_written_per_run"] - one["records_written_per_run"]) / (3 * (long["steps"] - 1))
+    return [
+        (
+            f"external runs of {long['steps']} steps over {long['personas']:,} personas (each step: step_started,"
+            " usage, step_completed)",
+            f"{long['per_s']:,.0f} runs/s",
+            f"{long['per_s'] / one['per_s']:.2f}× the runs/s of one step",
+        ),
+        (
+            f"CPU per {long['steps']}-step run: worker · executor · broker",
+            f"{long['worker_cpu_ms_per_run']:.3f} · {long['executor_cpu_ms_per_run']:.3f} · "
+            f"{long['broker_cpu_ms_per_run']:.3f} ms",
+            f"worker {long['worker_cpu_ms_per_run'] / one['worker_cpu_ms_per_run']:.2f}× a one-step run",
+        ),
+        (
+            f"records written to Kafka per {long['steps']}-step run (outputs + state)",
+            f"{long['records_written_per_run']:.2f}",
+            f"{long['records_written_per_run'] / one['records_written_per_run']:.2f}× a one-step run;"
+            f" {per_report:.2f} per further report",
         ),
     ]
 
@@ -926,6 +963,7 @@ def render(r: dict[str, Any]) -> str:
             f"{ext['records_written_per_run']:.2f}",
             f"{ratio(ext['records_written_per_run'], inline['records_written_per_trigger'])} an inline trigger",
         ),
+        *external_long_rows(r),
         *[
             (
                 f"audit store: outbox events recorded into {name} ({r['sizes']['audit']:,}, batches of 2,000)",
@@ -989,4 +1027,5 @@ def test_the_benchmarks_run_in_short_form(kafka, settings, broker, data_dir, tmp
     assert results["inline"]["per_s"] > 0 and results["faust_agent"]["per_s"] > 0
     assert results["recovery"]["memory_s"] >= 0 and results["latency"]["at_200_per_s"]["p99"] > 0
     assert results["external"]["per_s"] > 0 and "external runs over 4 personas" in table
+    assert results["external_10_steps"]["per_s"] > 0 and "external runs of 10 steps over 4 personas" in table
     assert results["audit"]["SQLite"]["events"] == SHORT.audit and "recorded into SQLite" in table

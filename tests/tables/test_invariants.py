@@ -41,7 +41,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from streams.admission import Forward, RawRecord, admit, redacted_dead_letter
-from streams.inbox import PERSONA_INPUT, RUN_INPUT, RunRegistered, persona_of
+from streams.inbox import (
+    PERSONA_INPUT,
+    RUN_INPUT,
+    ReportBatches,
+    RunRegistered,
+    RunReportReceived,
+    RunReportsReceived,
+    persona_of,
+)
 from streams.outputs import Output
 from tables import persona as persona_transition
 from tables import runs as directory_transition
@@ -154,6 +162,28 @@ class Pipeline:
 
     def publish(self, role: str, key: str, value: dict[str, Any] | None, at_ms: int, wall_ms: int) -> None:
         """A producer's record, admitted by ingress at ``wall_ms``."""
+        forward = self._admit(role, key, value, at_ms, wall_ms)
+        if forward is not None:
+            self.feed(forward.inbox, msgspec.json.encode(forward.record))
+
+    def publish_together(self, reports: list[tuple[str, dict[str, Any]]], at_ms: int, wall_ms: int) -> None:
+        """Reports that ingress reads in one pass: those that name their persona are joined
+        into one inbox record per persona, as ingress joins them."""
+        batches, forwards = ReportBatches(), []
+        for key_, value in reports:
+            forward = self._admit("run_events", key_, value, at_ms, wall_ms)
+            if forward is None:
+                continue
+            if isinstance(forward.record, RunReportReceived):
+                joined = batches.add(forward.record, 100)
+                if joined is None:
+                    continue
+                forward = Forward(forward.inbox, forward.key, joined)
+            forwards.append(forward)
+        for forward in forwards:
+            self.feed(forward.inbox, msgspec.json.encode(forward.record))
+
+    def _admit(self, role: str, key: str, value: dict[str, Any] | None, at_ms: int, wall_ms: int) -> Forward | None:
         raw = RawRecord(
             TOPICS[role],
             0,
@@ -164,13 +194,13 @@ class Pipeline:
         )
         verdict = admit(role, raw, hold_ms=1000, now_ms=wall_ms, max_future_ms=MAX_FUTURE_MS)
         if isinstance(verdict, Forward):
-            self.feed(verdict.inbox, msgspec.json.encode(verdict.record))
-            return
+            return verdict
         if role in ("bindings", "triggers", "control"):
             head = PersonaState(self.personas.transaction(), key).head()
             keys = frozenset(head.binding.redact_metadata_keys) if head and head.binding else frozenset()
             verdict = redacted_dead_letter(verdict, raw, keys)
         self.dead_letters.append(Output("dlq", key, verdict))
+        return None
 
     def feed(self, inbox: str, value: bytes, *, routed: bool = False) -> None:
         if not routed:
@@ -178,9 +208,10 @@ class Pipeline:
         self.inbox.append((inbox, value))
         if inbox == "persona_inbox":
             record = PERSONA_INPUT.decode(value)
-            if record.refused is None:
-                name = persona_of(record)
-                self.admitted[name] = max(self.admitted[name], record.at_ms)
+            for item in record.reports if isinstance(record, RunReportsReceived) else (record,):
+                if item.refused is None:
+                    name = persona_of(item)
+                    self.admitted[name] = max(self.admitted[name], item.at_ms)
             txn = self.personas.transaction()
             produced = persona_transition.apply(txn, record, len(self.inbox))
             self.personas.apply(txn)
@@ -271,6 +302,8 @@ class Guarantees(RuleBasedStateMachine):
         self.wall = START
         self.ids = itertools.count()
         self.reports: list[bytes] = []
+        #: reports waiting to be read in one ingress pass with a later one
+        self.held: list[tuple[str, dict[str, Any]]] = []
         self.sent: list[tuple[str, bytes]] = []  # admitted persona/run inbox records, for redelivery
         self.secrets: set[str] = set()
         self.bound: dict[str, bool] = {}
@@ -407,8 +440,9 @@ class Guarantees(RuleBasedStateMachine):
         offset=st.integers(0, 3000),
         advance=st.integers(0, 700),
         echo=st.sampled_from(["own", "own", "none", "other"]),
+        hold=st.sampled_from([False, False, True]),
     )
-    def report(self, data, kind, lease, tokens, cents, when, offset, advance, echo) -> None:
+    def report(self, data, kind, lease, tokens, cents, when, offset, advance, echo, hold) -> None:
         self.wall += advance
         run = self._run(data)
         lease_id = {
@@ -435,14 +469,23 @@ class Guarantees(RuleBasedStateMachine):
             event.update(target_persona=PERSONAS[tokens % 2], task="look at this", name="review")
         value = json.dumps(event).encode()
         self.reports.append(value)
-        self.pipeline.publish("run_events", run.run_id, event, self.wall, self.wall)
+        if hold:  # read later, in one ingress pass with the reports after it
+            self.held.append((run.run_id, event))
+        elif self.held:
+            self.pipeline.publish_together([*self.held, (run.run_id, event)], self.wall, self.wall)
+            self.held.clear()
+        else:
+            self.pipeline.publish("run_events", run.run_id, event, self.wall, self.wall)
 
     @precondition(lambda self: bool(self.pipeline.runs))
     @rule(data=st.data(), usage=st.integers(0, 30), final=st.integers(0, 30),
-          outcome=st.sampled_from(["completed", "failed"]))  # fmt: skip
-    def work_then_outcome(self, data, usage, final, outcome) -> None:
-        """An executor reports usage, then the outcome with a final cost above or below it."""
+          outcome=st.sampled_from(["completed", "failed"]), together=st.booleans())  # fmt: skip
+    def work_then_outcome(self, data, usage, final, outcome, together) -> None:
+        """An executor reports usage, then the outcome with a final cost above or below it;
+        ``together``: the reports name their persona and ingress reads them in one pass
+        (one inbox record for both)."""
         run = self._run(data)
+        events = []
         for kind, fields in (
             ("usage", {"tokens": usage * 10, "cost_usd": usage / 100}),
             (outcome, {"cost": {"cost_usd": final / 100, "tokens": final * 10},
@@ -450,7 +493,13 @@ class Guarantees(RuleBasedStateMachine):
         ):  # fmt: skip
             event = {"event_id": f"ev-{next(self.ids)}", "run_id": run.run_id, "lease_id": run.lease_id,
                      "kind": kind, "at_ms": self.wall, **fields}  # fmt: skip
-            self.pipeline.publish("run_events", run.run_id, event, self.wall, self.wall)
+            if together:
+                event["persona"] = run.persona
+                events.append((run.run_id, event))
+            else:
+                self.pipeline.publish("run_events", run.run_id, event, self.wall, self.wall)
+        if events:
+            self.pipeline.publish_together(events, self.wall, self.wall)
 
     @precondition(lambda self: len(self.pipeline.inbox) > 4)
     @rule(data=st.data())

@@ -269,8 +269,7 @@ def take_children(step: Step) -> None:
             head.ready_children.remove(run_id)
             continue
         if _refused(step, run, refused):
-            head.ready_children.remove(run_id)
-            continue
+            continue  # the child failed: ``runlog.close`` took it off the list
         head.children_blocked = [*mark, -1]
         return
 

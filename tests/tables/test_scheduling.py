@@ -126,6 +126,18 @@ def test_seed_004_test_7_a_dispatch_over_the_in_flight_cost_is_deferred_never_re
     assert h.run(b_)["status"] == "dispatched"
 
 
+def test_a_deferred_child_whose_reservation_alone_breaks_the_new_binding_fails_at_its_turn():
+    h = Runs()
+    parent = h.start(runner(estimated_run_usd=0.5, max_inflight_cost_usd=1.0, backpressure_ms=20)).run_id
+    h.say(parent, "spawn", child_key="a", entry_workflow="wf/a")
+    h.say(parent, "spawn", child_key="b", entry_workflow="wf/b")  # deferred by backpressure
+    _, b_ = h.run(parent)["children"]
+    h.bind(runner(estimated_run_usd=0.4, budget={"daily_usd": 0.3}), at_ms=T0 + 1)  # 0.4 alone breaks the day
+    h.tick(P, T0 + 30)
+    assert (h.run(b_)["status"], h.run(parent)["status"]) == ("failed", "running")
+    assert h.head().ready_children == []
+
+
 def test_a_trigger_over_the_in_flight_limit_is_queued_with_reason_backpressure():
     h = Runs()
     first = h.start(runner(estimated_run_usd=0.4)).run_id

@@ -40,7 +40,7 @@ def emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
         f"run:{run.run_id}", run.seq, kind, step.persona, run.run_id, step.now, step.redacted(payload), step.cause
     )
     step.outputs.append(output)
-    runs(step).put_event(run.run_id, run.seq, output.value)
+    runs(step).put_event(run, run.seq, output.value)
     return ids.event_id(f"run:{run.run_id}", run.seq)
 
 

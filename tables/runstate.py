@@ -145,6 +145,9 @@ class RunRow(Row, kw_only=True):
     #: The first :data:`REPORTS_INLINE` report ids seen, by digest (a row of
     #: ``run_reports`` each for later ones): most runs write no row for their dedupe.
     reports: dict[str, str] = msgspec.field(default_factory=dict)
+    #: The stream's first :data:`EVENTS_INLINE` events (``run_events`` rows hold later
+    #: ones): a short run writes no row for its stream.
+    events: list[msgspec.Raw] = msgspec.field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -191,6 +194,8 @@ def report_digest(event_id: str) -> str:
 _ENTRY = msgspec.json.Decoder(TranscriptEntry)
 #: Events of a run stream per ``run_events`` row.
 EVENTS_PAGE = 8
+#: Events of a run stream its run row keeps itself (the first ones).
+EVENTS_INLINE = 8
 _PAGE = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
@@ -236,19 +241,26 @@ class RunState:
             return
         self.txn.put(RUN_REPORTS, key(self.persona, run.run_id, event_id), marker.encode())
 
-    def put_event(self, run_id: str, seq: int, event: bytes) -> None:
-        """Keep event ``seq`` of the run's stream (a ring of :data:`RUN_EVENTS_KEPT`, stored
-        :data:`EVENTS_PAGE` to a row: a pass that writes several events writes one row)."""
+    def put_event(self, run: RunRow, seq: int, event: bytes) -> None:
+        """Keep event ``seq`` of the run's stream: the first :data:`EVENTS_INLINE` in the run
+        row (the caller stores it), the others in a ring of :data:`RUN_EVENTS_KEPT`, stored
+        :data:`EVENTS_PAGE` to a row (a pass that writes several events writes one row)."""
+        if seq <= EVENTS_INLINE:
+            del run.events[seq - 1 :]  # gap-free from 1: seq is always the next one
+            run.events.append(msgspec.Raw(event))
+            return
         slot = seq % RUN_EVENTS_KEPT
-        page_key = key(self.persona, run_id, slot // EVENTS_PAGE)
+        page_key = key(self.persona, run.run_id, slot // EVENTS_PAGE)
         page = self.txn.load(RUN_EVENTS, page_key, _PAGE)
         page = {} if page is None else page
         page[str(slot)] = msgspec.Raw(event)
         self.txn.put(RUN_EVENTS, page_key, page)
 
-    def event(self, run_id: str, seq: int) -> bytes | None:
+    def event(self, run: RunRow, seq: int) -> bytes | None:
+        if seq <= EVENTS_INLINE:
+            return bytes(run.events[seq - 1]) if 0 < seq <= len(run.events) else None
         slot = seq % RUN_EVENTS_KEPT
-        page = self.txn.load(RUN_EVENTS, key(self.persona, run_id, slot // EVENTS_PAGE), _PAGE)
+        page = self.txn.load(RUN_EVENTS, key(self.persona, run.run_id, slot // EVENTS_PAGE), _PAGE)
         raw = None if page is None else page.get(str(slot))
         return None if raw is None else bytes(raw)
 

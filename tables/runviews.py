@@ -55,7 +55,9 @@ def run_detail(state: RunState, run_id: str) -> dict[str, Any] | None:
     run = state.run(run_id)
     if run is None:
         return None
-    detail = msgspec.to_builtins(run)
+    # What the row keeps for the pipeline's own use (report ids, its first events) is not shown.
+    detail = msgspec.to_builtins(msgspec.structs.replace(run, events=[], reports={}))
+    del detail["events"], detail["reports"]
     detail["ledger"] = [
         {**msgspec.to_builtins(a), "actual_usd": a.actual_usd, "actual_tokens": a.actual_tokens} for a in run.ledger
     ]
@@ -67,7 +69,7 @@ def run_detail(state: RunState, run_id: str) -> dict[str, Any] | None:
     detail["transcript_items"] = run.transcript
     first = max(1, run.seq - DETAIL_EVENTS + 1)
     detail["last_events"] = [
-        orjson.loads(raw) for seq in range(first, run.seq + 1) if (raw := state.event(run_id, seq)) is not None
+        orjson.loads(raw) for seq in range(first, run.seq + 1) if (raw := state.event(run, seq)) is not None
     ]
     return cast(dict[str, Any], redact(detail, _keys(state)))
 
@@ -84,7 +86,7 @@ def run_events(state: RunState, run_id: str, cursor: int = 1, limit: int = 50) -
     first_kept = max(1, run.seq - RUN_EVENTS_KEPT + 1)
     start = max(cursor, first_kept)
     end = min(run.seq, start + limit - 1)
-    events = [orjson.loads(raw) for seq in range(start, end + 1) if (raw := state.event(run_id, seq)) is not None]
+    events = [orjson.loads(raw) for seq in range(start, end + 1) if (raw := state.event(run, seq)) is not None]
     next_cursor = end + 1 if events else max(cursor, start)
     return cast(
         dict[str, Any],

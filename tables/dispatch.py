@@ -151,6 +151,7 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = Fal
             "reserved_usd": usd,
             "reserved_tokens": tokens,
             "deadline_at_ms": run.scheduling.deadline_at_ms,
+            "queued_at_ms": run.queued_at_ms,  # when its work was queued: the queue lag metric
             "slo": None if slo is None else {**msgspec.structs.asdict(slo), "preempted": preempted},
         },
     )

@@ -64,7 +64,13 @@ def finish(
     run.error = error
     run.current_step_id = None
     run.blocked = None
-    payload: dict[str, Any] = {"attempt": run.attempt, "usage_usd": run.usage_usd, "usage_tokens": run.usage_tokens}
+    payload: dict[str, Any] = {
+        "attempt": run.attempt,
+        "usage_usd": run.usage_usd,
+        "usage_tokens": run.usage_tokens,
+        # the first dispatch, if any: the run latency metric measures from it
+        "dispatched_at_ms": run.ledger[0].started_at_ms if run.ledger else None,
+    }
     if error is not None:
         payload["error"] = error
     if output is not None:
@@ -229,7 +235,13 @@ def wait_to_retry(step: Step, run: RunRow, error: str, *, delay_index: int, expi
         step,
         run,
         "run.retry_scheduled",
-        {"attempt": run.attempt, "not_before_ms": run.not_before_ms, "delay_ms": delay, "error": error},
+        {
+            "attempt": run.attempt,
+            "not_before_ms": run.not_before_ms,
+            "delay_ms": delay,
+            "error": error,
+            "lease_expired": expired,  # a re-queue after an expiry, not a retry of a failed attempt
+        },
     )
     cancel_children(step, run, f"parent run {run.run_id} stopped: {error}")
     if leases.holds(step, run):

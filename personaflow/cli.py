@@ -99,6 +99,27 @@ def executor(group: str) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=6070, show_default=True, help="Port to listen on.")
+def webhooks(host: str, port: int) -> None:
+    """Serve POST /webhooks/{github,slack,linear}/{persona}: each verified delivery becomes
+    one trigger on persona.triggers (secrets from PERSONAFLOW_WEBHOOK_SECRET_<PROVIDER>)."""
+    import asyncio
+
+    from .embedded import resolve_broker
+    from .webhooks import WebhookConfig, run_webhooks
+
+    settings = settings_or_exit()
+    try:
+        config = WebhookConfig.from_env()
+        broker = resolve_broker(settings)
+    except (ValueError, BrokerNotFound) as exc:
+        raise click.ClickException(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_webhooks(settings, broker, config, host, port, click.echo))
+
+
+@main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 def schema(out_dir: Path) -> None:
     """Write one JSON Schema file per public record into DIR."""

@@ -7,6 +7,12 @@ status's ``diagnostics``: code, severity, message), runs in flight (lease expiry
 against the run limits), unsettled work, recent dead letters. Values are set as text
 (never as HTML), so nothing a producer sent can run in the page. Cells carry
 ``data-field`` attributes so that tests (and scripts) can read the numbers.
+
+With ``PERSONAFLOW_WEB_TOKEN`` set, the page itself is served without the token (it holds
+no data) and every fetch needs it: the first answer 401 shows a one-field form, the token
+typed there is kept in the tab's ``sessionStorage`` (gone when the tab closes) and sent as
+``Authorization: Bearer`` with every fetch; a token the worker refuses is dropped and the
+form asks again.
 """
 
 from __future__ import annotations
@@ -34,12 +40,20 @@ DASHBOARD_HTML = """<!doctype html>
   .bar.hot > span { background: #cf222e; }
   .empty { color: #5b6576; font-style: italic; }
   .severity-warning, .severity-error { color: #cf222e; } .severity-info { color: #5b6576; }
-  #error { color: #cf222e; }
+  #error, #login-error { color: #cf222e; }
+  #login { margin: 1rem 0; padding: .8rem; background: #fff; box-shadow: 0 1px 2px #0001; }
+  #login[hidden] { display: none; }
 </style>
 </head>
 <body>
 <h1>personaflow</h1>
 <div class="meta">updated <span id="updated">never</span> <span id="error"></span></div>
+
+<form id="login" hidden>
+  <label>This worker asks for its token (PERSONAFLOW_WEB_TOKEN):
+    <input id="token" name="token" type="password" autocomplete="current-password" required></label>
+  <button type="submit">Show</button> <span id="login-error"></span>
+</form>
 
 <h2>Personas <span class="meta" id="persona-count"></span></h2>
 <table id="personas"><thead><tr>
@@ -186,13 +200,38 @@ function deadLetters(letters) {
   }, "no dead letter");
 }
 
+// The token lives in this tab's sessionStorage only, and is sent with every fetch.
+const TOKEN_KEY = "personaflow.token";
+
+class Unauthorized extends Error {}
+
 async function json(path) {
-  const response = await fetch(path, {cache: "no-store"});
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? {Authorization: "Bearer " + token} : {};
+  const response = await fetch(path, {cache: "no-store", headers});
+  if (response.status === 401) throw new Unauthorized(token ? "wrong token" : "");
   if (!response.ok) throw new Error(path + ": HTTP " + response.status);
   return response.json();
 }
 
+function askForToken(message) {
+  sessionStorage.removeItem(TOKEN_KEY);  // refused: never send it again
+  document.getElementById("login-error").textContent = message;
+  document.getElementById("login").hidden = false;
+  document.getElementById("token").focus();
+}
+
+document.getElementById("login").addEventListener("submit", event => {
+  event.preventDefault();
+  const input = document.getElementById("token");
+  sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  document.getElementById("login").hidden = true;
+  refresh();
+});
+
 async function refresh() {
+  if (!document.getElementById("login").hidden) return;  // waiting for the token: ask once
   try {
     const [all, u, letters] = await Promise.all([json("/personas"), json("/unsettled"), json("/dead-letters")]);
     personas(all);
@@ -204,7 +243,8 @@ async function refresh() {
     document.getElementById("error").textContent = "";
     document.body.dataset.loaded = "1";
   } catch (err) {
-    document.getElementById("error").textContent = String(err);
+    if (err instanceof Unauthorized) askForToken(err.message);
+    else document.getElementById("error").textContent = String(err);
   }
 }
 

@@ -8,6 +8,11 @@ partition which persona the run belongs to (the run directory), then answers as
 Views read committed state. ``/health`` answers while the process runs; ``/ready`` once
 every assigned partition is recovered and processing; ``/metrics`` is Prometheus text.
 
+With ``PERSONAFLOW_WEB_TOKEN`` set, every view but ``/health``, ``/ready`` and the dashboard's
+page ``/`` (a shell without data: its fetches carry the token) wants ``Authorization: Bearer
+<token>``, else answers 401; ``PERSONAFLOW_METRICS_OPEN`` leaves ``/metrics`` open too. Workers
+send the token with the requests they forward to each other.
+
 Paged views take ``limit`` (at most the view's maximum: a larger one is HTTP 400 naming
 the maximum) and ``cursor`` (events, run lists) or ``start`` (transcript).
 """
@@ -15,12 +20,14 @@ the maximum) and ``cursor`` (events, run lists) or ``start`` (transcript).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from engine.runtime import Engine, wall_ms
 from engine.state import PartitionStore
@@ -36,6 +43,9 @@ from tables.unsettled import partition_unsettled
 from .dashboard import DASHBOARD_HTML
 
 FORWARDED = "X-Personaflow-Forwarded"
+#: Paths answered without the token: probes carry none, and the dashboard's page holds no
+#: data (it asks for the token and sends it with every fetch).
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/"})
 #: Dead letters ``/dead-letters`` shows.
 RECENT_SHOWN = 50
 
@@ -62,10 +72,44 @@ def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=json.dumps(value).encode(), status=status, content_type="application/json")
 
 
+def bearer_auth(token: str, public: frozenset[str]) -> Middleware:
+    """Middleware: a request for any path outside ``public`` needs ``Authorization: Bearer
+    <token>``, else it gets 401 (before routing, so an unknown path says nothing either)."""
+    expected = token.encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in public:
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and given.strip():
+            # Constant time, so that the answer's timing says nothing about the token.
+            if hmac.compare_digest(given.strip().encode(), expected):
+                return await handler(request)
+            error, challenge = "wrong bearer token", 'Bearer realm="personaflow", error="invalid_token"'
+        else:
+            error, challenge = (
+                "this view needs the worker's token (Authorization: Bearer ...)",
+                'Bearer realm="personaflow"',
+            )
+        return web.Response(
+            body=json.dumps({"error": error}).encode(),
+            status=401,
+            content_type="application/json",
+            headers={"WWW-Authenticate": challenge},
+        )
+
+    return check
+
+
 class Views:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.session: aiohttp.ClientSession | None = None
+        token = engine.settings.web_token
+        # Sent with every request to another worker (forwarded views, gathered lists): the
+        # workers of one app share the token.
+        self.peer_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def client(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -104,7 +148,7 @@ class Views:
         session = await self.client()
         try:
             async with session.get(
-                owner.rstrip("/") + (path_qs or request.path_qs), headers={FORWARDED: "1"}
+                owner.rstrip("/") + (path_qs or request.path_qs), headers={**self.peer_headers, FORWARDED: "1"}
             ) as response:
                 return web.Response(body=await response.read(), status=response.status, content_type="application/json")
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -200,7 +244,11 @@ class Views:
         answers = []
         for url in peers:
             try:
-                async with session.get(f"{url}{path}{'&' if '?' in path else '?'}local=1") as response:
+                async with session.get(
+                    f"{url}{path}{'&' if '?' in path else '?'}local=1", headers=self.peer_headers
+                ) as response:
+                    if response.status != 200:  # an error body is not a list of personas
+                        continue
                     answers.append(json.loads(await response.read()))
             except (TimeoutError, aiohttp.ClientError, ValueError):
                 continue  # a worker leaving: its partitions move and show up on the next ask
@@ -276,7 +324,12 @@ class Views:
 
 def application(engine: Engine) -> tuple[web.Application, Views]:
     views = Views(engine)
-    app = web.Application()
+    settings = engine.settings
+    middlewares: list[Middleware] = []
+    if settings.web_token:
+        public = PUBLIC_PATHS | ({"/metrics"} if settings.metrics_open else set())
+        middlewares.append(bearer_auth(settings.web_token, public))
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/health", views.health)
     app.router.add_get("/ready", views.ready)
     app.router.add_get("/metrics", views.metrics)

@@ -427,7 +427,7 @@ def status(name: str | None, as_json: bool) -> None:
     from . import ops, render
 
     settings = settings_or_exit()
-    result = run_with_client(lambda client: ops.status(client, name, settings.web_url))
+    result = run_with_client(lambda client: ops.status(client, name, settings.web_url, settings.web_token))
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif name is not None:
@@ -455,16 +455,17 @@ def runs(persona: str, limit: int, cursor: int | None, as_json: bool, as_summary
 
     from . import ops, render
 
+    settings = settings_or_exit()
     if as_summary:
         try:
-            answer = ops.worker_view(settings_or_exit().web_url, f"/personas/{persona}/runs/summary")
+            answer = ops.worker_view(settings.web_url, f"/personas/{persona}/runs/summary", settings.web_token)
         except ops.OpsError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(json.dumps(answer, indent=2) if as_json else render.runs_summary(answer))
         return
     path = f"/personas/{persona}/runs?limit={limit}" + (f"&cursor={cursor}" if cursor is not None else "")
     try:
-        page = ops.worker_view(settings_or_exit().web_url, path)
+        page = ops.worker_view(settings.web_url, path, settings.web_token)
     except ops.OpsError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -488,8 +489,9 @@ def unsettled(persona: str | None, as_json: bool) -> None:
     from . import ops, render
 
     path = "/unsettled" + (f"?persona={persona}" if persona else "")
+    settings = settings_or_exit()
     try:
-        answer = ops.worker_view(settings_or_exit().web_url, path)
+        answer = ops.worker_view(settings.web_url, path, settings.web_token)
     except ops.OpsError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(answer, indent=2) if as_json else render.unsettled(answer))
@@ -504,8 +506,9 @@ def run(run_id: str, as_json: bool) -> None:
 
     from . import ops, render
 
+    settings = settings_or_exit()
     try:
-        detail = ops.worker_view(settings_or_exit().web_url, f"/runs/{run_id}")
+        detail = ops.worker_view(settings.web_url, f"/runs/{run_id}", settings.web_token)
     except ops.OpsError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(detail, indent=2) if as_json else render.run_detail(detail))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.error
 import urllib.request
 import uuid
@@ -241,34 +242,57 @@ def _decoded(letter: Any) -> str:
 # ------------------------------------------------------------------------ reading
 
 
-def worker_view(web_url: str, path: str) -> Any:
+#: The workers' token, read from the environment by every command that asks a worker.
+TOKEN_ENV = "PERSONAFLOW_WEB_TOKEN"
+
+
+def web_token(token: str | None = None) -> str | None:
+    """``token``, else ``$PERSONAFLOW_WEB_TOKEN`` (unset or blank: none)."""
+    return token or os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def worker_view(web_url: str, path: str, token: str | None = None) -> Any:
     """A worker's HTTP view; its error message becomes an OpsError."""
     url = web_url.rstrip("/") + path
     try:
-        return http_get(url)
+        return http_get(url, token=token)
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("error")
         except (ValueError, AttributeError):
             message = None
-        raise OpsError(message or f"{url}: HTTP {exc.code}") from None
+        raise OpsError(_refused(exc, web_url, token) or message or f"{url}: HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
         raise OpsError(f"no worker answered at {web_url} ({exc}); is a worker running?") from None
 
 
-def http_get(url: str, timeout_s: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+def _refused(exc: urllib.error.HTTPError, web_url: str, token: str | None) -> str | None:
+    """What to tell about a 401 (the worker wants its token, or another one)."""
+    if exc.code != 401:
+        return None
+    if web_token(token) is None:
+        return f"the worker at {web_url} asks for its token: set {TOKEN_ENV}"
+    return f"the worker at {web_url} refused the token in {TOKEN_ENV}"
+
+
+def http_get(url: str, timeout_s: float = 5.0, token: str | None = None) -> Any:
+    """GET a worker's JSON view, with ``Authorization: Bearer`` when a token is given or set."""
+    token = web_token(token)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:
         return json.loads(response.read())
 
 
-async def status(client: Client, name: str | None, web_url: str) -> Any:
+async def status(client: Client, name: str | None, web_url: str, token: str | None = None) -> Any:
     """Status from a worker's web port; from the compacted status topic if none answers."""
     path = f"/personas/{name}" if name else "/personas"
     try:
-        return http_get(web_url.rstrip("/") + path)
+        return http_get(web_url.rstrip("/") + path, token=token)
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and name:
             raise OpsError(f"unknown persona {name!r}") from None
+        if (refused := _refused(exc, web_url, token)) is not None:  # say so rather than read around it
+            raise OpsError(refused) from None
     except (OSError, ValueError):
         pass
     latest: dict[str, Any] = {}

@@ -39,7 +39,13 @@ class Settings(BaseSettings):
     app_id: str = Field("personaflow", min_length=1, validation_alias=_env("PERSONAFLOW_APP_ID"))
     web_host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("PERSONAFLOW_WEB_HOST"))
     web_port: int = Field(6066, ge=0, le=65535, validation_alias=_env("PERSONAFLOW_WEB_PORT"))
-    web_bind: str = Field("0.0.0.0", min_length=1, validation_alias=_env("PERSONAFLOW_WEB_BIND"))
+    # Loopback unless told otherwise: the views show every persona's state and spend.
+    web_bind: str = Field("127.0.0.1", min_length=1, validation_alias=_env("PERSONAFLOW_WEB_BIND"))
+    # A bearer token every data view asks for (unset: no check). Kept out
+    # of the settings' repr so that it is never logged with them.
+    web_token: str | None = Field(None, repr=False, validation_alias=_env("PERSONAFLOW_WEB_TOKEN"))
+    # /metrics without the token, for a Prometheus that scrapes without one.
+    metrics_open: bool = Field(False, validation_alias=_env("PERSONAFLOW_METRICS_OPEN"))
     # Kafka security, passed through to Faust/aiokafka.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
         None, validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
@@ -66,7 +72,7 @@ class Settings(BaseSettings):
         "warning", validation_alias=_env("PERSONAFLOW_LOG_LEVEL")
     )
 
-    @field_validator("bootstrap_servers", "sasl_username", "sasl_password", "ssl_cafile", mode="before")
+    @field_validator("bootstrap_servers", "sasl_username", "sasl_password", "ssl_cafile", "web_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -87,6 +93,15 @@ class Settings(BaseSettings):
     def _prefix(cls, value: str) -> str:
         if not _PREFIX_RE.match(value):
             raise ValueError("only letters, digits, '.', '_' and '-' are allowed in topic names")
+        return value
+
+    @field_validator("web_token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        # It travels in an Authorization header: visible ASCII, no spaces. The message
+        # never repeats the value.
+        if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+            raise ValueError("a token is printable ASCII without spaces")
         return value
 
     @field_validator("ssl_cafile")

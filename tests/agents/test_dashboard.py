@@ -1,19 +1,32 @@
 """The dashboard (``/``) in headless Chromium against the session worker: its numbers
 are the ones ``/personas`` and ``/unsettled`` serve; a screenshot is written to
-``build/test-artifacts/dashboard.png``."""
+``build/test-artifacts/dashboard.png``. Against a worker with a token, the page asks for
+it once and sends it with every fetch (Chromium driven over its DevTools protocol)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
+import secrets
 import shutil
 import subprocess
 import tempfile
+import urllib.request
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
+from personaflow.embedded import free_port
+
+from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import SELF_REPORTED, PersonaProbe
+from ..support.wait import eventually
 
 pytestmark = pytest.mark.broker
 
@@ -21,28 +34,94 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "build" / "test-artifacts" / "dashboard.png"
 
 
-def chromium(*args: str) -> subprocess.CompletedProcess:
-    """Headless Debian chromium (``make test`` installs it), JavaScript given 5 s of virtual time."""
+HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars")
+
+
+def chromium_binary() -> str:
     binary = shutil.which("chromium")
     assert binary, "Debian's chromium is missing: `make browser` installs it"
+    return binary
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    """Headless Debian chromium (``make test`` installs it), JavaScript given 5 s of virtual time."""
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=5000",
-                "--hide-scrollbars",
-                *args,
-            ],
+            [chromium_binary(), *HEADLESS, f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args],
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         )
+
+
+class Tab:
+    """One page of a headless chromium, driven over the DevTools protocol (a WebSocket):
+    evaluate JavaScript in it and type into it as a person would."""
+
+    def __init__(self, websocket_url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.ids = itertools.count(1)
+        self.session = self.loop.run_until_complete(self._open())
+        self.socket = self.loop.run_until_complete(self.session.ws_connect(websocket_url, max_msg_size=0))
+
+    async def _open(self) -> aiohttp.ClientSession:  # aiohttp wants a running loop at construction
+        return aiohttp.ClientSession()
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        async def ask() -> dict[str, Any]:
+            sent = next(self.ids)
+            await self.socket.send_json({"id": sent, "method": method, "params": params})
+            while True:  # events of the page come in between
+                answer = await asyncio.wait_for(self.socket.receive_json(), 30)
+                if answer.get("id") == sent:
+                    assert "error" not in answer, answer
+                    return answer["result"]
+
+        return self.loop.run_until_complete(ask())
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def type_into(self, selector: str, text: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.call("Input.insertText", text=text)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.socket.close())
+        self.loop.run_until_complete(self.session.close())
+        self.loop.close()
+
+
+@contextlib.contextmanager
+def browser_tab(url: str) -> Iterator[Tab]:
+    """Headless chromium showing ``url``, with a :class:`Tab` on that page."""
+    with tempfile.TemporaryDirectory() as profile:
+        process = subprocess.Popen(
+            [chromium_binary(), *HEADLESS, f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        tab = None
+        try:
+            # Chromium writes the port it chose into the profile once it listens.
+            active = Path(profile) / "DevToolsActivePort"
+            port = eventually(lambda: active.exists() and active.read_text().split("\n")[0], 30, "DevTools port")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+                pages = [target for target in json.loads(response.read()) if target["type"] == "page"]
+            tab = Tab(pages[0]["webSocketDebuggerUrl"])
+            yield tab
+        finally:
+            if tab is not None:
+                tab.close()
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 class Cells(HTMLParser):
@@ -132,3 +211,68 @@ def test_the_dashboard_shows_personas_runs_and_unsettled_work_as_the_views_serve
     finally:
         for probe in (spender, waiting, runner):
             probe.close()
+
+
+@pytest.fixture
+def token_worker(settings, broker, data_dir):
+    """A worker with a token, in a pipeline of its own (the session worker has none)."""
+    with own_pipeline(settings, broker, "dash", web_token=secrets.token_urlsafe(24), web_port=free_port()) as (
+        own,
+        kafka,
+    ):
+        worker = SyncWorker(own, kafka, data_dir / f"logs-{own.app_id}")
+        try:
+            worker.start()
+            yield worker, kafka
+        finally:
+            worker.stop()
+
+
+def test_the_dashboard_asks_once_for_the_token_keeps_it_for_the_tab_and_sends_it_with_every_fetch(
+    token_worker, persona_name
+):
+    worker, kafka = token_worker
+    token = worker.settings.web_token
+    probe = PersonaProbe(kafka, persona_name)
+    try:
+        probe.bind({"budget": {"daily_usd": 2.0}})
+        probe.trigger("linear", "issue", {"issue_key": "T-1"}, cost={"cost_usd": 0.5, "tokens": 7})
+        probe.status(lambda s: s["budget"]["spent_today_usd"] == 0.5)
+
+        with browser_tab(worker.settings.web_url + "/") as tab:
+            # The page comes without the token; its first fetch answers 401 and the form asks.
+            login_shown = "document.getElementById('login')?.hidden === false"  # once the page is there
+            eventually(lambda: tab.evaluate(login_shown), 30, "the login form")
+            assert tab.evaluate("document.body.dataset.loaded") is None  # no data shown
+            assert tab.evaluate("document.querySelectorAll('#personas tbody tr').length") == 0
+
+            tab.type_into("#token", "not-" + token)
+            tab.evaluate("document.querySelector('#login button').click()")
+            asked_again = eventually(
+                lambda: tab.evaluate(f"{login_shown} && document.getElementById('login-error').textContent"),
+                30,
+                "the form asking again",
+            )
+            assert asked_again == "wrong token"
+            assert tab.evaluate("sessionStorage.getItem('personaflow.token')") is None  # refused: dropped
+
+            tab.type_into("#token", token)
+            tab.evaluate("document.querySelector('#login button').click()")
+            eventually(lambda: tab.evaluate("document.body.dataset.loaded === '1'"), 30, "the data, with the token")
+            page = Cells()
+            page.feed(tab.evaluate("document.documentElement.outerHTML"))
+            [row] = [row for row in page.tables["personas"] if row.get("persona") == probe.name]
+            assert row["spent_today_usd"].startswith("$0.5000 / $2.0000")
+            assert tab.evaluate("sessionStorage.getItem('personaflow.token')") == token
+            assert tab.evaluate("document.getElementById('token').value") == ""
+
+            # Asked once per tab: a reload finds the token in sessionStorage, no form.
+            tab.evaluate("window.before_reload = true; location.reload()")
+            eventually(
+                lambda: tab.evaluate("!window.before_reload && document.body?.dataset.loaded === '1'"),
+                30,
+                "the data after a reload",
+            )
+            assert tab.evaluate(login_shown) is False
+    finally:
+        probe.close()

@@ -8,8 +8,10 @@ import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 
+import msgspec
 from aiohttp import web as aioweb
 
 from engine.checkpoint import LostStateWrite
@@ -17,7 +19,8 @@ from engine.kafka import BrokerAddress, TopicLayoutError, ensure_topics
 from engine.runtime import Engine, EngineConfig
 from engine.state import PartitionStore, reset_stale_state
 from streams.settings import Settings
-from tables.state import LEASES, QUEUES
+from tables import budget
+from tables.state import LEASES, PERSONAS, QUEUES, Budget, QueueIndex
 from tables.store import ORDERED, Transaction
 
 from . import ingress, persona, runs, timers, web
@@ -41,6 +44,93 @@ def engine_config(settings: Settings) -> EngineConfig:
         ordered_tables=ORDERED,
         recent_outputs={"dlq": RECENT_DEAD_LETTERS},
     )
+
+
+class _Limits(msgspec.Struct):
+    daily_usd: float | None = None
+    hourly_usd: float | None = None
+    max_tokens: int | None = None
+
+
+class _BindingBudget(msgspec.Struct):
+    budget: _Limits = msgspec.field(default_factory=_Limits)
+
+
+class _HeadGauges(msgspec.Struct):
+    """What the per-persona gauges read of a persona's head (decoding skips the rest)."""
+
+    name: str
+    bound: bool = False
+    clock_ms: int = 0
+    binding: _BindingBudget | None = None
+    queue: QueueIndex = msgspec.field(default_factory=QueueIndex)
+    budget: Budget = msgspec.field(default_factory=Budget)
+
+
+_HEAD_GAUGES = msgspec.json.Decoder(_HeadGauges)
+
+#: The per-persona gauges, read together from the heads of this worker's personas.
+PERSONA_GAUGES = [
+    (
+        "personaflow_queue_depth",
+        "Work queued per persona: triggers and runs waiting for the persona's lease",
+        ["persona"],
+    ),
+    (
+        "personaflow_budget_remaining_usd",
+        "Dollars left per persona and window (daily, hourly) with a limit: limit - spent - reserved, at least 0",
+        ["persona", "window"],
+    ),
+    (
+        "personaflow_budget_remaining_tokens",
+        "Tokens left today per persona with max_tokens: max_tokens - tokens today - reserved, at least 0",
+        ["persona"],
+    ),
+    (
+        "personaflow_budget_projected_burn_usd",
+        "Dollars committed per persona and window (daily, hourly): spent in the window + reserved by runs in flight",
+        ["persona", "window"],
+    ),
+    (
+        "personaflow_budget_projected_burn_tokens",
+        "Tokens committed today per persona: tokens today + reserved by runs in flight",
+        ["persona"],
+    ),
+]
+
+
+def persona_gauges(engine: Engine) -> dict[str, list[tuple[tuple[str, ...], float]]]:
+    """The per-persona gauges of the active partitions, at the worker's wall clock (never
+    before a persona's own clock: a window that turned since its last input counts as empty).
+    Unbound personas with nothing queued are left out."""
+    wall = int(time.time() * 1000)
+    found: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for name, _, _ in PERSONA_GAUGES}
+    depth, left_usd, left_tokens = (found[name] for name, _, _ in PERSONA_GAUGES[:3])
+    burn_usd, burn_tokens = (found[name] for name, _, _ in PERSONA_GAUGES[3:])
+    for _, task in sorted(engine.tasks.items()):
+        if not task.active:
+            continue
+        for _, raw in task.store.items(PERSONAS):
+            head = _HEAD_GAUGES.decode(raw)
+            queued = head.queue.count + head.queue.runs
+            if not head.bound and not queued:
+                continue
+            name = head.name
+            depth.append(((name,), float(queued)))
+            if head.binding is None:
+                continue
+            limits, money = head.binding.budget, head.budget
+            day, tokens, hour = budget.window(money, max(wall, head.clock_ms))
+            burn_usd.append(((name, "daily"), day + money.reserved_usd))
+            burn_usd.append(((name, "hourly"), hour + money.reserved_usd))
+            burn_tokens.append(((name,), float(tokens + money.reserved_tokens)))
+            if limits.daily_usd is not None:
+                left_usd.append(((name, "daily"), max(limits.daily_usd - day - money.reserved_usd, 0.0)))
+            if limits.hourly_usd is not None:
+                left_usd.append(((name, "hourly"), max(limits.hourly_usd - hour - money.reserved_usd, 0.0)))
+            if limits.max_tokens is not None:
+                left_tokens.append(((name,), float(max(limits.max_tokens - tokens - money.reserved_tokens, 0))))
+    return found
 
 
 def build(settings: Settings, broker: BrokerAddress) -> Engine:
@@ -76,6 +166,7 @@ def build(settings: Settings, broker: BrokerAddress) -> Engine:
         ["partition"],
         per_partition(runs.in_flight),
     )
+    metrics.add_gauge_group(PERSONA_GAUGES, lambda: persona_gauges(engine))
     return engine
 
 

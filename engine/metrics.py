@@ -1,15 +1,26 @@
 """Prometheus metrics of the runtime (prometheus-client), counted per pass, not per record.
 
-Receipts and dead letters are counted from the headers of the records published
-(``status`` on receipts, ``reason`` on dead letters), so handlers need no metrics code.
-Gauges that describe state (lag, leases, queues, runs) are computed when scraped.
+Everything counted is derived from the records a pass published, so transitions stay pure
+and handlers need no metrics code:
+
+* receipts and dead letters from their headers (``status``, ``reason``);
+* the run metrics (named after the seed's: queue lag, run and step latency, spend, retries,
+  SLO slack, preemptions, lease expiries, fenced reports, policy denials) from the outbox
+  events of persona and run streams: the ``kind`` header picks the few kinds that matter and
+  only those are decoded, into structs that hold just the fields read. Times are the
+  events' own (``occurred_at_ms``, the persona's event-time clock), not the worker's.
+
+Gauges that describe state (lag, leases, queues, runs, budgets) are computed when scraped.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Generic, TypeVar
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -18,6 +29,73 @@ from streams.outputs import Output
 
 PASS_RECORD_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 4000)
 PASS_SECOND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Waiting in the queue: from none at all to an hour.
+QUEUE_SECOND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+#: External runs last from seconds to hours.
+RUN_SECOND_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
+STEP_SECOND_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+#: Slack is negative once an SLO is breached: buckets on both sides of zero (so the
+#: histogram has no ``_sum``: prometheus-client leaves it out when buckets are negative).
+SLACK_MS_BUCKETS = (
+    -300_000, -60_000, -10_000, -5_000, -1_000, -500, 0, 500, 1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000,
+)  # fmt: skip
+#: Steps started and not ended yet that a worker remembers (a step is measured between the
+#: run stream's ``run.step_started`` and its end, both published by this worker).
+OPEN_STEPS_KEPT = 10_000
+#: Policy reasons come from bindings: cut to keep a label bounded in size.
+REASON_CHARS = 64
+
+P = TypeVar("P")
+
+
+class _Event(msgspec.Struct, Generic[P]):
+    """An outbox event with only what a run metric reads (other fields are skipped)."""
+
+    occurred_at_ms: int
+    payload: P
+    run_id: str | None = None
+
+
+class _Slo(msgspec.Struct):
+    slack_ms: int
+    preempted: bool = False
+
+
+class _Dispatched(msgspec.Struct):
+    dispatch: int = 1
+    queued_at_ms: int | None = None
+    slo: _Slo | None = None
+
+
+class _Ended(msgspec.Struct):
+    dispatched_at_ms: int | None = None
+
+
+class _StepReport(msgspec.Struct):
+    step_id: str = ""
+
+
+class _RetryScheduled(msgspec.Struct):
+    lease_expired: bool = False
+
+
+class _Recorded(msgspec.Struct):
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+
+class _Denied(msgspec.Struct):
+    reason: str | None = None
+
+
+_DISPATCHED = msgspec.json.Decoder(_Event[_Dispatched])
+_ENDED = msgspec.json.Decoder(_Event[_Ended])
+_STEP = msgspec.json.Decoder(_Event[_StepReport])
+_RETRY = msgspec.json.Decoder(_Event[_RetryScheduled])
+_RECORDED = msgspec.json.Decoder(_Event[_Recorded])
+_DENIED = msgspec.json.Decoder(_Event[_Denied])
+
+GaugeValues = Iterable[tuple[tuple[str, ...], float]]
 
 
 class EngineMetrics:
@@ -52,6 +130,115 @@ class EngineMetrics:
         self.recovery_seconds = Histogram(
             "personaflow_recovery_seconds", "Time to recover assigned partitions", registry=r
         )
+        # The seed's run metrics, per persona (from the outbox events each pass publishes).
+        self.queue_lag = Histogram(
+            "personaflow_queue_lag_seconds",
+            "From the time a run's work was queued (a trigger admitted, a compensation or child"
+            " scheduled) to the run's first dispatch to executors (run.dispatched), event time",
+            ["persona"],
+            buckets=QUEUE_SECOND_BUCKETS,
+            registry=r,
+        )
+        self.run_latency = Histogram(
+            "personaflow_run_latency_seconds",
+            "External runs: from the first dispatch to the terminal event (run.completed, .failed,"
+            " .cancelled, .expired; retries included), event time, per outcome",
+            ["persona", "outcome"],
+            buckets=RUN_SECOND_BUCKETS,
+            registry=r,
+        )
+        self.step_latency = Histogram(
+            "personaflow_step_latency_seconds",
+            "Executor steps: from run.step_started to run.step_completed or run.step_failed of the"
+            " same step, event time (a step whose start another worker published is not measured)",
+            ["persona"],
+            buckets=STEP_SECOND_BUCKETS,
+            registry=r,
+        )
+        self.budget_cost = Counter(
+            "personaflow_budget_cost_usd",
+            "Spend recorded (persona.budget.recorded with a positive amount: inline runs, usage, final"
+            " costs, manual spend)",
+            ["persona"],
+            registry=r,
+        )
+        self.budget_tokens = Counter(
+            "personaflow_budget_tokens",
+            "Tokens recorded (persona.budget.recorded with a positive amount)",
+            ["persona"],
+            registry=r,
+        )
+        self.budget_cost_corrected = Counter(
+            "personaflow_budget_cost_corrected_usd",
+            "Spend taken back (persona.budget.recorded with a negative amount: a final cost below the"
+            " usage reported); spend = cost_usd - cost_corrected_usd",
+            ["persona"],
+            registry=r,
+        )
+        self.budget_tokens_corrected = Counter(
+            "personaflow_budget_tokens_corrected",
+            "Tokens taken back (persona.budget.recorded with a negative amount)",
+            ["persona"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "personaflow_retries",
+            "Retries scheduled: failed attempts that get another, counted once each (run.retry_scheduled;"
+            " re-queues after a lease expiry count as lease expiries)",
+            ["persona"],
+            registry=r,
+        )
+        self.slo_slack = Histogram(
+            "personaflow_slo_queue_slack_ms",
+            "Queue slack of work with an SLO when dispatched (queue_target_ms minus the time waited,"
+            " negative once breached), milliseconds",
+            ["persona"],
+            buckets=SLACK_MS_BUCKETS,
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "personaflow_slo_preemptions",
+            "Dispatches of breached SLO work ahead of work queued before it",
+            ["persona"],
+            registry=r,
+        )
+        self.lease_expiries = Counter(
+            "personaflow_lease_expiries",
+            "Dispatch leases that ran out (run.lease_expired)",
+            ["persona"],
+            registry=r,
+        )
+        self.fenced_reports = Counter(
+            "personaflow_fenced_reports",
+            "Executor reports rejected on the run stream (run.report_rejected: a stale lease, a run not"
+            " executing or ended, refused at admission, or not allowed by the run machine)",
+            ["persona"],
+            registry=r,
+        )
+        self.policy_denials = Counter(
+            "personaflow_policy_denials",
+            "Work denied by policy (persona.policy.denied), per reason; governance is not built yet, so"
+            " this has no samples until policies deny something",
+            ["persona", "reason"],
+            registry=r,
+        )
+        #: (run id, step id) -> the step's start (event time), oldest first, bounded.
+        self._open_steps: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._by_kind: dict[bytes, Callable[[str, bytes, bytes], None]] = {
+            b"run.dispatched": self._dispatched,
+            b"run.completed": self._ended,
+            b"run.failed": self._ended,
+            b"run.cancelled": self._ended,
+            b"run.expired": self._ended,
+            b"run.step_started": self._step_started,
+            b"run.step_completed": self._step_ended,
+            b"run.step_failed": self._step_ended,
+            b"run.retry_scheduled": self._retry_scheduled,
+            b"run.lease_expired": lambda persona, _value, _kind: self.lease_expiries.labels(persona).inc(),
+            b"run.report_rejected": lambda persona, _value, _kind: self.fenced_reports.labels(persona).inc(),
+            b"persona.budget.recorded": self._recorded,
+            b"persona.policy.denied": self._denied,
+        }
 
     def observe_pass(self, inputs: dict[str, int], outputs: Iterable[Output], seconds: float) -> None:
         total = 0
@@ -61,11 +248,23 @@ class EngineMetrics:
         roles: Tally[str] = Tally()
         statuses: Tally[str] = Tally()
         reasons: Tally[str] = Tally()
+        by_kind = self._by_kind
         for output in outputs:
-            roles[output.role] += 1
-            if output.role == "receipts":
+            role = output.role
+            roles[role] += 1
+            if role == "outbox":
+                persona, kind = _persona_and_kind(output.headers)
+                if kind is None or persona is None:
+                    continue
+                handler = by_kind.get(kind)
+                if handler is not None and isinstance(output.value, bytes):
+                    try:
+                        handler(persona.decode() if isinstance(persona, bytes) else persona, output.value, kind)
+                    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+                        pass  # published already: a metric must never stop the loop (transitions write these)
+            elif role == "receipts":
                 statuses[output.header("status") or "unknown"] += 1
-            elif output.role == "dlq":
+            elif role == "dlq":
                 reasons[output.header("reason") or "invalid_input"] += 1
         for role, count in roles.items():
             self.outputs.labels(role).inc(count)
@@ -76,27 +275,105 @@ class EngineMetrics:
         self.pass_records.observe(total)
         self.pass_seconds.observe(seconds)
 
-    def add_gauges(
-        self, name: str, help: str, labels: list[str], values: Callable[[], Iterable[tuple[tuple[str, ...], float]]]
-    ) -> None:
+    # ------------------------------------------------------------ run metrics
+
+    def _dispatched(self, persona: str, value: bytes, kind: bytes) -> None:
+        event = _DISPATCHED.decode(value)
+        payload = event.payload
+        if payload.dispatch == 1 and payload.queued_at_ms is not None:
+            self.queue_lag.labels(persona).observe(max(event.occurred_at_ms - payload.queued_at_ms, 0) / 1000)
+        slo = payload.slo
+        if slo is not None:
+            self.slo_slack.labels(persona).observe(slo.slack_ms)
+            if slo.preempted:
+                self.preemptions.labels(persona).inc()
+
+    def _ended(self, persona: str, value: bytes, kind: bytes) -> None:
+        event = _ENDED.decode(value)
+        start = event.payload.dispatched_at_ms
+        if start is not None:  # never dispatched (a deadline, a cancel while queued): no latency
+            outcome = kind.decode().removeprefix("run.")
+            self.run_latency.labels(persona, outcome).observe(max(event.occurred_at_ms - start, 0) / 1000)
+
+    def _step_started(self, persona: str, value: bytes, kind: bytes) -> None:
+        event = _STEP.decode(value)
+        steps = self._open_steps
+        steps[(event.run_id or "", event.payload.step_id)] = event.occurred_at_ms
+        if len(steps) > OPEN_STEPS_KEPT:
+            steps.popitem(last=False)
+
+    def _step_ended(self, persona: str, value: bytes, kind: bytes) -> None:
+        event = _STEP.decode(value)
+        start = self._open_steps.pop((event.run_id or "", event.payload.step_id), None)
+        if start is not None:
+            self.step_latency.labels(persona).observe(max(event.occurred_at_ms - start, 0) / 1000)
+
+    def _retry_scheduled(self, persona: str, value: bytes, kind: bytes) -> None:
+        # Once per retry: when it is scheduled, not again when its attempt is dispatched.
+        if not _RETRY.decode(value).payload.lease_expired:
+            self.retries.labels(persona).inc()
+
+    def _recorded(self, persona: str, value: bytes, kind: bytes) -> None:
+        payload = _RECORDED.decode(value).payload
+        if payload.cost_usd > 0:
+            self.budget_cost.labels(persona).inc(payload.cost_usd)
+        elif payload.cost_usd < 0:
+            self.budget_cost_corrected.labels(persona).inc(-payload.cost_usd)
+        if payload.tokens > 0:
+            self.budget_tokens.labels(persona).inc(payload.tokens)
+        elif payload.tokens < 0:
+            self.budget_tokens_corrected.labels(persona).inc(-payload.tokens)
+
+    def _denied(self, persona: str, value: bytes, kind: bytes) -> None:
+        reason = _DENIED.decode(value).payload.reason or "unspecified"
+        self.policy_denials.labels(persona, reason[:REASON_CHARS]).inc()
+
+    # ------------------------------------------------------------ scrape time
+
+    def add_gauges(self, name: str, help: str, labels: list[str], values: Callable[[], GaugeValues]) -> None:
         """A gauge computed at scrape time."""
-        self.registry.register(_GaugeCollector(name, help, labels, values))
+        self.registry.register(_GaugeCollector([(name, help, labels)], lambda: {name: values()}))
+
+    def add_gauge_group(
+        self, gauges: Sequence[tuple[str, str, list[str]]], values: Callable[[], Mapping[str, GaugeValues]]
+    ) -> None:
+        """Gauges computed together at scrape time (one read of the state for all of them):
+        ``gauges`` are (name, help, labels); ``values`` maps names to their samples."""
+        self.registry.register(_GaugeCollector(list(gauges), values))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
+def _persona_and_kind(headers: Sequence[tuple[str, str | bytes]]) -> tuple[str | bytes | None, bytes | None]:
+    """The ``persona`` and ``kind`` headers of an outbox record, as they are (the first two,
+    as the transitions write them; looked for by name otherwise)."""
+    if len(headers) >= 2 and headers[0][0] == "persona" and headers[1][0] == "kind":
+        kind = headers[1][1]
+        return headers[0][1], kind.encode() if isinstance(kind, str) else kind
+    persona: str | bytes | None = None
+    found: bytes | None = None
+    for name, item in headers:
+        if name == "persona":
+            persona = item
+        elif name == "kind":
+            found = item.encode() if isinstance(item, str) else item
+    return persona, found
+
+
 class _GaugeCollector(Collector):
     def __init__(
-        self, name: str, help: str, labels: list[str], values: Callable[[], Iterable[tuple[tuple[str, ...], float]]]
+        self, gauges: list[tuple[str, str, list[str]]], values: Callable[[], Mapping[str, GaugeValues]]
     ) -> None:
-        self.name, self.help, self.labels, self.values = name, help, labels, values
+        self.gauges, self.values = gauges, values
 
-    def describe(self):  # type: ignore[no-untyped-def]
-        return [GaugeMetricFamily(self.name, self.help, labels=self.labels)]
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, help, labels=labels) for name, help, labels in self.gauges]
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        family = GaugeMetricFamily(self.name, self.help, labels=self.labels)
-        for label_values, value in self.values():
-            family.add_metric(list(label_values), value)
-        yield family
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        values = self.values()
+        for name, help, labels in self.gauges:
+            family = GaugeMetricFamily(name, help, labels=labels)
+            for label_values, value in values.get(name, ()):
+                family.add_metric(list(label_values), value)
+            yield family

@@ -34,6 +34,11 @@ def broker(port: int | None) -> None:
 
     The project's topics are created as soon as it answers (partition count, compaction),
     so producers may publish before any worker runs.
+
+    Clients built on librdkafka (kcat, confluent-kafka) cannot talk to it: their first
+    request fails with "ApiVersionRequest failed: Local: Read underflow". Read its topics
+    with `personaflow tail` (e.g. `personaflow tail status`, `personaflow tail receipts
+    --follow`); aiokafka, which personaflow is built on, works.
     """
     import asyncio
 
@@ -164,26 +169,51 @@ def client_for(settings: Settings):
 @main.command()
 @click.argument("what", type=click.Choice(sorted(TAIL_ROLES)))
 @click.option("--json", "as_json", is_flag=True, help="Print raw JSON values, one per line.")
-@click.option("--from-beginning", is_flag=True, help="Start at the oldest record instead of now.")
-@click.option("--persona", default=None, help="Only records keyed by this persona.")
-def tail(what: str, as_json: bool, from_beginning: bool, persona: str | None) -> None:
-    """Follow receipts, outbox, dlq, status or inbox, one readable line per record."""
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep reading new records until Ctrl-C (default: stop at the topic's end)."
+)
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="With --follow, start at the earliest offset instead of the end. Without --follow the"
+    " tail always starts at the earliest offset.",
+)
+@click.option(
+    "--key", "--persona", "key", metavar="PERSONA", default=None, help="Only records with this key (a persona)."
+)
+def tail(what: str, as_json: bool, follow: bool, from_beginning: bool, key: str | None) -> None:
+    """Print receipts, outbox, dlq, status or inbox, one readable line per record. Against
+    the embedded broker it stands in for kcat, which cannot talk to it; it reads any Kafka.
+
+    \b
+    personaflow tail status                   every record, earliest first, up to the end
+                                              the topic had at start, then exit (kcat -C -e)
+    personaflow tail receipts --follow        new records as they come (kcat -C -o end)
+    personaflow tail outbox -f --from-beginning --key merge_captain
+                                              what the topic holds, then new records
+
+    Each partition is read in order; records of different partitions interleave. A line on
+    stderr says where the tail stands (stdout holds only records).
+    """
     import json
 
-    from . import render
+    from . import ops, render
 
     role = TAIL_ROLES[what]
 
-    async def follow(client) -> None:
-        tail_ = await client.tail(role, from_beginning=from_beginning)
-        while True:
-            for record in await tail_.poll(1.0):
-                if persona is not None and record.key != persona:
-                    continue
-                click.echo(json.dumps(record.value) if as_json else render.line(role, record))
+    async def read(client) -> None:
+        topic = client.names.name(role)
+        if follow:
+            start = "the earliest offset" if from_beginning else "the end"
+            click.echo(f"% following {topic} from {start}; Ctrl-C stops", err=True)
+        printed = 0
+        async for record in ops.read_topic(client, role, follow=follow, from_beginning=from_beginning, key=key):
+            click.echo(json.dumps(record.value) if as_json else render.line(role, record))
+            printed += 1
+        click.echo(f"% reached the end of {topic}: {printed} record(s)", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        run_with_client(follow)
+        run_with_client(read)
 
 
 def run_with_client(work):

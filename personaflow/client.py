@@ -60,12 +60,14 @@ class MissingTopic(LookupError):
 
 
 class Tail:
-    """Follows one topic (all partitions) from a fixed starting point."""
+    """Follows one topic (all partitions) from a fixed starting point; keeps what it read in
+    ``seen`` unless ``keep`` is false (a long ``personaflow tail`` holds nothing)."""
 
-    def __init__(self, client: Client, role: str, *, from_beginning: bool) -> None:
+    def __init__(self, client: Client, role: str, *, from_beginning: bool, keep: bool = True) -> None:
         self.client = client
         self.topic = client.names.name(role)
         self.from_beginning = from_beginning
+        self.keep = keep
         self.consumer: AIOKafkaConsumer | None = None
         self.seen: list[Seen] = []
         self.next: dict[TopicPartition, int] = {}  # offset after the last record read, per partition
@@ -101,8 +103,23 @@ class Tail:
             if records:
                 self.next[tp] = records[-1].offset + 1
         fresh = [to_seen(record) for records in batch.values() for record in records]
-        self.seen.extend(fresh)
+        if self.keep:
+            self.seen.extend(fresh)
         return fresh
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        """The end offsets (high watermarks) of the topic's partitions, as of now."""
+        assert self.consumer is not None, "start() the tail first"
+        return await end_offsets(self.consumer, sorted(self.consumer.assignment()), self.client.embedded)
+
+    async def reached(self, ends: dict[TopicPartition, int]) -> bool:
+        """Whether every partition's next record to read is at or past its offset in ``ends``
+        (the consumer's position: it also moves past what the log no longer holds)."""
+        assert self.consumer is not None, "start() the tail first"
+        for tp, end in ends.items():
+            if await self.consumer.position(tp) < end:
+                return False
+        return True
 
     async def catch_up(self, timeout_s: float = 30.0) -> list[Seen]:
         """Read everything the topic holds right now (up to its end offsets)."""
@@ -194,9 +211,9 @@ class Client:
         )
 
     @contextlib.asynccontextmanager
-    async def following(self, role: str, *, from_beginning: bool = False) -> AsyncIterator[Tail]:
+    async def following(self, role: str, *, from_beginning: bool = False, keep: bool = True) -> AsyncIterator[Tail]:
         """A tail for the length of a block: stopped at its end, never kept open."""
-        tail = await Tail(self, role, from_beginning=from_beginning).start()
+        tail = await Tail(self, role, from_beginning=from_beginning, keep=keep).start()
         try:
             yield tail
         finally:

@@ -8,11 +8,12 @@ import os
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from streams.codec import describe_validation_error
@@ -240,6 +241,27 @@ def _decoded(letter: Any) -> str:
 
 
 # ------------------------------------------------------------------------ reading
+
+
+async def read_topic(
+    client: Client, role: str, *, follow: bool, from_beginning: bool, key: str | None = None
+) -> AsyncIterator[Seen]:
+    """The records of a topic, each partition in order, only those keyed ``key`` if given.
+
+    Without ``follow``: from the earliest offset up to the end offsets read at the start,
+    then it returns (records written meanwhile are left for the next reader). With
+    ``follow``: from the end (``from_beginning``: the earliest offset) for as long as the
+    caller reads.
+    """
+    async with client.following(role, from_beginning=from_beginning or not follow, keep=False) as tail:
+        ends = None if follow else await tail.end_offsets()
+        while ends is None or not await tail.reached(ends):
+            for record in await tail.poll(1.0 if follow else 0.2):
+                # A fetch may bring records past the ends read at the start: not this read's.
+                if ends is not None and record.offset >= ends[TopicPartition(record.topic, record.partition)]:
+                    continue
+                if key is None or record.key == key:
+                    yield record
 
 
 #: The workers' token, read from the environment by every command that asks a worker.

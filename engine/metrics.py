@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -96,6 +96,8 @@ _RECORDED = msgspec.json.Decoder(_Event[_Recorded])
 _DENIED = msgspec.json.Decoder(_Event[_Denied])
 
 GaugeValues = Iterable[tuple[tuple[str, ...], float]]
+#: Reads one published outbox event: (persona, the record's value, its kind header).
+Handler = Callable[[str, bytes, str | bytes], None]
 
 
 class EngineMetrics:
@@ -224,21 +226,29 @@ class EngineMetrics:
         )
         #: (run id, step id) -> the step's start (event time), oldest first, bounded.
         self._open_steps: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._by_kind: dict[bytes, Callable[[str, bytes, bytes], None]] = {
-            b"run.dispatched": self._dispatched,
-            b"run.completed": self._ended,
-            b"run.failed": self._ended,
-            b"run.cancelled": self._ended,
-            b"run.expired": self._ended,
-            b"run.step_started": self._step_started,
-            b"run.step_completed": self._step_ended,
-            b"run.step_failed": self._step_ended,
-            b"run.retry_scheduled": self._retry_scheduled,
-            b"run.lease_expired": lambda persona, _value, _kind: self.lease_expiries.labels(persona).inc(),
-            b"run.report_rejected": lambda persona, _value, _kind: self.fenced_reports.labels(persona).inc(),
-            b"persona.budget.recorded": self._recorded,
-            b"persona.policy.denied": self._denied,
+        #: Labelled children by (metric, label values): ``labels()`` costs more than a dict look-up.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        #: Persona names by their header bytes.
+        self._names: dict[bytes, str] = {}
+        handlers: dict[str, Handler] = {
+            "run.dispatched": self._dispatched,
+            "run.completed": self._ended,
+            "run.failed": self._ended,
+            "run.cancelled": self._ended,
+            "run.expired": self._ended,
+            "run.step_started": self._step_started,
+            "run.step_completed": self._step_ended,
+            "run.step_failed": self._step_ended,
+            "run.retry_scheduled": self._retry_scheduled,
+            "run.lease_expired": lambda persona, _value, _kind: self._child(self.lease_expiries, persona).inc(),
+            "run.report_rejected": lambda persona, _value, _kind: self._child(self.fenced_reports, persona).inc(),
+            "persona.budget.recorded": self._recorded,
+            "persona.policy.denied": self._denied,
         }
+        # Header values are bytes as transitions write them, text otherwise: both are keys.
+        self._by_kind: dict[str | bytes, Handler] = {}
+        for kind, handler in handlers.items():
+            self._by_kind[kind] = self._by_kind[kind.encode()] = handler
 
     def observe_pass(self, inputs: dict[str, int], outputs: Iterable[Output], seconds: float) -> None:
         total = 0
@@ -253,13 +263,17 @@ class EngineMetrics:
             role = output.role
             roles[role] += 1
             if role == "outbox":
-                persona, kind = _persona_and_kind(output.headers)
-                if kind is None or persona is None:
-                    continue
+                headers = output.headers
+                # Transitions write (persona, kind, event_id) in this order: one dict look-up
+                # per record, and nothing more for the kinds no metric reads (most of them).
+                if len(headers) > 2 and headers[1][0] == "kind" and headers[0][0] == "persona":
+                    kind, persona = headers[1][1], headers[0][1]
+                else:
+                    kind, persona = output.header("kind") or "", output.header("persona") or ""
                 handler = by_kind.get(kind)
                 if handler is not None and isinstance(output.value, bytes):
                     try:
-                        handler(persona.decode() if isinstance(persona, bytes) else persona, output.value, kind)
+                        handler(self._name(persona), output.value, kind)
                     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
                         pass  # published already: a metric must never stop the loop (transitions write these)
             elif role == "receipts":
@@ -277,56 +291,71 @@ class EngineMetrics:
 
     # ------------------------------------------------------------ run metrics
 
-    def _dispatched(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _dispatched(self, persona: str, value: bytes, kind: str | bytes) -> None:
         event = _DISPATCHED.decode(value)
         payload = event.payload
         if payload.dispatch == 1 and payload.queued_at_ms is not None:
-            self.queue_lag.labels(persona).observe(max(event.occurred_at_ms - payload.queued_at_ms, 0) / 1000)
+            self._child(self.queue_lag, persona).observe(max(event.occurred_at_ms - payload.queued_at_ms, 0) / 1000)
         slo = payload.slo
         if slo is not None:
-            self.slo_slack.labels(persona).observe(slo.slack_ms)
+            self._child(self.slo_slack, persona).observe(slo.slack_ms)
             if slo.preempted:
-                self.preemptions.labels(persona).inc()
+                self._child(self.preemptions, persona).inc()
 
-    def _ended(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _ended(self, persona: str, value: bytes, kind: str | bytes) -> None:
         event = _ENDED.decode(value)
         start = event.payload.dispatched_at_ms
         if start is not None:  # never dispatched (a deadline, a cancel while queued): no latency
-            outcome = kind.decode().removeprefix("run.")
-            self.run_latency.labels(persona, outcome).observe(max(event.occurred_at_ms - start, 0) / 1000)
+            outcome = (kind.decode() if isinstance(kind, bytes) else kind).removeprefix("run.")
+            self._child(self.run_latency, persona, outcome).observe(max(event.occurred_at_ms - start, 0) / 1000)
 
-    def _step_started(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _step_started(self, persona: str, value: bytes, kind: str | bytes) -> None:
         event = _STEP.decode(value)
         steps = self._open_steps
         steps[(event.run_id or "", event.payload.step_id)] = event.occurred_at_ms
         if len(steps) > OPEN_STEPS_KEPT:
             steps.popitem(last=False)
 
-    def _step_ended(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _step_ended(self, persona: str, value: bytes, kind: str | bytes) -> None:
         event = _STEP.decode(value)
         start = self._open_steps.pop((event.run_id or "", event.payload.step_id), None)
         if start is not None:
-            self.step_latency.labels(persona).observe(max(event.occurred_at_ms - start, 0) / 1000)
+            self._child(self.step_latency, persona).observe(max(event.occurred_at_ms - start, 0) / 1000)
 
-    def _retry_scheduled(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _retry_scheduled(self, persona: str, value: bytes, kind: str | bytes) -> None:
         # Once per retry: when it is scheduled, not again when its attempt is dispatched.
         if not _RETRY.decode(value).payload.lease_expired:
-            self.retries.labels(persona).inc()
+            self._child(self.retries, persona).inc()
 
-    def _recorded(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _recorded(self, persona: str, value: bytes, kind: str | bytes) -> None:
         payload = _RECORDED.decode(value).payload
         if payload.cost_usd > 0:
-            self.budget_cost.labels(persona).inc(payload.cost_usd)
+            self._child(self.budget_cost, persona).inc(payload.cost_usd)
         elif payload.cost_usd < 0:
-            self.budget_cost_corrected.labels(persona).inc(-payload.cost_usd)
+            self._child(self.budget_cost_corrected, persona).inc(-payload.cost_usd)
         if payload.tokens > 0:
-            self.budget_tokens.labels(persona).inc(payload.tokens)
+            self._child(self.budget_tokens, persona).inc(payload.tokens)
         elif payload.tokens < 0:
-            self.budget_tokens_corrected.labels(persona).inc(-payload.tokens)
+            self._child(self.budget_tokens_corrected, persona).inc(-payload.tokens)
 
-    def _denied(self, persona: str, value: bytes, kind: bytes) -> None:
+    def _denied(self, persona: str, value: bytes, kind: str | bytes) -> None:
         reason = _DENIED.decode(value).payload.reason or "unspecified"
-        self.policy_denials.labels(persona, reason[:REASON_CHARS]).inc()
+        self._child(self.policy_denials, persona, reason[:REASON_CHARS]).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _name(self, persona: str | bytes) -> str:
+        if isinstance(persona, str):
+            return persona
+        name = self._names.get(persona)
+        if name is None:
+            name = self._names[persona] = persona.decode()
+        return name
 
     # ------------------------------------------------------------ scrape time
 
@@ -343,22 +372,6 @@ class EngineMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def _persona_and_kind(headers: Sequence[tuple[str, str | bytes]]) -> tuple[str | bytes | None, bytes | None]:
-    """The ``persona`` and ``kind`` headers of an outbox record, as they are (the first two,
-    as the transitions write them; looked for by name otherwise)."""
-    if len(headers) >= 2 and headers[0][0] == "persona" and headers[1][0] == "kind":
-        kind = headers[1][1]
-        return headers[0][1], kind.encode() if isinstance(kind, str) else kind
-    persona: str | bytes | None = None
-    found: bytes | None = None
-    for name, item in headers:
-        if name == "persona":
-            persona = item
-        elif name == "kind":
-            found = item.encode() if isinstance(item, str) else item
-    return persona, found
 
 
 class _GaugeCollector(Collector):

@@ -34,7 +34,10 @@ def sources(settings: Settings) -> list[Source]:
     hold_ms, max_future_ms = settings.unbound_grace_ms, settings.max_future_ms
 
     def handle(batch: TaskBatch, record: ConsumerRecord) -> None:
-        raw = RawRecord(record.topic, record.partition, record.offset, record.key, record.value, record.timestamp)
+        headers = tuple(record.headers) if record.headers else ()
+        raw = RawRecord(
+            record.topic, record.partition, record.offset, record.key, record.value, record.timestamp, headers
+        )
         role = role_of[record.topic]
         verdict = admit(role, raw, hold_ms=hold_ms, now_ms=wall_ms(), max_future_ms=max_future_ms)
         if isinstance(verdict, Forward):

@@ -4,6 +4,8 @@ of every persona that changed (a tombstone once unbound)."""
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 from aiokafka import ConsumerRecord
 
@@ -11,11 +13,15 @@ from engine.task import Source, TaskBatch
 from streams.admission import RawRecord, dead_letter
 from streams.inbox import PERSONA_INPUT, persona_of
 from streams.outputs import Output
+from streams.tracing import Span
 from tables import persona as transition
 from tables.state import PersonaState
 from tables.status import status_json
 
+from .tracing import SpanSink
+
 CHANGED = "personas_changed"
+SPANS = "spans"  # this pass's spans and when it started (ns), with a span sink
 
 
 def status_output(state: PersonaState) -> Output | None:
@@ -35,13 +41,13 @@ def undecodable(record: ConsumerRecord, error: Exception) -> Output:
     return Output("dlq", record.key, letter, (("error", letter.error[:200]), ("reason", "invalid_inbox_record")))
 
 
-def handle(batch: TaskBatch, record: ConsumerRecord) -> None:
+def handle(batch: TaskBatch, record: ConsumerRecord, spans: list[Span] | None = None) -> None:
     try:
         decoded = PERSONA_INPUT.decode(record.value or b"")
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         batch.emit(undecodable(record, exc))
         return
-    batch.outputs.extend(transition.apply(batch.txn, decoded, record.offset))
+    batch.outputs.extend(transition.apply(batch.txn, decoded, record.offset, spans))
     changed = batch.scratch.get(CHANGED)
     if changed is None:
         changed = batch.scratch[CHANGED] = set()
@@ -55,5 +61,21 @@ def finish(batch: TaskBatch) -> None:
             batch.emit(output)
 
 
-def source() -> Source:
-    return Source("persona", ("persona_inbox",), handle, finish=finish)
+def source(sink: SpanSink | None = None) -> Source:
+    """The persona source; with a ``sink``, the transitions' spans are exported each pass."""
+    if sink is None:
+        return Source("persona", ("persona_inbox",), handle, finish=finish)
+
+    def traced(batch: TaskBatch, record: ConsumerRecord) -> None:
+        spans = batch.scratch.get(SPANS)
+        if spans is None:
+            spans = batch.scratch[SPANS] = ([], time.time_ns())
+        handle(batch, record, spans[0])
+
+    def finish_traced(batch: TaskBatch) -> None:
+        finish(batch)
+        spans = batch.scratch.get(SPANS)
+        if spans:
+            sink.export(spans[0], spans[1], time.time_ns())
+
+    return Source("persona", ("persona_inbox",), traced, finish=finish_traced)

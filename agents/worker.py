@@ -24,6 +24,7 @@ from tables.state import LEASES, PERSONAS, QUEUES, Budget, QueueIndex
 from tables.store import ORDERED, Transaction
 
 from . import ingress, persona, runs, timers, web
+from .tracing import SpanSink, from_environment
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ class StartupError(RuntimeError):
     """The worker cannot start; the message says why and what to do."""
 
 
-def engine_config(settings: Settings) -> EngineConfig:
+def engine_config(settings: Settings, sink: SpanSink | None = None) -> EngineConfig:
     return EngineConfig(
-        sources=[*ingress.sources(settings), persona.source(), runs.source()],
+        sources=[*ingress.sources(settings), persona.source(sink), runs.source()],
         punctuators=[timers.punctuator(settings)],
         transaction=Transaction,
         ordered_tables=ORDERED,
@@ -133,8 +134,8 @@ def persona_gauges(engine: Engine) -> dict[str, list[tuple[tuple[str, ...], floa
     return found
 
 
-def build(settings: Settings, broker: BrokerAddress) -> Engine:
-    engine = Engine(settings, broker, engine_config(settings))
+def build(settings: Settings, broker: BrokerAddress, sink: SpanSink | None = None) -> Engine:
+    engine = Engine(settings, broker, engine_config(settings, sink))
     metrics = engine.metrics
     metrics.add_gauges(
         "personaflow_consumer_lag",
@@ -173,7 +174,8 @@ def build(settings: Settings, broker: BrokerAddress) -> Engine:
 async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event) -> None:
     """Run one worker until ``stop`` is set (or the loop fails)."""
     await ensure_topics(settings, broker.bootstrap)
-    engine = build(settings, broker)
+    sink = from_environment()
+    engine = build(settings, broker, sink)
     if reset_stale_state(engine.state_dir, broker.instance if broker.embedded else None):
         log.warning("wiped local state built against an earlier embedded broker")
     app, views = web.application(engine)
@@ -202,6 +204,8 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event) 
         await engine.stop()
         await views.close()
         await runner.cleanup()
+        if sink is not None:
+            sink.close()  # exports what is left
 
 
 def tune_garbage_collector() -> None:

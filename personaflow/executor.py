@@ -40,6 +40,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -49,6 +50,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, Tracer, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from engine import compat
 from engine.kafka import BrokerAddress, new_consumer, new_producer
@@ -65,6 +73,7 @@ COMMIT_INTERVAL_S = 0.5
 COMMIT_TIMEOUT_S = 10.0
 #: Report kinds that end a run on the executor: sent and acknowledged before its offset counts as done.
 FINAL_REPORTS = ("completed", "failed")
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,9 @@ class Execution:
     step: int = 0  # steps of the run completed, across attempts (resumed from a checkpoint)
     spent_usd: float = 0.0
     spent_tokens: int = 0
+    #: The attempt's span (a child of the dispatch's) and the span reports now come from.
+    span: Span | None = None
+    current: Span | None = None
 
     @property
     def run_id(self) -> str:
@@ -209,8 +221,18 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka s
 class ReferenceExecutor:
     """Consumes dispatches as a group member; runs each started run as an asyncio task."""
 
-    def __init__(self, settings: Settings, broker: BrokerAddress, *, group: str = "personaflow-executor") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: BrokerAddress,
+        *,
+        group: str = "personaflow-executor",
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
+        # Spans continue each dispatch's trace; without a provider configured they record
+        # nothing and reports carry the dispatch's own context.
+        self.tracer: Tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("personaflow.executor")
         self.broker = broker
         self.group = group
         self.names = TopicNames(settings.topic_prefix)
@@ -238,8 +260,14 @@ class ReferenceExecutor:
             "at_ms": int(time.time() * 1000),
             **fields_,
         }
+        carrier: dict[str, str] = {}
+        if execution.current is not None:  # the span this report comes from, for personaflow's spans
+            _PROPAGATOR.inject(carrier, trace.set_span_in_context(execution.current))
         sent = await self.producer.send(
-            self.names.run_events, json.dumps(event).encode(), key=execution.run_id.encode()
+            self.names.run_events,
+            json.dumps(event).encode(),
+            key=execution.run_id.encode(),
+            headers=[(name, value.encode()) for name, value in carrier.items()],
         )
         if kind in FINAL_REPORTS:
             await sent
@@ -381,15 +409,50 @@ class ReferenceExecutor:
         up on), its dispatch was acted on, unless it was abandoned (see :meth:`_abandon`)."""
         try:
             if not execution.options.silent:
+                self._open_span(execution)
                 await self._simulate(execution)
         except asyncio.CancelledError:
             pass
         except KafkaError as exc:
             log.warning("run %s: could not report (%s); its lease will expire", execution.run_id, exc)
         finally:
+            if execution.span is not None:
+                execution.span.end()
             self._settle(execution)
             if self.runs.get(execution.run_id) is execution:
                 del self.runs[execution.run_id]
+
+    def _open_span(self, execution: Execution) -> None:
+        """The attempt's span, a child of the dispatch's span (its ``trace``)."""
+        dispatch = execution.dispatch
+        given = dispatch.get("trace") or {}
+        carrier = {k: v for k, v in given.items() if k in ("traceparent", "tracestate") and isinstance(v, str)}
+        execution.span = execution.current = self.tracer.start_span(
+            f"run {dispatch.get('entry_workflow', '')}",
+            context=_PROPAGATOR.extract(carrier),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "personaflow.persona": str(dispatch.get("persona", "")),
+                "personaflow.run_id": execution.run_id,
+                "personaflow.attempt": int(dispatch.get("attempt", 1)),
+            },
+        )
+
+    def _step_span(self, execution: Execution, step_id: str, index: int) -> Span:
+        """A step's span under the attempt's (the seed's step scope: index, attempt, kind)."""
+        parent = trace.set_span_in_context(execution.span) if execution.span is not None else None
+        span = self.tracer.start_span(
+            f"step {step_id}",
+            context=parent,
+            attributes={
+                "personaflow.step.index": index,
+                "personaflow.step.attempt": int(execution.dispatch.get("attempt", 1)),
+                "personaflow.step.kind": "simulated",
+                "personaflow.step.scheduler": self.group,
+            },
+        )
+        execution.current = span
+        return span
 
     async def _simulate(self, execution: Execution) -> None:
         dispatch, options = execution.dispatch, execution.options
@@ -421,6 +484,7 @@ class ReferenceExecutor:
             await self._wait(execution, step_s, heartbeat_s)
             execution.step = step + 1
             step_id = f"s{step + 1}"
+            step_span = self._step_span(execution, step_id, step)
             await self.report(execution, "step_started", step_id=step_id, name=f"step {step + 1}")
             if options.tokens_per_step or options.cost_per_step_usd:
                 execution.spent_tokens += options.tokens_per_step
@@ -429,6 +493,8 @@ class ReferenceExecutor:
                     execution, "usage", tokens=options.tokens_per_step, cost_usd=options.cost_per_step_usd
                 )
             await self.report(execution, "step_completed", step_id=step_id, output={"step": step + 1})
+            step_span.end()
+            execution.current = execution.span
             if options.checkpoint:
                 await self.report(execution, "checkpoint", payload={"completed_steps": execution.step})
             if step == 0 and work and options.spawn:
@@ -475,7 +541,23 @@ class ReferenceExecutor:
                 await self.report(execution, "heartbeat")
 
 
+def tracer_provider_from_environment() -> TracerProvider | None:
+    """An SDK provider exporting OTLP/HTTP if ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        return None
+    provider = SdkTracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "personaflow-executor")})
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
 async def run_executor(settings: Settings, broker: BrokerAddress, group: str) -> None:
     """Run until SIGINT/SIGTERM."""
-    executor = ReferenceExecutor(settings, broker, group=group)
-    await serve(executor.run, executor.stop, lambda: f"executor ready (group {group})")
+    provider = tracer_provider_from_environment()
+    executor = ReferenceExecutor(settings, broker, group=group, tracer_provider=provider)
+    try:
+        await serve(executor.run, executor.stop, lambda: f"executor ready (group {group})")
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports what is left

@@ -38,6 +38,7 @@ from .records import (
     is_persona_name,
 )
 from .redaction import redact
+from .tracing import MAX_BAGGAGE, MAX_TRACEPARENT, MAX_TRACESTATE
 
 _T = TypeVar("_T")
 
@@ -55,6 +56,8 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    #: The record's headers (only ``traceparent``, ``tracestate`` and ``baggage`` are read).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def source(self) -> Source:
@@ -153,8 +156,36 @@ def _matching_key(raw: RawRecord, what: str, field: str, expected: str) -> str:
 
 
 def _twin(raw: RawRecord, kind: type[_T]) -> _T:
-    """The validated value as its fast twin (same JSON, read again without validation)."""
-    return msgspec.json.decode(raw.value or b"", type=kind)
+    """The validated value as its fast twin (same JSON, read again without validation);
+    a record without a ``trace`` takes the one its headers carry, if any."""
+    twin = msgspec.json.decode(raw.value or b"", type=kind)
+    if raw.headers and getattr(twin, "trace", False) is None:
+        trace = header_trace(raw.headers)
+        if trace is not None:
+            twin = msgspec.structs.replace(twin, trace=trace)  # type: ignore[type-var]
+    return twin
+
+
+_TRACE_LIMITS = {"traceparent": MAX_TRACEPARENT, "tracestate": MAX_TRACESTATE, "baggage": MAX_BAGGAGE}
+
+
+def header_trace(headers: tuple[tuple[str, bytes], ...]) -> Any:
+    """The W3C trace context in Kafka headers (a :class:`wire.Trace`), or None without a
+    ``traceparent``. A header that is not UTF-8 or is too long is ignored."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        limit = _TRACE_LIMITS.get(name.lower())
+        if limit is None or value is None or len(value) > limit:
+            continue
+        try:
+            found[name.lower()] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    if "traceparent" not in found:
+        return None
+    return wire.Trace(
+        traceparent=found["traceparent"], tracestate=found.get("tracestate"), baggage=found.get("baggage")
+    )
 
 
 def _binding(raw: RawRecord) -> Forward:

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from .tracing import MAX_BAGGAGE, MAX_TRACEPARENT, MAX_TRACESTATE
+
 #: A whole record (key + value) may not exceed this many bytes.
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_METADATA_ENTRIES = 64
@@ -183,6 +185,15 @@ class RunCost(Record):
     metadata: Any = None
 
 
+class Trace(Record):
+    """W3C trace context. An invalid ``traceparent`` counts as absent: the record gets the
+    fallback trace of its id (a producer's tracing bug never costs it its work)."""
+
+    traceparent: Annotated[str, StringConstraints(max_length=MAX_TRACEPARENT)]
+    tracestate: Annotated[str, StringConstraints(max_length=MAX_TRACESTATE)] | None = None
+    baggage: Annotated[str, StringConstraints(max_length=MAX_BAGGAGE)] | None = None
+
+
 class TriggerRequest(Record):
     """A trigger envelope from a producer (webhook bridge, cron, handoff)."""
 
@@ -199,6 +210,8 @@ class TriggerRequest(Record):
     slo: Slo | None = None
     deadline_at_ms: EpochMs | None = None
     debug: Debug | None = None
+    #: The producer's trace context (or the record's ``traceparent`` header).
+    trace: Trace | None = None
 
 
 ControlAction = Literal["pause", "resume", "disable", "enable", "drain", "record_spend", "cancel"]
@@ -229,6 +242,7 @@ class ControlCommand(Record):
     at_ms: EpochMs | None = None
     #: ``cancel``: the queued work to remove.
     target: CancelTarget | None = None
+    trace: Trace | None = None
 
     @model_validator(mode="after")
     def _cost_only_for_spend(self) -> ControlCommand:
@@ -293,6 +307,8 @@ class RunEvent(Record):
     spawn_mode: SpawnMode = "child"
     background: bool = False
     inherit_inbox: bool = False
+    #: The executor's span this report comes from (or the record's ``traceparent`` header).
+    trace: Trace | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> RunEvent:
@@ -322,6 +338,7 @@ class RunControl(Record):
     reason: Text | None = None
     content: Any = None
     at_ms: EpochMs | None = None
+    trace: Trace | None = None
 
     @model_validator(mode="after")
     def _break_names_a_step(self) -> RunControl:
@@ -390,6 +407,8 @@ class Receipt(Record):
     not_before_ms: int | None = None
     #: The outbox event that answers the request, where there is one (run control).
     event_id: str | None = None
+    #: The span of the transition that decided it.
+    trace: Trace | None = None
 
 
 class StepSlo(Record):
@@ -435,6 +454,9 @@ class RunDispatch(Record):
     #: When the work must be done by (the trigger's ``deadline_at_ms``, or the binding's
     #: ``deadline_ms`` after the trigger's event time).
     deadline_at_ms: int | None = None
+    #: The dispatch's span, with the trigger's ``tracestate`` and ``baggage``: the executor's
+    #: spans are its children, and its reports carry them as ``traceparent`` headers.
+    trace: Trace | None = None
 
 
 class OutboxEvent(Record):
@@ -449,6 +471,8 @@ class OutboxEvent(Record):
     occurred_at_ms: int
     payload: dict[str, Any]
     cause: dict[str, Any]
+    #: The span of the transition that produced it.
+    trace: Trace | None = None
 
 
 class PersonaBudgetStatus(Record):

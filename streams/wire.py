@@ -83,6 +83,7 @@ def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
 
 
 # The records the pipeline handles (names as in the contract).
+Trace = twin(records.Trace)
 RunCost = twin(records.RunCost)
 Slo = twin(records.Slo)
 Debug = twin(records.Debug)

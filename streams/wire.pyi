@@ -13,6 +13,8 @@ from . import records
 _T = TypeVar("_T")
 
 @overload
+def twin(model: type[records.Trace]) -> type[Trace]: ...
+@overload
 def twin(model: type[records.RunCost]) -> type[RunCost]: ...
 @overload
 def twin(model: type[records.Slo]) -> type[Slo]: ...
@@ -65,6 +67,14 @@ def twin(model: type[records.DeadLetter]) -> type[DeadLetter]: ...
 @overload
 def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
     """The msgspec struct with ``model``'s fields (``overrides``: other types for some)."""
+
+class Trace(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """W3C trace context. An invalid ``traceparent`` counts as absent: the record gets the
+    fallback trace of its id (a producer's tracing bug never costs it its work)."""
+
+    traceparent: str
+    tracestate: str | None = None
+    baggage: str | None = None
 
 class RunCost(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """What one run cost and saved."""
@@ -171,6 +181,7 @@ class TriggerRequest(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     slo: Slo | None = None
     deadline_at_ms: int | None = None
     debug: Debug | None = None
+    trace: Trace | None = None
 
 class ControlCommand(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """An ops command for one persona."""
@@ -183,6 +194,7 @@ class ControlCommand(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     cost: RunCost | None = None
     at_ms: int | None = None
     target: CancelTarget | None = None
+    trace: Trace | None = None
 
 class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A lifecycle report from an executor about one run."""
@@ -209,6 +221,7 @@ class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     spawn_mode: records.SpawnMode = "child"
     background: bool = False
     inherit_inbox: bool = False
+    trace: Trace | None = None
 
 class RunControl(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A control message for a running execution."""
@@ -220,6 +233,7 @@ class RunControl(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     reason: str | None = None
     content: Any = None
     at_ms: int | None = None
+    trace: Trace | None = None
 
 class TriggerEnvelope(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """The normalized trigger (docs/behaviour.md, section 3)."""
@@ -256,6 +270,7 @@ class Receipt(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     attempt: int | None = None
     not_before_ms: int | None = None
     event_id: str | None = None
+    trace: Trace | None = None
 
 class RunDispatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """An instruction to executors about one run."""
@@ -281,6 +296,7 @@ class RunDispatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     checkpoint: Any = None
     slo: StepSlo | None = None
     deadline_at_ms: int | None = None
+    trace: Trace | None = None
 
 class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """One state transition, for audit consumers. ``seq`` is gap-free per ``stream``."""
@@ -294,6 +310,7 @@ class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     occurred_at_ms: int
     payload: dict[str, Any]
     cause: dict[str, Any]
+    trace: Trace | None = None
 
 class PersonaBudgetStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     daily_usd: float | None = None
@@ -391,6 +408,8 @@ encoder: msgspec.json.Encoder
 encode: Callable[[Any], bytes]
 
 def decoder(kind: TypeForm[_T]) -> msgspec.json.Decoder[_T]: ...
+@overload
+def from_model(model: records.Trace) -> Trace: ...
 @overload
 def from_model(model: records.RunCost) -> RunCost: ...
 @overload

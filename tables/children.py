@@ -69,6 +69,7 @@ def spawn(step: Step, parent: RunRow, event: RunEvent) -> None:
         scheduling=Scheduling(slo=parent.scheduling.slo, deadline_at_ms=parent.scheduling.deadline_at_ms),
         priority=parent.priority,
         queued_at_ms=step.now,
+        trace=runlog.trace_from(step, parent.trace, child_id),
     )
     parent.children.append(child_id)
     runlog.emit(

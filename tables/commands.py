@@ -71,7 +71,12 @@ def _cancel(step: Step, record: ControlReceived) -> bool:
         {"work_key": work.work_key, "request_id": work.request_id, "actor": command.actor, "reason": reason},
     )
     step.receipt(
-        "trigger", work.request_id, "cancelled", work_key=work.work_key, error=f"cancelled by {command.actor}: {reason}"
+        "trigger",
+        work.request_id,
+        "cancelled",
+        work_key=work.work_key,
+        error=f"cancelled by {command.actor}: {reason}",
+        trace=work.trace,
     )
     step.receipt("control", command.command_id, "completed", work_key=work.work_key)
     return False

@@ -19,7 +19,7 @@ from . import value as values
 from .machines import EXECUTING
 from .queue import DEFAULT_TARGET_MS, Entry, Queue, slack_ms
 from .runstate import Attempt, RunRow
-from .state import Scheduling
+from .state import Scheduling, TraceRef
 from .step import Step
 from .timefmt import hour_start
 from .value import run_value_metadata
@@ -37,8 +37,10 @@ def start_work_run(
     priority: int,
     queued_at_ms: int,
     preempts: bool = False,
+    trace: TraceRef | None = None,
 ) -> RunRow:
-    """A trigger's external run, first dispatch (its request passed the gates)."""
+    """A trigger's external run, first dispatch (its request passed the gates); it takes
+    over its request's trace."""
     run_id = ids.run_id(step.persona, request_id, decision)
     run = RunRow(
         run_id=run_id,
@@ -53,6 +55,7 @@ def start_work_run(
         scheduling=plan,
         priority=priority,
         queued_at_ms=queued_at_ms,
+        trace=runlog.trace_from(step, trace, run_id),
     )
     runlog.register(step, run)
     refused = dispatch(step, run, takes_lease=True, preempts=preempts)

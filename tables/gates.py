@@ -23,7 +23,7 @@ from . import ids, leases, money, outcomes, runlog
 from . import value as values
 from .dispatch import DEADLINE_EXCEEDED, start_work_run
 from .queue import ListName
-from .state import QueueItem, Scheduling
+from .state import QueueItem, Scheduling, TraceRef
 from .step import Step
 from .value import completion_deltas, run_value_metadata
 
@@ -49,6 +49,7 @@ def item(
     cost: RunCost | None,
     priority: int,
     plan: Scheduling,
+    trace: TraceRef | None = None,
 ) -> QueueItem:
     return QueueItem(
         work_key=envelope.subject_key,
@@ -60,11 +61,17 @@ def item(
         reason="queued",
         queued_at_ms=step.now,
         scheduling=plan,
+        trace=trace,
     )
 
 
 def gate_new(step: Step, work: QueueItem) -> None:
     """Paused (and draining) -> queued; disabled -> dead-lettered; else the other gates."""
+    with step.working(work.request_id, work.trace):
+        _gate_new(step, work)
+
+
+def _gate_new(step: Step, work: QueueItem) -> None:
     mode = step.head.mode
     if mode == "paused":
         enqueue(step, work, "paused")
@@ -97,6 +104,7 @@ def enqueue(step: Step, work: QueueItem, reason: str, name: ListName = "r") -> N
             "duplicate",
             work_key=replaced.work_key,
             error=f"superseded by request {work.request_id!r} for the same work key",
+            trace=replaced.trace,
         )
 
 
@@ -107,6 +115,11 @@ def is_external(step: Step, work: QueueItem) -> bool:
 def attempt(step: Step, work: QueueItem, queued: QueueItem | None, preempts: bool = False) -> None:
     """Deadline, budget, duplicate, lease, backpressure, then the run. ``queued`` is the
     stored item when queued work is taken up (``preempts``: ahead of work queued before it)."""
+    with step.working(work.request_id, work.trace):
+        _attempt(step, work, queued, preempts)
+
+
+def _attempt(step: Step, work: QueueItem, queued: QueueItem | None, preempts: bool) -> None:
     deadline = work.scheduling.deadline_at_ms
     if deadline is not None and step.now > deadline:
         _deadline_exceeded(step, work, queued, deadline)
@@ -167,6 +180,7 @@ def attempt(step: Step, work: QueueItem, queued: QueueItem | None, preempts: boo
             work.priority,
             work.queued_at_ms,
             preempts,
+            work.trace,
         )
     else:
         _run_inline(step, work, cost)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import msgspec
 
 from streams.inbox import TriggerReceived
-from streams.wire import Receipt
+from streams.wire import Receipt, Trace
 
 from . import ids
 from .state import PersonaState, RequestRecord
-from .step import Step, receipt_output
+from .step import Step, receipt_output, request_trace
 
 #: Triggers one persona may have waiting for its binding; more are rejected at once.
 MAX_HELD = 1000
@@ -31,8 +31,10 @@ class Held(msgspec.Struct, frozen=True):
 _HELD = msgspec.json.Decoder(Held)
 
 
-def rejection(persona: str, kind: str, request_id: str, at_ms: int, error: str) -> Receipt:
-    """The ``rejected`` receipt of a request no binding could take (its first decision)."""
+def rejection(persona: str, kind: str, request_id: str, at_ms: int, error: str, given: Trace | None) -> Receipt:
+    """The ``rejected`` receipt of a request no binding could take (its first decision), in
+    the request's trace (``given``: its producer's context, if any)."""
+    ref = request_trace(request_id, given)
     return Receipt(
         status="rejected",
         persona=persona,
@@ -40,6 +42,7 @@ def rejection(persona: str, kind: str, request_id: str, at_ms: int, error: str) 
         receipt_id=ids.receipt_id(persona, f"{kind}:{request_id}", 0),
         at_ms=at_ms,
         error=error,
+        trace=Trace(traceparent=f"00-{ref.trace_id}-{ref.span_id}-01"),
     )
 
 
@@ -92,6 +95,7 @@ def reject_expired(step: Step) -> None:
             step.now,
             f"unknown persona {step.persona!r}: no binding arrived on persona.bindings within"
             f" {record.hold_ms} ms of the trigger",
+            record.request.trace,
         )
         step.state.put_request("trigger", record.request.request_id, RequestRecord(decisions=1, last=receipt))
         step.outputs.append(receipt_output(receipt))

@@ -154,6 +154,7 @@ def reserve(step: Step, run: RunRow, attempt: Attempt) -> None:
                 "reserved_tokens": tokens,
             },
             run.run_id,
+            run.trace,
         )
 
 
@@ -178,4 +179,5 @@ def close(step: Step, run: RunRow, attempt: Attempt, event: AttemptEvent, error:
             "actual_tokens": attempt.actual_tokens,
         },
         run.run_id,
+        run.trace,
     )

@@ -170,7 +170,7 @@ def _end_compensation(
     }
     if error is not None:
         payload["error"] = error
-    step.emit(f"persona.compensation.{outcome}", payload, run.run_id)
+    step.emit(f"persona.compensation.{outcome}", payload, run.run_id, run.trace)
     if not lease_expired:
         leases.released(step, lease)
     if outcome == "failed":
@@ -303,6 +303,7 @@ def _compensate(step: Step, failed: RunRow) -> None:
         scheduling=Scheduling(slo=failed.scheduling.slo),
         priority=failed.priority,
         queued_at_ms=step.now,
+        trace=runlog.trace_from(step, failed.trace, run_id),
     )
     runlog.register(step, compensation)
     runlog.ready(step, compensation)

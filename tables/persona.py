@@ -22,6 +22,7 @@ test in ``tests/tables/test_persona_quirks.py``.
 
 from __future__ import annotations
 
+from streams import tracing
 from streams.inbox import (
     PERSONA_INPUT,
     BindingChanged,
@@ -36,20 +37,25 @@ from streams.inbox import (
     persona_of,
 )
 from streams.outputs import Output
+from streams.tracing import Span
+from streams.wire import Trace
 
 from . import commands, gates, handoffs, holds, reports, runcontrol, scheduler
 from .envelope import SCHEDULE_PROVIDER, normalize_trigger_envelope, schedule_envelope, schedule_name
 from .schedule import due, earliest_due, next_occurrence
-from .state import PERSONAS, PersonaHead, PersonaState
-from .step import RequestKind, Step, receipt_output
+from .state import PERSONAS, PersonaHead, PersonaState, TraceRef
+from .step import RequestKind, Step, receipt_output, request_trace
 from .store import Transaction
 from .timefmt import format_ms
 
 
-def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -> list[Output]:
-    """Apply one inbox record; ``position`` is its inbox offset (None in pure tests)."""
+def apply(
+    txn: Transaction, record: PersonaInput, position: int | None = None, spans: list[Span] | None = None
+) -> list[Output]:
+    """Apply one inbox record; ``position`` is its inbox offset (None in pure tests). The
+    transition's spans are appended to ``spans`` if given."""
     if isinstance(record, RunReportsReceived):  # its reports in order, as if each came alone
-        return [output for report in record.reports for output in apply(txn, report, position)]
+        return [output for report in record.reports for output in apply(txn, report, position, spans)]
     persona = persona_of(record)
     state = PersonaState(txn, persona)
     redelivered = _redelivered(state, record)
@@ -66,7 +72,8 @@ def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -
         if head is None and not (isinstance(record, BindingChanged) and record.binding is not None):
             return []  # a notice about a persona that never existed: nothing to change
         head = head or PersonaHead(name=persona)
-    step = Step(state, head, head.clock_ms, _cause(record, position))
+    step = Step(state, head, head.clock_ms, _cause(record, position), spans=spans)
+    _enter(step, record)
     if isinstance(record, RunReportReceived):
         reports.on_report(step, record)  # moves the clock only if the report is accepted
         scheduler.settle(step, by_time=False)
@@ -88,6 +95,24 @@ def apply(txn: Transaction, record: PersonaInput, position: int | None = None) -
             handoffs.on_settled(step, record)
     _finish(step)
     return step.outputs
+
+
+def _enter(step: Step, record: PersonaInput) -> None:
+    """The input's trace: a request's (its producer's context, else the fallback of its id:
+    then this transition's span starts the trace), or the executor's span a report comes from."""
+    if isinstance(record, TriggerReceived):
+        given, request_id = record.request.trace, record.request.request_id
+    elif isinstance(record, ControlReceived | RunControlReceived):
+        given, request_id = record.command.trace, record.command.command_id
+    elif isinstance(record, RunReportReceived):
+        context = tracing.parse(record.event.trace.traceparent) if record.event.trace is not None else None
+        if context is not None:
+            step.origin = TraceRef(trace_id=context.trace_id, span_id=context.span_id)
+        return
+    else:
+        return
+    step.origin = request_trace(request_id, given)
+    step.rooted = given is None or tracing.parse(given.traceparent) is None
 
 
 def _finish(step: Step) -> None:
@@ -117,6 +142,15 @@ def _request_key(record: PersonaInput) -> tuple[RequestKind, str] | None:
     return None
 
 
+def _given(record: PersonaInput) -> Trace | None:
+    """The trace context a request came with."""
+    if isinstance(record, TriggerReceived):
+        return record.request.trace
+    if isinstance(record, ControlReceived | RunControlReceived):
+        return record.command.trace
+    return None
+
+
 def _redelivered(state: PersonaState, record: PersonaInput) -> list[Output] | None:
     """A request seen before gets its last receipt again (same ``receipt_id``), nothing else."""
     request = _request_key(record)
@@ -133,8 +167,9 @@ def _unknown_persona(record: TriggerReceived | ControlReceived) -> list[Output]:
     request = _request_key(record)
     assert request is not None
     receipt = holds.rejection(
-        persona, *request, record.at_ms, f"unknown persona {persona!r}: it has no binding on persona.bindings"
-    )
+        persona, *request, record.at_ms, f"unknown persona {persona!r}: it has no binding on persona.bindings",
+        _given(record),
+    )  # fmt: skip
     if isinstance(record, TriggerReceived):
         return [receipt_output(receipt), *handoffs.rejected_unbound(record.request, receipt)]
     return [receipt_output(receipt)]
@@ -148,10 +183,11 @@ def _refused(state: PersonaState, head: PersonaHead | None, record: PersonaInput
         request = _request_key(record)
         if request is None:
             return []
-        receipt = holds.rejection(persona_of(record), *request, record.admitted_at_ms or 0, reason)
+        receipt = holds.rejection(persona_of(record), *request, record.admitted_at_ms or 0, reason, _given(record))
         extra = handoffs.rejected_unbound(record.request, receipt) if isinstance(record, TriggerReceived) else []
         return [receipt_output(receipt), *extra]
     step = Step(state, head, head.clock_ms, _cause(record, position))
+    _enter(step, record)
     if isinstance(record, RunReportReceived):
         reports.on_report(step, record)
     elif isinstance(record, RunControlReceived):
@@ -191,6 +227,7 @@ def _hold(state: PersonaState, head: PersonaHead, record: TriggerReceived, posit
             record.request.request_id,
             record.at_ms,
             f"unknown persona {head.name!r}: {holds.MAX_HELD} triggers already wait for its binding on persona.bindings",
+            record.request.trace,
         )
         return [receipt_output(receipt)]
     step.advance(record.at_ms)
@@ -249,7 +286,8 @@ def _on_trigger(step: Step, record: TriggerReceived) -> None:
         )
         step.emit("persona.trigger.received", {"persona": step.persona, "envelope": envelope})
     plan = gates.scheduling(step.binding, request, step.now)
-    gates.gate_new(step, gates.item(step, request.request_id, envelope, request.cost, request.priority, plan))
+    trace = request_trace(request.request_id, request.trace)
+    gates.gate_new(step, gates.item(step, request.request_id, envelope, request.cost, request.priority, plan, trace))
 
 
 def _on_tick(step: Step) -> None:
@@ -274,7 +312,9 @@ def _fire_schedules(step: Step) -> None:
             continue
         envelope = schedule_envelope(binding, schedule, at_ms)
         step.emit("persona.schedule.fired", {"persona": step.persona, "envelope": envelope})
-        gates.gate_new(step, gates.item(step, request_id, envelope, None, 0, gates.scheduling(binding, None, at_ms)))
+        plan = gates.scheduling(binding, None, at_ms)
+        trace = request_trace(request_id, None)
+        gates.gate_new(step, gates.item(step, request_id, envelope, None, 0, plan, trace))
     step.head.schedule_cursor_ms = max(cursor, step.now)
     _schedule_timer(step)
 

@@ -223,6 +223,7 @@ def _on_handoff(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> N
             "dedupe_key": event.event_id,
         },
         raw=event.payload,
+        trace=step.trace(run.trace, run.run_id),  # the target's work continues the run's trace
     )
     step.send("persona_inbox", target, TriggerReceived(at_ms=step.now, source=None, request=request, hold_ms=0))
     handoffs.sent(

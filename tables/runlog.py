@@ -15,6 +15,7 @@ from streams.wire import RunDispatch, StepSlo, TriggerEnvelope
 from . import ids, leases
 from .machines import EXECUTING, RunEvent, RunStatus, move_run
 from .runstate import RunRow, RunState, TranscriptEntry
+from .state import TraceRef
 from .step import Step, outbox_output
 
 TranscriptKind = Literal["guidance", "evidence", "a2a", "message"]
@@ -37,7 +38,15 @@ def emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
     """Append an event to the run's stream (``run:<run_id>``); return its id."""
     run.seq += 1
     output = outbox_output(
-        f"run:{run.run_id}", run.seq, kind, step.persona, run.run_id, step.now, step.redacted(payload), step.cause
+        f"run:{run.run_id}",
+        run.seq,
+        kind,
+        step.persona,
+        run.run_id,
+        step.now,
+        step.redacted(payload),
+        step.cause,
+        step.trace(run.trace, run.run_id, kind),
     )
     step.outputs.append(output)
     runs(step).put_event(run, run.seq, output.value)
@@ -82,8 +91,26 @@ def send(
         checkpoint=run.checkpoint if start and run.dispatches > 1 else None,
         slo=slo,
         deadline_at_ms=run.scheduling.deadline_at_ms,
+        trace=step.child_span(
+            run.trace or step.trace_ref(),
+            f"dispatch.{action}",
+            (run.run_id, str(run.attempt), command_id or ""),
+            {"personaflow.run_id": run.run_id, "personaflow.attempt": run.attempt},
+        ),
     )
     step.send("dispatch", run.run_id, dispatch, phase=1)
+
+
+def trace_from(step: Step, trace: TraceRef | None, run_id: str) -> TraceRef:
+    """A new run's trace: ``trace``'s (its request's or parent's; else this transition's),
+    hanging from this transition's span in it."""
+    ref = trace or step.trace_ref()
+    return TraceRef(
+        trace_id=ref.trace_id,
+        span_id=step.span_in(ref, run_id),
+        tracestate=ref.tracestate,
+        baggage=ref.baggage,
+    )
 
 
 def register(step: Step, run: RunRow) -> None:

@@ -30,7 +30,7 @@ import msgspec
 from streams.wire import TriggerEnvelope
 
 from .machines import EXECUTING, RUN_TERMINAL, AttemptStatus, RunStatus
-from .state import PersonaState, Row, Scheduling
+from .state import PersonaState, Row, Scheduling, TraceRef
 from .store import key
 
 RUNS = "runs"
@@ -148,6 +148,9 @@ class RunRow(Row, kw_only=True):
     #: The stream's first :data:`EVENTS_INLINE` events (``run_events`` rows hold later
     #: ones): a short run writes no row for its stream.
     events: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    #: The run's trace: its request's (a child's or compensation's: its parent's), with the
+    #: span of the transition that created it.
+    trace: TraceRef | None = None
 
     @property
     def terminal(self) -> bool:

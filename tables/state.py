@@ -57,6 +57,16 @@ class Row(msgspec.Struct, kw_only=True, gc=False):
     (never part of a reference cycle, so not tracked by the garbage collector)."""
 
 
+class TraceRef(Row, kw_only=True):
+    """A trace, the span in it that later spans of the same work hang from, and the
+    producer's ``tracestate`` and ``baggage`` (handed on to executors)."""
+
+    trace_id: str
+    span_id: str
+    tracestate: str | None = None
+    baggage: str | None = None
+
+
 class QueueIndex(Row, kw_only=True):
     """Counters of the queue (its entries are rows of ``queue_rank``, see :mod:`tables.queue`).
 
@@ -229,6 +239,8 @@ class QueueItem(Row, kw_only=True):
     scheduling: Scheduling = msgspec.field(default_factory=Scheduling)
     #: Waiting (``list`` ``w``): not before then.
     not_before_ms: int | None = None
+    #: The request's trace (its producer's span, or the fallback of its id).
+    trace: TraceRef | None = None
 
     @property
     def slo(self) -> Slo | None:

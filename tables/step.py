@@ -9,17 +9,24 @@ decides it.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
+from streams import tracing
 from streams.outputs import Output
 from streams.records import ReceiptStatus
 from streams.redaction import redact
-from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, encode
+from streams.tracing import Span
+from streams.wire import DeadLetter, OutboxEvent, PersonaBinding, PersonaLease, Receipt, Trace, encode
 
 from . import ids
 from .queue import Queue
-from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord
+from .runstate import RunState
+from .state import LeaseRecord, PersonaHead, PersonaState, RequestRecord, TraceRef
 from .timers import set_timer
 
 RequestKind = Literal["trigger", "control", "run_control"]
@@ -37,6 +44,7 @@ def outbox_output(
     now: int,
     payload: dict[str, Any],
     cause: dict[str, Any],
+    trace: Trace | None = None,
 ) -> Output:
     """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers."""
     event_id = ids.event_id(stream, seq)
@@ -50,6 +58,7 @@ def outbox_output(
         occurred_at_ms=now,
         payload=payload,
         cause=cause,
+        trace=trace,
     )
     kind_bytes = _KINDS.get(kind)
     if kind_bytes is None:
@@ -78,6 +87,17 @@ def dead_letter_output(
     return Output("dlq", key, encode(letter), (("error", error[:200]), ("reason", reason)))
 
 
+def request_trace(request_id: str, given: Trace | None) -> TraceRef:
+    """The trace of a request: its producer's context if valid, else the fallback of its id."""
+    context = tracing.parse(given.traceparent) if given is not None else None
+    if context is None or given is None:
+        fallback = tracing.fallback(request_id)
+        return TraceRef(trace_id=fallback.trace_id, span_id=fallback.span_id)
+    return TraceRef(
+        trace_id=context.trace_id, span_id=context.span_id, tracestate=given.tracestate, baggage=given.baggage
+    )
+
+
 def receipt_output(receipt: Receipt) -> Output:
     key = receipt.persona.encode()
     return Output(
@@ -99,6 +119,18 @@ class Step:
     outputs: list[Output] = field(default_factory=list)
     #: Trigger receipts issued by this step (their handoff settlements follow from them).
     issued: list[Receipt] = field(default_factory=list)
+    #: The input's trace (a request's, or the executor's span a report comes from); None:
+    #: the input names none (a tick, a binding), its outputs get the fallback of its cause.
+    origin: TraceRef | None = None
+    #: ``origin`` is a fallback: this transition's span in it is the trace's root (with
+    #: the fallback's span id).
+    rooted: bool = False
+    #: The work item being decided (its outputs carry its request's trace).
+    work: TraceRef | None = None
+    work_request: str | None = None
+    #: Spans of this transition, if the caller collects them (one per trace it touched).
+    spans: list[Span] | None = None
+    _mine: dict[str, tuple[Span, Trace]] = field(default_factory=dict)
 
     def advance(self, at_ms: int) -> None:
         """The input is accepted: the persona's clock moves to its event time (never back)."""
@@ -141,14 +173,110 @@ class Step:
         keys = self.redact_keys
         return redact(value, keys) if keys else value
 
-    def emit(self, kind: str, payload: dict[str, Any], run_id: str | None = None) -> int:
-        """Append one event to the persona's outbox stream; return its sequence number."""
+    def emit(self, kind: str, payload: dict[str, Any], run_id: str | None = None, trace: TraceRef | None = None) -> int:
+        """Append one event to the persona's outbox stream; return its sequence number. It
+        carries the trace of ``trace``, else of run ``run_id``, else the work's or input's."""
         payload = self.redacted(payload)
         self.head.seq += 1
+        event_trace = self.trace(trace, run_id, kind)
         self.outputs.append(
-            outbox_output(self.stream, self.head.seq, kind, self.persona, run_id, self.now, payload, self.cause)
+            outbox_output(
+                self.stream, self.head.seq, kind, self.persona, run_id, self.now, payload, self.cause, event_trace
+            )
         )
         return self.head.seq
+
+    # ------------------------------------------------------------------ traces
+
+    def trace(self, ref: TraceRef | None = None, run_id: str | None = None, decision: str | None = None) -> Trace:
+        """The ``trace`` of an output: this transition's span in the trace of ``ref``, else
+        of run ``run_id``, else of the work item being decided, else of the input."""
+        if ref is None and run_id is not None:
+            run = RunState(self.state).run(run_id)
+            ref = run.trace if run is not None else None
+        ref = ref or self.trace_ref()
+        mine = self._mine.get(ref.trace_id)
+        if mine is None:
+            mine = self._open(ref, run_id)
+        if decision is not None:
+            mine[0].attributes["personaflow.decision"] = decision
+        return mine[1]
+
+    def trace_ref(self) -> TraceRef:
+        """The trace outputs belong to unless they are about a run: the work being decided,
+        else the input's."""
+        return self.work or self.origin or self._fallback()
+
+    def _receipt_trace(
+        self, kind: RequestKind, request_id: str, run_id: str | None, status: str, ref: TraceRef | None
+    ) -> Trace:
+        """A receipt carries its request's trace: a trigger's is the work's being decided, or
+        its run's (the run took it over); run control's and control's, their input's."""
+        if ref is None and kind == "trigger":
+            if self.work is not None and self.work_request == request_id:
+                ref = self.work
+            elif run_id is not None:
+                run = RunState(self.state).run(run_id)
+                ref = run.trace if run is not None and run.request_id == request_id else None
+        elif ref is None:
+            ref = self.origin
+        return self.trace(ref, decision=status)
+
+    @contextmanager
+    def working(self, request_id: str, trace: TraceRef | None) -> Iterator[None]:
+        """While deciding about one request's work, its outputs carry the request's trace."""
+        previous = self.work, self.work_request
+        self.work, self.work_request = trace, request_id
+        try:
+            yield
+        finally:
+            self.work, self.work_request = previous
+
+    def span_in(self, ref: TraceRef, run_id: str | None = None) -> str:
+        """This transition's span id in the trace of ``ref``."""
+        mine = self._mine.get(ref.trace_id)
+        return (mine or self._open(ref, run_id))[0].span_id
+
+    def child_span(self, ref: TraceRef, name: str, about: tuple[str, ...], attributes: dict[str, Any]) -> Trace:
+        """A span under this transition's (a dispatch): its context, with the trace's state."""
+        parent = self.span_in(ref)
+        span_id = tracing.span_id(ref.trace_id, name, *about)
+        if self.spans is not None:
+            self.spans.append(
+                Span(ref.trace_id, span_id, parent, name, {"personaflow.persona": self.persona, **attributes})
+            )
+        return Trace(traceparent=f"00-{ref.trace_id}-{span_id}-01", tracestate=ref.tracestate, baggage=ref.baggage)
+
+    def _open(self, ref: TraceRef, run_id: str | None) -> tuple[Span, Trace]:
+        # The span's id derives from the input (its cause), so a replay gives the same ids.
+        origin = self.origin
+        if origin is not None and origin.trace_id == ref.trace_id:
+            if self.rooted:  # the input's own fallback context: this span starts the trace
+                span_id, parent = origin.span_id, None
+            else:
+                span_id, parent = self._span_id(ref), origin.span_id
+        else:
+            span_id, parent = self._span_id(ref), ref.span_id
+        attributes: dict[str, Any] = {"personaflow.persona": self.persona, "personaflow.kind": self.cause["type"]}
+        if run_id is not None:
+            attributes["personaflow.run_id"] = run_id
+        span = Span(ref.trace_id, span_id, parent, f"persona.{self.cause['type']}", attributes)
+        if self.spans is not None:
+            self.spans.append(span)
+        mine = self._mine[ref.trace_id] = (span, Trace(traceparent=f"00-{ref.trace_id}-{span_id}-01"))
+        return mine
+
+    def _span_id(self, ref: TraceRef) -> str:
+        return tracing.span_id(ref.trace_id, "transition", self.persona, self._cause_key())
+
+    def _cause_key(self) -> str:
+        return orjson.dumps(self.cause, option=orjson.OPT_SORT_KEYS).decode()
+
+    def _fallback(self) -> TraceRef:
+        """An input without a trace of its own (a tick, a binding): the fallback of its cause."""
+        context = tracing.fallback(f"{self.persona}:{self._cause_key()}")
+        self.origin, self.rooted = TraceRef(trace_id=context.trace_id, span_id=context.span_id), True
+        return self.origin
 
     # ---------------------------------------------------------------- receipts
 
@@ -171,8 +299,10 @@ class Step:
         attempt: int | None = None,
         not_before_ms: int | None = None,
         event_id: str | None = None,
+        trace: TraceRef | None = None,
     ) -> Receipt:
-        """Issue the next decision's receipt about a request and remember it."""
+        """Issue the next decision's receipt about a request and remember it (with the
+        trace of ``trace``, else of its run, else of the work being decided or the input)."""
         record = self.state.request(kind, request_id)
         decisions = 0 if record is None else record.decisions
         receipt = Receipt(
@@ -190,6 +320,7 @@ class Step:
             attempt=attempt,
             not_before_ms=not_before_ms,
             event_id=event_id,
+            trace=self._receipt_trace(kind, request_id, run_id, status, trace),
         )
         self.state.put_request(kind, request_id, RequestRecord(decisions=decisions + 1, last=receipt))
         self.outputs.append(receipt_output(receipt))

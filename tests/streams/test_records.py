@@ -135,6 +135,7 @@ def test_receipt_and_status_field_names_are_exact():
         "attempt",
         "not_before_ms",
         "event_id",
+        "trace",
     ]
     assert list(PersonaStatus.model_fields) == [
         "name",

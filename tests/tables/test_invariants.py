@@ -28,6 +28,7 @@ byte-identical outputs.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -40,6 +41,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from streams import tracing
 from streams.admission import Forward, RawRecord, admit, redacted_dead_letter
 from streams.inbox import (
     PERSONA_INPUT,
@@ -48,6 +50,7 @@ from streams.inbox import (
     RunRegistered,
     RunReportReceived,
     RunReportsReceived,
+    TriggerReceived,
     persona_of,
 )
 from streams.outputs import Output
@@ -159,6 +162,8 @@ class Pipeline:
         self.admitted: dict[str, int] = defaultdict(int)
         #: (persona, run id) of every run registered.
         self.runs: list[tuple[str, str]] = []
+        #: request id -> the trace id its receipts must carry (the first trigger's with it).
+        self.request_traces: dict[str, str] = {}
 
     def publish(self, role: str, key: str, value: dict[str, Any] | None, at_ms: int, wall_ms: int) -> None:
         """A producer's record, admitted by ingress at ``wall_ms``."""
@@ -208,6 +213,11 @@ class Pipeline:
         self.inbox.append((inbox, value))
         if inbox == "persona_inbox":
             record = PERSONA_INPUT.decode(value)
+            if isinstance(record, TriggerReceived):
+                request = record.request
+                given = tracing.parse(request.trace.traceparent) if request.trace is not None else None
+                expected = given or tracing.fallback(request.request_id)
+                self.request_traces.setdefault(request.request_id, expected.trace_id)
             for item in record.reports if isinstance(record, RunReportsReceived) else (record,):
                 if item.refused is None:
                     name = persona_of(item)
@@ -367,8 +377,9 @@ class Guarantees(RuleBasedStateMachine):
                 "debug": st.fixed_dictionaries({"breakpoints": st.lists(st.sampled_from(["s0", "s1", "s2"]))}),
             },
         ),
+        traced=st.sampled_from([None, "producer", "broken"]),
     )
-    def trigger(self, persona, work, secret, inline_cents, when, offset, advance, scheduling) -> None:
+    def trigger(self, persona, work, secret, inline_cents, when, offset, advance, scheduling, traced) -> None:
         self.wall += advance
         metadata = {"issue_key": f"{SECRET}-K{work}"}
         if secret:
@@ -387,6 +398,11 @@ class Guarantees(RuleBasedStateMachine):
         }
         if inline_cents is not None:
             request["cost"] = {"cost_usd": inline_cents / 100, "tokens": inline_cents * 10}
+        if traced == "producer":
+            digest = hashlib.sha256(request["request_id"].encode()).hexdigest()
+            request["trace"] = {"traceparent": f"00-{digest[:32]}-{digest[32:48]}-01", "tracestate": "k=v"}
+        elif traced == "broken":  # counts as absent: the request's fallback
+            request["trace"] = {"traceparent": "00-00000000000000000000000000000000-0000000000000000-01"}
         self.pipeline.publish("triggers", persona, request, self.wall, self.wall)
 
     @rule(persona=st.sampled_from(PERSONAS))
@@ -553,6 +569,8 @@ class Guarantees(RuleBasedStateMachine):
             if output.role in PUBLISHED:
                 leaked = [s for s in self.secrets if s.encode() in raw]
                 assert not leaked, (output.role, leaked, raw[:400])
+            if output.role in ("receipts", "outbox", "dispatch"):
+                self._carries_its_trace(output.role, orjson.loads(raw))
             if output.role != "outbox":
                 continue
             event = orjson.loads(raw)
@@ -585,6 +603,33 @@ class Guarantees(RuleBasedStateMachine):
                 assert done not in self.completed, done
                 self.completed.add(done)
             assert window.spent_day >= 0 and window.spent_hour >= 0 and window.tokens_day >= 0
+
+    def _carries_its_trace(self, role: str, record: dict[str, Any]) -> None:
+        """A receipt carries its request's trace (the producer's, else its id's fallback); an
+        event about a run and a dispatch carry the run's, which is its request's or parent's."""
+        context = tracing.parse(record["trace"]["traceparent"])
+        assert context is not None, (role, record["trace"])
+        if role == "receipts":
+            expected = self.pipeline.request_traces.get(record["request_id"])
+            if expected is None:  # a control command: its own fallback
+                expected = tracing.fallback(record["request_id"]).trace_id
+            assert context.trace_id == expected, ("receipt", record)
+            return
+        run_id = record.get("run_id")
+        if run_id is None:
+            return
+        run = RunState(self.pipeline.state(record["persona"])).run(run_id)
+        if run is None or run.trace is None:
+            return
+        assert context.trace_id == run.trace.trace_id, (role, record["kind"] if role == "outbox" else "dispatch")
+        root = run
+        while root.parent_run_id is not None:
+            parent = RunState(self.pipeline.state(record["persona"])).run(root.parent_run_id)
+            if parent is None:
+                break
+            root = parent
+        expected = self.pipeline.request_traces.get(root.request_id)
+        assert expected is None or expected == run.trace.trace_id, (run_id, root.request_id)
 
     @invariant()
     def state_agrees_with_the_outbox(self) -> None:

@@ -36,7 +36,7 @@ def test_valid_trigger_and_control_reach_the_persona_inbox_keyed_by_persona(work
     records = sorted(records, key=lambda record: record["type"], reverse=True)
     assert [record["type"] for record in records] == ["trigger", "control"]
     defaults = {"raw": None, "cost": None, "priority": 0, "received_at_ms": None, "slo": None, "deadline_at_ms": None}
-    assert records[0]["request"] == {**request, **defaults, "debug": None}
+    assert records[0]["request"] == {**request, **defaults, "debug": None, "trace": None}
     assert records[0]["source"]["topic"].endswith("persona.triggers")
     assert records[0]["at_ms"] > 0  # defaulted to the record timestamp
     assert records[1]["command"]["action"] == "pause"

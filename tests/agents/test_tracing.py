@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from personaflow.embedded import free_port
 from personaflow.process import ExecutorProcess
 from streams import tracing
 
@@ -79,7 +80,7 @@ def traced(settings, broker, data_dir) -> Iterator[tuple[Collector, Any]]:
     patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
     patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     try:
-        with own_pipeline(settings, broker, "trace") as (own, kafka):
+        with own_pipeline(settings, broker, "trace", web_port=free_port()) as (own, kafka):
             worker = SyncWorker(own, kafka, data_dir / f"logs-{own.app_id}")
             executor = ExecutorProcess(own, data_dir / f"logs-{own.app_id}", group=f"{own.app_id}-executor")
             try:

@@ -13,9 +13,17 @@ no data) and every fetch needs it: the first answer 401 shows a one-field form, 
 typed there is kept in the tab's ``sessionStorage`` (gone when the tab closes) and sent as
 ``Authorization: Bearer`` with every fetch; a token the worker refuses is dropped and the
 form asks again.
+
+A run (a click on its id, or ``/#run=RUN_ID``) opens below the tables: status, attempt,
+trace id — a link to the tracing UI when ``PERSONAFLOW_TRACE_URL`` is set (a URL with
+``{trace_id}``) — and its steps as a timeline, from the run's stream
+(``/runs/{id}/events``): when each step started after the run was created, how long it took,
+how it ended.
 """
 
 from __future__ import annotations
+
+import json
 
 DASHBOARD_HTML = """<!doctype html>
 <html lang="en">
@@ -42,7 +50,10 @@ DASHBOARD_HTML = """<!doctype html>
   .severity-warning, .severity-error { color: #cf222e; } .severity-info { color: #5b6576; }
   #error, #login-error { color: #cf222e; }
   #login { margin: 1rem 0; padding: .8rem; background: #fff; box-shadow: 0 1px 2px #0001; }
-  #login[hidden] { display: none; }
+  #login[hidden], #run[hidden] { display: none; }
+  .lane { position: relative; height: 10px; background: #eef1f5; border-radius: 3px; min-width: 240px; }
+  .lane > span { position: absolute; top: 0; bottom: 0; background: #2f81f7; border-radius: 3px; min-width: 2px; }
+  .lane > span.failed { background: #cf222e; } .lane > span.open { background: #9a6700; }
 </style>
 </head>
 <body>
@@ -71,6 +82,15 @@ DASHBOARD_HTML = """<!doctype html>
   <th>run</th><th>persona</th><th>status</th><th>attempt</th><th>lease expires in</th>
   <th>steps</th><th>tokens</th><th>cost</th>
 </tr></thead><tbody></tbody></table>
+
+<section id="run" hidden>
+<h2>Run <span id="run-id"></span></h2>
+<div class="meta">status <span id="run-status" data-field="status"></span> · attempt
+  <span id="run-attempt" data-field="attempt"></span> · trace <a id="run-trace" data-field="trace_id"></a></div>
+<table id="timeline"><thead><tr>
+  <th>step</th><th>name</th><th>started after</th><th>took</th><th>ended</th><th>timeline</th>
+</tr></thead><tbody></tbody></table>
+</section>
 
 <h2>Unsettled work</h2>
 <div id="unsettled-summary" class="meta"></div>
@@ -161,7 +181,10 @@ function runs(items, now) {
   fill("runs", items, (row, r) => {
     row.dataset.run = r.run_id;
     const limits = r.limits || {};
-    cell(row, "run_id", r.run_id);
+    const link = document.createElement("a");
+    link.href = "#run=" + encodeURIComponent(r.run_id);
+    link.textContent = r.run_id;
+    cell(row, "run_id", "").appendChild(link);
     cell(row, "persona", r.persona);
     cell(row, "status", r.status);
     cell(row, "attempt", r.attempt, "num");
@@ -170,6 +193,68 @@ function runs(items, now) {
     against(cell(row, "usage_tokens", r.usage_tokens, "num"), r.usage_tokens, limits.max_tokens);
     against(cell(row, "usage_usd", usd(r.usage_usd), "num"), r.usage_usd, limits.max_cost_usd, usd);
   }, "no run in flight");
+}
+
+// The tracing UI's page of a trace (PERSONAFLOW_TRACE_URL), or "" for none.
+const TRACE_URL = __TRACE_URL__;
+
+function steps(events, createdAt) {
+  const byStep = new Map();
+  for (const e of events) {
+    const p = e.payload || {};
+    if (!p.step_id || !e.kind.startsWith("run.step_")) continue;
+    const step = byStep.get(p.step_id) || {step_id: p.step_id, name: p.name || "", start: null, end: null, ended: ""};
+    if (e.kind === "run.step_started") { step.start = e.occurred_at_ms; if (p.name) step.name = p.name; }
+    else { step.end = e.occurred_at_ms; step.ended = e.kind === "run.step_failed" ? "failed" : "completed"; }
+    byStep.set(p.step_id, step);
+  }
+  const all = [...byStep.values()].filter(s => s.start !== null || s.end !== null);
+  const last = Math.max(createdAt + 1, ...all.map(s => s.end ?? s.start));
+  return all.map(s => ({...s, from: (s.start ?? s.end) - createdAt, span: last - createdAt}));
+}
+
+async function showRun(runId) {
+  const path = "/runs/" + encodeURIComponent(runId);
+  const detail = await json(path);
+  const events = [];  // the run's stream as the worker keeps it, page by page
+  for (let cursor = 1, more = true; more;) {
+    const page = await json(path + "/events?limit=100&cursor=" + cursor);
+    events.push(...page.events);
+    more = page.has_more && page.next_cursor > cursor;
+    cursor = page.next_cursor;
+  }
+  document.getElementById("run").hidden = false;
+  document.getElementById("run-id").textContent = runId;
+  document.getElementById("run-status").textContent = detail.status;
+  document.getElementById("run-attempt").textContent = detail.attempt;
+  const trace = document.getElementById("run-trace");
+  const traceId = detail.trace ? detail.trace.trace_id : "";
+  trace.textContent = traceId || "-";
+  if (traceId && TRACE_URL) trace.href = TRACE_URL.replace("{trace_id}", encodeURIComponent(traceId));
+  else trace.removeAttribute("href");
+  fill("timeline", steps(events, detail.created_at_ms), (row, s) => {
+    row.dataset.step = s.step_id;
+    cell(row, "step_id", s.step_id);
+    cell(row, "name", s.name);
+    cell(row, "started_after", secs(s.from), "num");
+    cell(row, "took", s.start !== null && s.end !== null ? secs(s.end - s.start) : "-", "num");
+    cell(row, "ended", s.ended || "running");
+    const lane = document.createElement("div");
+    lane.className = "lane";
+    const bar = document.createElement("span");
+    bar.className = s.ended === "failed" ? "failed" : (s.end === null ? "open" : "");
+    bar.style.left = (100 * s.from / s.span).toFixed(2) + "%";
+    const width = s.start !== null && s.end !== null ? (s.end - s.start) : (s.span - s.from);
+    bar.style.width = (100 * width / s.span).toFixed(2) + "%";
+    lane.appendChild(bar);
+    cell(row, "timeline", "").appendChild(lane);
+  }, "no step reported yet");
+  document.body.dataset.run = runId;
+}
+
+function shownRun() {
+  const match = /^#run=(.+)$/.exec(location.hash);
+  return match ? decodeURIComponent(match[1]) : null;
 }
 
 const BUCKETS = [["queued_triggers", "queued"], ["suspended_subagents", "paused run"],
@@ -239,6 +324,8 @@ async function refresh() {
     runs(u.in_flight_llm_calls || [], u.at_ms);
     unsettled(u);
     deadLetters(letters);
+    const runId = shownRun();
+    if (runId) await showRun(runId);
     document.getElementById("updated").textContent = new Date().toISOString().slice(11, 19) + " UTC";
     document.getElementById("error").textContent = "";
     document.body.dataset.loaded = "1";
@@ -248,9 +335,15 @@ async function refresh() {
   }
 }
 
+window.addEventListener("hashchange", refresh);
 refresh();
 setInterval(refresh, 2000);
 </script>
 </body>
 </html>
 """
+
+
+def dashboard_html(trace_url: str | None) -> str:
+    """The page, knowing the tracing UI's URL template (as a JSON string: no markup)."""
+    return DASHBOARD_HTML.replace("__TRACE_URL__", json.dumps(trace_url or "").replace("<", "\\u003c"))

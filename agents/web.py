@@ -40,7 +40,7 @@ from tables.status import status_json
 from tables.store import Transaction
 from tables.unsettled import partition_unsettled
 
-from .dashboard import DASHBOARD_HTML
+from .dashboard import dashboard_html
 
 FORWARDED = "X-Personaflow-Forwarded"
 #: Paths answered without the token: probes carry none, and the dashboard's page holds no
@@ -105,6 +105,7 @@ def bearer_auth(token: str, public: frozenset[str]) -> Middleware:
 class Views:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.page = dashboard_html(engine.settings.trace_url)
         self.session: aiohttp.ClientSession | None = None
         token = engine.settings.web_token
         # Sent with every request to another worker (forwarded views, gathered lists): the
@@ -307,7 +308,7 @@ class Views:
         return json_response(found[:RECENT_SHOWN])
 
     async def dashboard(self, request: web.Request) -> web.Response:
-        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
+        return web.Response(text=self.page, content_type="text/html")
 
     async def health(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok", "app": self.engine.settings.app_id, "ready": self.engine.ready})

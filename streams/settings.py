@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     # A bearer token every data view asks for (unset: no check). Kept out
     # of the settings' repr so that it is never logged with them.
     web_token: str | None = Field(None, repr=False, validation_alias=_env("PERSONAFLOW_WEB_TOKEN"))
+    # The tracing UI's page of a trace, for the dashboard's links: a URL with {trace_id}
+    # (e.g. http://jaeger:16686/trace/{trace_id}).
+    trace_url: str | None = Field(
+        None, max_length=2048, pattern=r"^https?://.*\{trace_id\}", validation_alias=_env("PERSONAFLOW_TRACE_URL")
+    )
     # /metrics without the token, for a Prometheus that scrapes without one.
     metrics_open: bool = Field(False, validation_alias=_env("PERSONAFLOW_METRICS_OPEN"))
     # Kafka security, passed through to Faust/aiokafka.

@@ -24,7 +24,7 @@ import pytest
 
 from personaflow.embedded import free_port
 
-from ..support.cluster import SyncWorker, own_pipeline
+from ..support.cluster import TRACE_URL, SyncWorker, own_pipeline
 from ..support.personas import SELF_REPORTED, PersonaProbe
 from ..support.wait import eventually
 
@@ -274,5 +274,39 @@ def test_the_dashboard_asks_once_for_the_token_keeps_it_for_the_tab_and_sends_it
                 "the data after a reload",
             )
             assert tab.evaluate(login_shown) is False
+    finally:
+        probe.close()
+
+
+def test_a_run_opens_with_its_steps_as_a_timeline_and_its_trace_linked_to_the_tracing_ui(worker, kafka, persona_name):
+    probe = PersonaProbe(kafka, persona_name)
+    try:
+        probe.bind(SELF_REPORTED)
+        run = probe.trigger("github", "pull_request", {"repository": "r", "number": "8"})
+        run_id, lease = run["run_id"], run["lease"]["id"]
+        trace_id = run["trace"]["traceparent"].split("-")[1]
+        probe.report(run_id, lease, "started")
+        probe.report(run_id, lease, "step_started", step_id="s1", name="plan")
+        probe.report(run_id, lease, "step_completed", step_id="s1")
+        probe.report(run_id, lease, "step_started", step_id="s2", name="act")
+        probe.wait_run_events(run_id, "run.step_started", 2)
+
+        with browser_tab(f"{worker.settings.web_url}/#run={run_id}") as tab:
+            shown = (
+                f"document.body?.dataset.run === {json.dumps(run_id)} || document.getElementById('error')?.textContent"
+            )
+            assert eventually(lambda: tab.evaluate(shown), 30, "the run") is True
+            page = Cells()
+            page.feed(tab.evaluate("document.documentElement.outerHTML"))
+            timeline = page.tables["timeline"]
+            assert [(r["step_id"], r["name"], r["ended"]) for r in timeline] == [
+                ("s1", "plan", "completed"),
+                ("s2", "act", "running"),
+            ]
+            assert tab.evaluate("document.getElementById('run-trace').textContent") == trace_id
+            link = tab.evaluate("document.getElementById('run-trace').getAttribute('href')")
+            assert link == TRACE_URL.replace("{trace_id}", trace_id)
+            bars = tab.evaluate("[...document.querySelectorAll('#timeline .lane > span')].map(b => b.style.left)")
+            assert len(bars) == 2 and float(bars[0].rstrip("%")) <= float(bars[1].rstrip("%"))
     finally:
         probe.close()

@@ -44,6 +44,10 @@ def session_broker(data_dir: Path) -> Iterator[BrokerAddress]:
             yield broker.address
 
 
+#: The session's tracing UI (nothing listens there: the dashboard only links to it).
+TRACE_URL = "http://tracing.invalid/trace/{trace_id}"
+
+
 def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int = 4) -> Settings:
     """Settings for one test session: its own app id and topic prefix on a shared broker."""
     session = uuid.uuid4().hex[:8]
@@ -60,6 +64,8 @@ def session_settings(data_dir: Path, broker: BrokerAddress, *, partitions: int =
         # days ahead of the worker's clock, not the default hour (tests/streams pin that).
         "PERSONAFLOW_MAX_FUTURE_MS": str(2 * 86_400_000),
         "PERSONAFLOW_LOG_LEVEL": "info",
+        # The dashboard links a run's trace id to this tracing UI (tests/agents/test_dashboard.py).
+        "PERSONAFLOW_TRACE_URL": TRACE_URL,
     }
     if not broker.embedded:
         values["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap

@@ -230,9 +230,11 @@ class ReferenceExecutor:
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
-        # Spans continue each dispatch's trace; without a provider configured they record
-        # nothing and reports carry the dispatch's own context.
-        self.tracer: Tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("personaflow.executor")
+        # Spans continue each dispatch's trace; without a provider no span is made and the
+        # reports carry the dispatch's own context.
+        self.tracer: Tracer | None = (
+            None if tracer_provider is None else tracer_provider.get_tracer("personaflow.executor")
+        )
         self.broker = broker
         self.group = group
         self.names = TopicNames(settings.topic_prefix)
@@ -263,6 +265,8 @@ class ReferenceExecutor:
         carrier: dict[str, str] = {}
         if execution.current is not None:  # the span this report comes from, for personaflow's spans
             _PROPAGATOR.inject(carrier, trace.set_span_in_context(execution.current))
+        elif isinstance(given := execution.dispatch.get("trace"), dict) and isinstance(given.get("traceparent"), str):
+            carrier["traceparent"] = given["traceparent"]
         sent = await self.producer.send(
             self.names.run_events,
             json.dumps(event).encode(),
@@ -425,6 +429,8 @@ class ReferenceExecutor:
     def _open_span(self, execution: Execution) -> None:
         """The attempt's span, a child of the dispatch's span (its ``trace``)."""
         dispatch = execution.dispatch
+        if self.tracer is None:
+            return
         given = dispatch.get("trace") or {}
         carrier = {k: v for k, v in given.items() if k in ("traceparent", "tracestate") and isinstance(v, str)}
         execution.span = execution.current = self.tracer.start_span(
@@ -438,8 +444,10 @@ class ReferenceExecutor:
             },
         )
 
-    def _step_span(self, execution: Execution, step_id: str, index: int) -> Span:
+    def _step_span(self, execution: Execution, step_id: str, index: int) -> Span | None:
         """A step's span under the attempt's (the seed's step scope: index, attempt, kind)."""
+        if self.tracer is None:
+            return None
         parent = trace.set_span_in_context(execution.span) if execution.span is not None else None
         span = self.tracer.start_span(
             f"step {step_id}",
@@ -493,8 +501,9 @@ class ReferenceExecutor:
                     execution, "usage", tokens=options.tokens_per_step, cost_usd=options.cost_per_step_usd
                 )
             await self.report(execution, "step_completed", step_id=step_id, output={"step": step + 1})
-            step_span.end()
-            execution.current = execution.span
+            if step_span is not None:
+                step_span.end()
+                execution.current = execution.span
             if options.checkpoint:
                 await self.report(execution, "checkpoint", payload={"completed_steps": execution.step})
             if step == 0 and work and options.spawn:
@@ -541,7 +550,7 @@ class ReferenceExecutor:
                 await self.report(execution, "heartbeat")
 
 
-def tracer_provider_from_environment() -> TracerProvider | None:
+def tracer_provider_from_environment() -> SdkTracerProvider | None:
     """An SDK provider exporting OTLP/HTTP if ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
     if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
         return None

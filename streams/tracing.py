@@ -59,18 +59,42 @@ def parse(traceparent: str | None) -> SpanContext | None:
 
 def uuid_of(id_: str) -> uuid.UUID:
     """``id_`` as a UUID: itself if it is one, else its UUID5 in :data:`NAMESPACE`."""
-    try:
-        return uuid.UUID(id_)
-    except ValueError:
-        return uuid.uuid5(NAMESPACE, id_)
+    return uuid.UUID(int=_uuid_int(id_))
+
+
+def _uuid_int(id_: str) -> int:
+    # The UUID's integer without building UUID objects (a trigger pays this once).
+    if len(id_) in _UUID_LENGTHS:
+        try:
+            return uuid.UUID(id_).int
+        except ValueError:
+            pass
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + id_.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return int.from_bytes(digest, "big")
+
+
+_NAMESPACE_BYTES = NAMESPACE.bytes
+#: Lengths ``uuid.UUID`` may parse (hex, hyphens, braces, ``urn:uuid:``); others are not UUIDs.
+_UUID_LENGTHS = frozenset({32, 36, 38, 41, 45})
 
 
 def fallback(id_: str) -> SpanContext:
     """The context of a record that came without one: trace id = the 16 bytes of its id's
     UUID, span id = the XOR of the UUID's halves (0 mapped to 1)."""
-    value = uuid_of(id_).int
+    value = _uuid_int(id_)
     span = ((value >> 64) ^ (value & 0xFFFF_FFFF_FFFF_FFFF)) or 1
     return SpanContext(f"{value:032x}", f"{span:016x}")
+
+
+def derived(text: str) -> SpanContext:
+    """A context of its own for ``text`` (an input without an id, e.g. a timer's tick)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=24).digest()
+    trace_id, span = digest[:16].hex(), digest[16:].hex()
+    return SpanContext(
+        trace_id if trace_id != _ZERO_TRACE else "0" * 31 + "1", span if span != _ZERO_SPAN else "0" * 15 + "1"
+    )
 
 
 def span_id(trace_id: str, *about: str) -> str:

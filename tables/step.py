@@ -131,6 +131,7 @@ class Step:
     #: Spans of this transition, if the caller collects them (one per trace it touched).
     spans: list[Span] | None = None
     _mine: dict[str, tuple[Span, Trace]] = field(default_factory=dict)
+    _runs: dict[str, TraceRef] = field(default_factory=dict)  # run id -> its trace, read once
 
     def advance(self, at_ms: int) -> None:
         """The input is accepted: the persona's clock moves to its event time (never back)."""
@@ -192,8 +193,7 @@ class Step:
         """The ``trace`` of an output: this transition's span in the trace of ``ref``, else
         of run ``run_id``, else of the work item being decided, else of the input."""
         if ref is None and run_id is not None:
-            run = RunState(self.state).run(run_id)
-            ref = run.trace if run is not None else None
+            ref = self._run_trace(run_id)
         ref = ref or self.trace_ref()
         mine = self._mine.get(ref.trace_id)
         if mine is None:
@@ -218,6 +218,8 @@ class Step:
             elif run_id is not None:
                 run = RunState(self.state).run(run_id)
                 ref = run.trace if run is not None and run.request_id == request_id else None
+                if ref is not None:
+                    self._runs[run_id] = ref
         elif ref is None:
             ref = self.origin
         return self.trace(ref, decision=status)
@@ -266,15 +268,24 @@ class Step:
         mine = self._mine[ref.trace_id] = (span, Trace(traceparent=f"00-{ref.trace_id}-{span_id}-01"))
         return mine
 
+    def _run_trace(self, run_id: str) -> TraceRef | None:
+        ref = self._runs.get(run_id)
+        if ref is None:
+            run = RunState(self.state).run(run_id)
+            if run is not None and run.trace is not None:
+                ref = self._runs[run_id] = run.trace
+        return ref
+
     def _span_id(self, ref: TraceRef) -> str:
         return tracing.span_id(ref.trace_id, "transition", self.persona, self._cause_key())
 
     def _cause_key(self) -> str:
+        # The cause can change within a step (held triggers applied one by one): no cache.
         return orjson.dumps(self.cause, option=orjson.OPT_SORT_KEYS).decode()
 
     def _fallback(self) -> TraceRef:
-        """An input without a trace of its own (a tick, a binding): the fallback of its cause."""
-        context = tracing.fallback(f"{self.persona}:{self._cause_key()}")
+        """An input without a trace of its own (a tick, a binding): a trace derived from its cause."""
+        context = tracing.derived(f"{self.persona}:{self._cause_key()}")
         self.origin, self.rooted = TraceRef(trace_id=context.trace_id, span_id=context.span_id), True
         return self.origin
 

@@ -628,6 +628,27 @@ def verify() -> None:
 
 
 @main.command()
+def keys() -> None:
+    """Print the signing key's public half and id as JSON (created in the data dir if absent)."""
+    import json
+
+    from .keys import SigningKeyError, b64, load, public_keys
+
+    settings = settings_or_exit()
+    try:
+        current = load(settings.data_dir)
+    except SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    known = public_keys(settings.data_dir)
+    entries = [current.public_json()] + [
+        {"kid": kid, "alg": "Ed25519", "public_key": b64(public)}
+        for kid, public in sorted(known.items())
+        if kid != current.kid
+    ]
+    click.echo(json.dumps({"current": current.kid, "keys": entries}, indent=2))
+
+
+@main.command()
 def demo() -> None:
     """Start a broker and a worker, run a short scenario, print what came back, stop."""
     import asyncio

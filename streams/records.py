@@ -133,6 +133,62 @@ def validate_cron(expression: str) -> str:
 CronExpression = Annotated[str, AfterValidator(validate_cron)]
 
 
+PolicyEffect = Literal["allow", "redact", "deny"]
+PolicyBoundary = Literal["dispatch", "tool"]
+#: At most this many rules in a policy, and conditions of one kind in a rule's match.
+MAX_POLICY_RULES = 64
+MAX_POLICY_CONDITIONS = 16
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_CHARS)]
+Reason = Annotated[str, StringConstraints(max_length=512)]
+
+
+class PolicyMatch(Record):
+    """What a policy rule applies to: every condition given must hold (an empty match
+    applies to everything). Conditions read the work as its run carries it."""
+
+    #: ``dispatch``: before a run is dispatched (or inline work runs); ``tool``: an
+    #: executor's ``step_started`` report that names a tool. Absent: both.
+    boundary: PolicyBoundary | None = None
+    provider: Label | None = None
+    kind: Label | None = None
+    workflow: Label | None = None
+    #: Metadata keys whose values must equal these.
+    metadata: Annotated[dict[MetadataKey, Text], Field(max_length=MAX_POLICY_CONDITIONS)] = {}
+    #: Metadata keys that must be present (any value).
+    metadata_present: Annotated[list[MetadataKey], Field(max_length=MAX_POLICY_CONDITIONS)] = []
+    #: The dispatch's reservation (inline work: the trigger's cost) is at least this.
+    min_estimated_usd: NonNegativeFloat | None = None
+    #: The run's attempt (1 for the first dispatch, inline work 1) is at least this.
+    min_attempt: Annotated[int, Field(ge=1, le=1000)] | None = None
+    slo_tier: Label | None = None
+    #: The tool a step names (only the ``tool`` boundary has one).
+    tool: Label | None = None
+    run_kind: Literal["work", "child", "compensation"] | None = None
+
+
+class PolicyRule(Record):
+    """One rule: where it matches, its effect (``redact``: mask ``redact_keys``)."""
+
+    match: PolicyMatch = PolicyMatch()
+    effect: PolicyEffect
+    reason: Reason | None = None
+    redact_keys: Annotated[list[MetadataKey], Field(max_length=MAX_POLICY_CONDITIONS)] = []
+
+    @model_validator(mode="after")
+    def _keys_only_to_redact(self) -> PolicyRule:
+        if self.redact_keys and self.effect != "redact":
+            raise ValueError(f"'redact_keys' is only valid with effect 'redact', not {self.effect!r}")
+        return self
+
+
+class Policy(Record):
+    """A persona's policy: rules evaluated before every dispatch and on tool steps; the
+    strongest effect of the rules that match wins (deny > redact > allow; none: allow)."""
+
+    pack: Label | None = None
+    rules: Annotated[list[PolicyRule], Field(max_length=MAX_POLICY_RULES)] = []
+
+
 class PersonaBinding(Record):
     """Configuration of one persona; published on the compacted ``persona.bindings``."""
 
@@ -168,6 +224,8 @@ class PersonaBinding(Record):
     max_inflight_tokens: NonNegativeInt | None = None
     max_inflight_cost_usd: NonNegativeFloat | None = None
     backpressure_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 1000
+    #: Governance: rules deciding each dispatch and tool step (allow, redact, deny).
+    policy: Policy | None = None
 
 
 # --------------------------------------------------------------------------- inputs
@@ -278,6 +336,13 @@ RunEventKind = Literal[
 SpawnMode = Literal["inline", "child"]
 
 
+class ExecutorIdentity(Record):
+    """Who runs a run's attempt: the executor says so on ``started`` (the run's BOM lists it)."""
+
+    id: Label
+    version: Label | None = None
+
+
 class RunEvent(Record):
     """A lifecycle report from an executor about one run."""
 
@@ -291,6 +356,8 @@ class RunEvent(Record):
     persona: PersonaName | None = None
     step_id: Label | None = None
     name: Label | None = None
+    #: ``step_started``: the tool the step calls (the binding's policy decides it).
+    tool: Label | None = None
     tokens: NonNegativeInt | None = None
     cost_usd: NonNegativeFloat | None = None
     output: Any = None
@@ -309,6 +376,12 @@ class RunEvent(Record):
     inherit_inbox: bool = False
     #: The executor's span this report comes from (or the record's ``traceparent`` header).
     trace: Trace | None = None
+    #: The dispatch's capability token, presented: one for another run or attempt is fenced.
+    capability: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    #: ``started``: who runs the attempt. Any report: the model or tool it is about.
+    executor: ExecutorIdentity | None = None
+    model: Label | None = None
+    tool: Label | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> RunEvent:
@@ -457,6 +530,11 @@ class RunDispatch(Record):
     #: The dispatch's span, with the trigger's ``tracestate`` and ``baggage``: the executor's
     #: spans are its children, and its reports carry them as ``traceparent`` headers.
     trace: Trace | None = None
+    #: When the transition that sent it ran (the capability token's issue time).
+    issued_at_ms: int | None = None
+    #: A signed capability token for this run and attempt (``streams.capability``), added
+    #: by the worker after the transition (None: a worker without a signing key).
+    capability: str | None = None
 
 
 class OutboxEvent(Record):
@@ -473,6 +551,11 @@ class OutboxEvent(Record):
     cause: dict[str, Any]
     #: The span of the transition that produced it.
     trace: Trace | None = None
+    #: The hash chain of the stream (``streams.chain``): the previous event's digest (64
+    #: zeros for the first), and sha256 of it and this event's canonical JSON. None: an
+    #: event from before the chain.
+    prev_digest: str | None = None
+    digest: str | None = None
 
 
 class PersonaBudgetStatus(Record):

@@ -27,6 +27,12 @@ def twin(model: type[records.StepSlo]) -> type[StepSlo]: ...
 @overload
 def twin(model: type[records.BudgetPolicy]) -> type[BudgetPolicy]: ...
 @overload
+def twin(model: type[records.PolicyMatch]) -> type[PolicyMatch]: ...
+@overload
+def twin(model: type[records.PolicyRule]) -> type[PolicyRule]: ...
+@overload
+def twin(model: type[records.Policy]) -> type[Policy]: ...
+@overload
 def twin(model: type[records.RetryPolicy]) -> type[RetryPolicy]: ...
 @overload
 def twin(model: type[records.RunLimits]) -> type[RunLimits]: ...
@@ -127,6 +133,37 @@ class BudgetPolicy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     run_usd: float | None = None
     max_tokens: int | None = None
 
+class PolicyMatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """What a policy rule applies to: every condition given must hold (an empty match
+    applies to everything). Conditions read the work as its run carries it."""
+
+    boundary: records.PolicyBoundary | None = None
+    provider: str | None = None
+    kind: str | None = None
+    workflow: str | None = None
+    metadata: dict[str, str] = {}
+    metadata_present: list[str] = []
+    min_estimated_usd: float | None = None
+    min_attempt: int | None = None
+    slo_tier: str | None = None
+    tool: str | None = None
+    run_kind: Literal["work", "child", "compensation"] | None = None
+
+class PolicyRule(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """One rule: where it matches, its effect (``redact``: mask ``redact_keys``)."""
+
+    match: PolicyMatch = msgspec.field(default_factory=PolicyMatch)
+    effect: records.PolicyEffect
+    reason: str | None = None
+    redact_keys: list[str] = []
+
+class Policy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A persona's policy: rules evaluated before every dispatch and on tool steps; the
+    strongest effect of the rules that match wins (deny > redact > allow; none: allow)."""
+
+    pack: str | None = None
+    rules: list[PolicyRule] = []
+
 class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     max_attempts: int = 3
     backoff_ms: int = 1000
@@ -165,6 +202,7 @@ class PersonaBinding(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     max_inflight_tokens: int | None = None
     max_inflight_cost_usd: float | None = None
     backpressure_ms: int = 1000
+    policy: Policy | None = None
 
 class TriggerRequest(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A trigger envelope from a producer (webhook bridge, cron, handoff)."""
@@ -206,6 +244,7 @@ class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     persona: str | None = None
     step_id: str | None = None
     name: str | None = None
+    tool: str | None = None
     tokens: int | None = None
     cost_usd: float | None = None
     output: Any = None
@@ -311,6 +350,8 @@ class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     payload: dict[str, Any]
     cause: dict[str, Any]
     trace: Trace | None = None
+    prev_digest: str | None = None
+    digest: str | None = None
 
 class PersonaBudgetStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     daily_usd: float | None = None
@@ -422,6 +463,12 @@ def from_model(model: records.CancelTarget) -> CancelTarget: ...
 def from_model(model: records.StepSlo) -> StepSlo: ...
 @overload
 def from_model(model: records.BudgetPolicy) -> BudgetPolicy: ...
+@overload
+def from_model(model: records.PolicyMatch) -> PolicyMatch: ...
+@overload
+def from_model(model: records.PolicyRule) -> PolicyRule: ...
+@overload
+def from_model(model: records.Policy) -> Policy: ...
 @overload
 def from_model(model: records.RetryPolicy) -> RetryPolicy: ...
 @overload

@@ -378,10 +378,9 @@ class RunEvent(Record):
     trace: Trace | None = None
     #: The dispatch's capability token, presented: one for another run or attempt is fenced.
     capability: Annotated[str, StringConstraints(max_length=8192)] | None = None
-    #: ``started``: who runs the attempt. Any report: the model or tool it is about.
+    #: ``started``: who runs the attempt. Any report: the model it is about (``tool``: the tool).
     executor: ExecutorIdentity | None = None
     model: Label | None = None
-    tool: Label | None = None
 
     @model_validator(mode="after")
     def _kind_fields(self) -> RunEvent:

@@ -43,6 +43,8 @@ def twin(model: type[records.TriggerRequest]) -> type[TriggerRequest]: ...
 @overload
 def twin(model: type[records.ControlCommand]) -> type[ControlCommand]: ...
 @overload
+def twin(model: type[records.ExecutorIdentity]) -> type[ExecutorIdentity]: ...
+@overload
 def twin(model: type[records.RunEvent]) -> type[RunEvent]: ...
 @overload
 def twin(model: type[records.RunControl]) -> type[RunControl]: ...
@@ -234,6 +236,12 @@ class ControlCommand(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     target: CancelTarget | None = None
     trace: Trace | None = None
 
+class ExecutorIdentity(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """Who runs a run's attempt: the executor says so on ``started`` (the run's BOM lists it)."""
+
+    id: str
+    version: str | None = None
+
 class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A lifecycle report from an executor about one run."""
 
@@ -261,6 +269,9 @@ class RunEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     background: bool = False
     inherit_inbox: bool = False
     trace: Trace | None = None
+    capability: str | None = None
+    executor: ExecutorIdentity | None = None
+    model: str | None = None
 
 class RunControl(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A control message for a running execution."""
@@ -336,6 +347,8 @@ class RunDispatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     slo: StepSlo | None = None
     deadline_at_ms: int | None = None
     trace: Trace | None = None
+    issued_at_ms: int | None = None
+    capability: str | None = None
 
 class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """One state transition, for audit consumers. ``seq`` is gap-free per ``stream``."""
@@ -479,6 +492,8 @@ def from_model(model: records.PersonaBinding) -> PersonaBinding: ...
 def from_model(model: records.TriggerRequest) -> TriggerRequest: ...
 @overload
 def from_model(model: records.ControlCommand) -> ControlCommand: ...
+@overload
+def from_model(model: records.ExecutorIdentity) -> ExecutorIdentity: ...
 @overload
 def from_model(model: records.RunEvent) -> RunEvent: ...
 @overload

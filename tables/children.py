@@ -7,6 +7,7 @@ from streams.wire import RunEvent, TriggerEnvelope
 
 from . import ids, money, runlog
 from .dispatch import defer_child, dispatch
+from .policy import POLICY_DENIED
 from .runstate import RunRow
 from .state import Scheduling
 from .step import Step
@@ -91,7 +92,7 @@ def spawn(step: Step, parent: RunRow, event: RunEvent) -> None:
         defer_child(step, child)
         return
     refused = dispatch(step, child, takes_lease=False)
-    assert refused is None, f"the spawn's gate passed, the dispatch's refused: {refused}"
+    assert refused in (None, POLICY_DENIED), f"the spawn's gate passed, the dispatch's refused: {refused}"
 
 
 def descendants_reached(step: Step, run: RunRow) -> list[RunRow]:

@@ -6,6 +6,11 @@ a child and its retries) goes through :func:`dispatch`, and so through the gate
 (:func:`tables.money.refusal`): a dispatch the budget cannot take does not happen. A run
 waiting to be dispatched again that the gate refuses keeps waiting (its request is told
 once, ``budget_exhausted``); it is examined again when budget frees up or the hour turns.
+
+A dispatch the budget lets through is then decided by the binding's policy
+(:mod:`tables.policy`, one ``run.policy_decision`` per dispatch): ``deny`` ends the run
+``failed`` with ``policy_denied`` and nothing is dispatched (:data:`POLICY_DENIED` is
+returned); ``redact`` masks the metadata keys in the run's envelope before the dispatch.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import msgspec
 
 from streams.wire import RunCost, StepSlo, TriggerEnvelope
 
-from . import ids, leases, money, outcomes, runlog
+from . import ids, leases, money, outcomes, policy, runlog
 from . import value as values
 from .machines import EXECUTING
+from .policy import POLICY_DENIED
 from .queue import DEFAULT_TARGET_MS, Entry, Queue, slack_ms
 from .runstate import Attempt, RunRow
 from .state import Scheduling, TraceRef
@@ -59,7 +65,7 @@ def start_work_run(
     )
     runlog.register(step, run)
     refused = dispatch(step, run, takes_lease=True, preempts=preempts)
-    assert refused is None, f"the trigger's gate passed, the dispatch's refused: {refused}"
+    assert refused in (None, POLICY_DENIED), f"the trigger's gate passed, the dispatch's refused: {refused}"
     return run
 
 
@@ -81,12 +87,20 @@ def step_slo(run: RunRow, now_ms: int) -> StepSlo | None:
 
 def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = False) -> str | None:
     """Send a ready ``run`` to executors if the gate lets its reservation through; return
-    the budget window that refused it (nothing is written then), or None. ``preempts``:
-    taking it up jumps over work queued before it (counted if its SLO is breached)."""
+    the budget window that refused it (nothing is written then), :data:`POLICY_DENIED`
+    (the run failed), or None. ``preempts``: taking it up jumps over work queued before it
+    (counted if its SLO is breached)."""
     usd, tokens = money.reservation(step.binding)
     refused = money.refusal(step, usd, tokens)
     if refused is not None:
         return refused
+    # After the budget: a run the budget makes wait is decided once, when it goes.
+    decision = policy.judge(step, policy.of_run(run, usd), run)
+    if decision is not None and decision.effect == "deny":
+        outcomes.finish(step, run, "failed", error=POLICY_DENIED, event="refuse")
+        return POLICY_DENIED
+    if decision is not None and decision.redact_keys:
+        run.envelope = policy.masked(run.envelope, decision.redact_keys)
     runlog.move(step, run, "dispatch")
     step.head.counters.dispatched(step.now)
     run.dispatches += 1
@@ -203,6 +217,8 @@ def take_run(step: Step, queue: Queue, entry: Entry, preempts: bool) -> bool:
     if refused is None:
         queue.drop_run("r", entry.rank)
         return True
+    if refused == POLICY_DENIED:
+        return False  # the run ended: closing it dropped its entry
     if _refused(step, run, refused):
         queue.drop_run("r", entry.rank)
         return False
@@ -272,6 +288,8 @@ def take_children(step: Step) -> None:
         if refused is None:
             head.ready_children.remove(run_id)
             continue
+        if refused == POLICY_DENIED:
+            continue  # the child failed: ``runlog.close`` took it off the list
         if _refused(step, run, refused):
             continue  # the child failed: ``runlog.close`` took it off the list
         head.children_blocked = [*mark, -1]

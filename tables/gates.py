@@ -9,17 +9,23 @@
 7. external work whose reservation would take what runs in flight have reserved past the
    binding's ``max_inflight_*`` → queued with reason ``backpressure`` (deferred, re-examined
    when in-flight spend falls or after ``backpressure_ms``), nothing reserved;
-8. otherwise the run: inline (the trigger carries its cost, or the binding says ``inline``)
+8. the binding's policy (:mod:`tables.policy`), about the run that would start: ``deny`` →
+   ``failed`` with ``policy_denied``, never run or dispatched; ``redact`` → the run carries
+   the work's metadata with the rules' keys masked. It comes last, when the work goes, so
+   that work waiting for the lease or the budget is decided once, not on every look;
+   external runs are decided in :func:`tables.dispatch.dispatch`, like every later
+   dispatch of theirs (retries, children, compensations);
+9. otherwise the run: inline (the trigger carries its cost, or the binding says ``inline``)
    within this transition, or dispatched to an executor (``external``).
 
-Queued work passes gates 3 to 8 again when it is taken up (in the queue's ranking).
+Queued work passes gates 3 to 9 again when it is taken up (in the queue's ranking).
 """
 
 from __future__ import annotations
 
 from streams.wire import PersonaBinding, RunCost, TriggerEnvelope, TriggerRequest
 
-from . import ids, leases, money, outcomes, runlog
+from . import ids, leases, money, outcomes, policy, runlog
 from . import value as values
 from .dispatch import DEADLINE_EXCEEDED, start_work_run
 from .queue import ListName
@@ -252,6 +258,25 @@ def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
     released (in this order), and the ``completed`` receipt."""
     decision = step.decisions("trigger", work.request_id)
     run_id = ids.run_id(step.persona, work.request_id, decision)
+    envelope = work.envelope
+    slo = work.scheduling.slo
+    subject = policy.Subject(
+        boundary="dispatch",
+        provider=envelope.provider,
+        kind=envelope.kind,
+        workflow=step.binding.entry_workflow,
+        metadata=envelope.metadata,
+        estimated_usd=cost.cost_usd,
+        attempt=1,
+        slo_tier=slo.tier if slo is not None else None,
+        run_kind="work",
+    )
+    verdict = policy.judge(step, subject, run_id=run_id, work_key=work.work_key)
+    if verdict is not None and verdict.effect == "deny":
+        step.receipt("trigger", work.request_id, "failed", work_key=work.work_key, error=policy.POLICY_DENIED)
+        return
+    if verdict is not None and verdict.redact_keys:
+        envelope = policy.masked(envelope, verdict.redact_keys)
     lease = leases.grant(step, ids.lease_id(step.persona, work.request_id, decision), work.work_key)
     step.emit(
         "persona.run.started",
@@ -264,7 +289,7 @@ def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
         },
         run_id,
     )
-    metadata = run_value_metadata(work.envelope, lease, cost)
+    metadata = run_value_metadata(envelope, lease, cost)
     values.emit(step, run_id, {"kind": "run_started"}, metadata)
     budget_receipt = money.record_run(step, cost, lease.id)
     for delta in completion_deltas(cost):

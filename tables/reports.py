@@ -19,7 +19,7 @@ from streams.inbox import RunReportReceived, TriggerReceived
 from streams.records import RunEventKind
 from streams.wire import RunEvent, TriggerRequest
 
-from . import children, handoffs, leases, limits, money, outcomes, runlog
+from . import children, handoffs, leases, limits, money, outcomes, policy, runlog
 from .machines import EXECUTING, run_refusal
 from .machines import RunEvent as Move
 from .runstate import STEP_OUTPUTS_KEPT, Attempt, RunRow
@@ -163,7 +163,27 @@ def _on_step(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> None
         {**_present(event, "step_id", "name", "output", "error", "retryable"), "steps": run.steps},
     )
     if event.kind == "step_started":
+        if event.tool is not None and not _tool_allowed(step, run, attempt, event.tool, event.step_id):
+            return
         _breakpoint(step, run, event)
+
+
+def _tool_allowed(step: Step, run: RunRow, attempt: Attempt, tool: str, step_id: str | None) -> bool:
+    """The policy decides a step that names a tool. A denial ends the run ``failed`` with
+    ``policy_denied`` (a terminal failure: no retry; work that held the lease is
+    compensated, part of it ran) and tells the executor to cancel it; a redaction masks
+    the keys in the run's envelope from now on."""
+    decision = policy.judge(step, policy.of_tool(run, attempt.reserved_usd, tool, step_id), run)
+    if decision is None:
+        return True
+    if decision.effect == "deny":
+        runlog.send(step, run, "cancel", reason=policy.POLICY_DENIED)
+        money.close(step, run, attempt, "fail", policy.POLICY_DENIED)
+        outcomes.finish(step, run, "failed", error=policy.POLICY_DENIED)
+        return False
+    if decision.redact_keys:
+        run.envelope = policy.masked(run.envelope, decision.redact_keys)
+    return True
 
 
 def _breakpoint(step: Step, run: RunRow, event: RunEvent) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from streams.wire import PersonaLease, RunCost
 
-from . import ids, leases, money, runlog
+from . import bom, ids, leases, money, runlog
 from . import value as values
 from .machines import EXECUTING, RunEvent, move_persona
 from .runstate import RunRow
@@ -78,6 +78,7 @@ def finish(
     if reason is not None:
         payload["reason"] = reason
     run.terminal_event_id = runlog.emit(step, run, f"run.{status}", payload)
+    bom.emit(step, run)  # the run's bill of materials, right after its terminal event
     runlog.close(step, run)
     cancel_children(step, run, f"parent run {run.run_id} {status}")
     if run.kind == "child":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from streams import capability
 from streams.inbox import RunReportReceived, TriggerReceived
 from streams.records import RunEventKind
 from streams.wire import RunEvent, TriggerRequest
@@ -69,7 +70,7 @@ def on_report(step: Step, record: RunReportReceived) -> None:
         return
     state.remember_report(run, event.event_id)
     attempt = run.attempt_of(event.lease_id)
-    problem = _fenced(run, event.lease_id) or run_refusal(run, MOVES[event.kind])
+    problem = _fenced(run, event.lease_id) or _presented(run, event) or run_refusal(run, MOVES[event.kind])
     if problem is not None:
         if attempt is not None:  # spend is never lost
             _spend(step, run, attempt, event)
@@ -113,6 +114,25 @@ def _fenced(run: RunRow, lease_id: str) -> str | None:
     return None
 
 
+def _presented(run: RunRow, event: RunEvent) -> str | None:
+    """A report presenting a capability token must present its own run's and attempt's.
+    Only the claims are compared (the signature is the tool adapters' to check): a token
+    copied from another run, or kept from an earlier attempt, is fenced like a stale lease."""
+    token = event.capability
+    if token is None:
+        return None
+    try:
+        claims = capability.claims(token)
+    except capability.TokenFormatError as exc:
+        return f"unreadable capability token: {exc}"
+    if claims.sub != run.run_id or claims.attempt != run.attempt:
+        return (
+            f"capability token for run {claims.sub} attempt {claims.attempt}: the report is about run"
+            f" {run.run_id} attempt {run.attempt}"
+        )
+    return None
+
+
 def _reject(step: Step, run: RunRow, event: RunEvent, reason: str, terminal_event_id: str | None = None) -> None:
     runlog.emit(
         step,
@@ -136,7 +156,18 @@ def _present(event: RunEvent, *names: str) -> dict[str, object]:
 
 
 def _on_started(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> None:
-    runlog.emit(step, run, "run.started", {"lease_id": run.lease_id, "attempt": run.attempt, "started_at_ms": step.now})
+    payload = {"lease_id": run.lease_id, "attempt": run.attempt, "started_at_ms": step.now}
+    if event.executor is not None:  # who runs the attempt: the run's BOM lists it
+        payload["executor"] = _executor(event)
+    if event.model is not None:
+        payload["model"] = event.model
+    runlog.emit(step, run, "run.started", payload)
+
+
+def _executor(event: RunEvent) -> dict[str, str]:
+    identity = event.executor
+    assert identity is not None
+    return {"id": identity.id} if identity.version is None else {"id": identity.id, "version": identity.version}
 
 
 def _on_heartbeat(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> None:
@@ -160,7 +191,7 @@ def _on_step(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> None
         step,
         run,
         f"run.{event.kind}",
-        {**_present(event, "step_id", "name", "output", "error", "retryable"), "steps": run.steps},
+        {**_present(event, "step_id", "name", "output", "error", "retryable", "model", "tool"), "steps": run.steps},
     )
     if event.kind == "step_started":
         if event.tool is not None and not _tool_allowed(step, run, attempt, event.tool, event.step_id):
@@ -211,6 +242,7 @@ def _on_usage(step: Step, run: RunRow, attempt: Attempt, event: RunEvent) -> Non
             "cost_usd": event.cost_usd or 0.0,
             "total_tokens": run.usage_tokens,
             "total_cost_usd": run.usage_usd,
+            **_present(event, "model"),
         },
     )
 

@@ -92,6 +92,7 @@ def send(
         slo=slo,
         deadline_at_ms=run.scheduling.deadline_at_ms,
         trace=step.child_span(
+        issued_at_ms=step.now,
             run.trace or step.trace_ref(),
             f"dispatch.{action}",
             (run.run_id, str(run.attempt), command_id or ""),

@@ -85,8 +85,9 @@ def test_a_run_goes_dispatched_running_paused_running_waiting_running_completed(
         "run.waiting",
         "run.input_received",
         "run.completed",
+        "run.bom",
     ]
-    assert [e.seq for e in h.run_events(run)] == list(range(1, 8))  # gap-free per run stream
+    assert [e.seq for e in h.run_events(run)] == list(range(1, 9))  # gap-free per run stream
     assert [r.status for r in h.receipts("req-1")] == ["dispatched", "completed"]
 
 

@@ -117,7 +117,7 @@ def test_seed_003_the_disposition_is_the_runs_one_terminal_event():
     h.finish("p", run, lease, "failed", error="late")  # a second disposition changes nothing
     kinds = [e.kind for e in h.run_events(run)]
     assert kinds.count("run.completed") == 1 and "run.failed" not in kinds
-    assert kinds[-1] == "run.report_rejected" and kinds[-2] == "run.completed"
+    assert kinds[-1] == "run.report_rejected" and kinds[-3:-1] == ["run.completed", "run.bom"]
 
 
 def test_seed_003_a_queued_trigger_superseded_or_drained_leaves_the_list():

@@ -18,6 +18,7 @@ from tables import persona as transition
 from tables.state import PersonaState
 from tables.status import status_json
 
+from .capability import Signer, sign_outputs
 from .tracing import SpanSink
 
 CHANGED = "personas_changed"
@@ -41,13 +42,18 @@ def undecodable(record: ConsumerRecord, error: Exception) -> Output:
     return Output("dlq", record.key, letter, (("error", letter.error[:200]), ("reason", "invalid_inbox_record")))
 
 
-def handle(batch: TaskBatch, record: ConsumerRecord, spans: list[Span] | None = None) -> None:
+def handle(
+    batch: TaskBatch, record: ConsumerRecord, spans: list[Span] | None = None, signer: Signer | None = None
+) -> None:
     try:
         decoded = PERSONA_INPUT.decode(record.value or b"")
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         batch.emit(undecodable(record, exc))
         return
+    start = len(batch.outputs)
     batch.outputs.extend(transition.apply(batch.txn, decoded, record.offset, spans))
+    if signer is not None:  # tokens on dispatches, signatures on BOMs: after the transition
+        sign_outputs(batch.outputs, start, signer)
     changed = batch.scratch.get(CHANGED)
     if changed is None:
         changed = batch.scratch[CHANGED] = set()
@@ -61,16 +67,19 @@ def finish(batch: TaskBatch) -> None:
             batch.emit(output)
 
 
-def source(sink: SpanSink | None = None) -> Source:
-    """The persona source; with a ``sink``, the transitions' spans are exported each pass."""
+def source(sink: SpanSink | None = None, signer: Signer | None = None) -> Source:
+    """The persona source; with a ``sink``, the transitions' spans are exported each pass;
+    with a ``signer``, dispatches get capability tokens and BOMs signatures."""
     if sink is None:
-        return Source("persona", ("persona_inbox",), handle, finish=finish)
+        if signer is None:
+            return Source("persona", ("persona_inbox",), handle, finish=finish)
+        return Source("persona", ("persona_inbox",), lambda b, r: handle(b, r, None, signer), finish=finish)
 
     def traced(batch: TaskBatch, record: ConsumerRecord) -> None:
         spans = batch.scratch.get(SPANS)
         if spans is None:
             spans = batch.scratch[SPANS] = ([], time.time_ns())
-        handle(batch, record, spans[0])
+        handle(batch, record, spans[0], signer)
 
     def finish_traced(batch: TaskBatch) -> None:
         finish(batch)

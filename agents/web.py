@@ -40,6 +40,7 @@ from tables.status import status_json
 from tables.store import Transaction
 from tables.unsettled import partition_unsettled
 
+from .capability import Signer, bom_signature
 from .dashboard import dashboard_html
 
 FORWARDED = "X-Personaflow-Forwarded"
@@ -103,8 +104,9 @@ def bearer_auth(token: str, public: frozenset[str]) -> Middleware:
 
 
 class Views:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, signer: Signer | None = None) -> None:
         self.engine = engine
+        self.signer = signer
         self.page = dashboard_html(engine.settings.trace_url)
         self.session: aiohttp.ClientSession | None = None
         token = engine.settings.web_token
@@ -205,6 +207,8 @@ class Views:
                 answer = runviews.run_events(state, run_id, _int(request, "cursor", 1), _int(request, "limit", 50))
             elif view == "transcript":
                 answer = runviews.transcript(state, run_id, _int(request, "start", 0), _int(request, "limit", 50))
+            elif view == "bom":
+                answer = self._bom(state, run_id)
             else:
                 answer = runviews.run_detail(state, run_id)
             if answer is None:
@@ -214,6 +218,20 @@ class Views:
         path = f"/personas/{name}/runs/{run_id}" + (f"/{view}" if view else "")
         query = request.query_string
         return await self._routed(request, name, local, path + (f"?{query}" if query else ""))
+
+    def _bom(self, state: RunState, run_id: str) -> dict[str, Any] | None:
+        """The run's ``run.bom`` event with its signature: the worker signs it again as it
+        did when it was published (Ed25519 is deterministic: the same bytes)."""
+        run = state.run(run_id)
+        if run is None:
+            return None
+        for seq in range(run.seq, max(run.seq - 64, 0), -1):  # the BOM follows the terminal event
+            raw = state.event(run, seq)
+            event = json.loads(raw) if raw is not None else None
+            if event is not None and event.get("kind") == "run.bom":
+                signature = None if self.signer is None else bom_signature(event["payload"], self.signer)
+                return {"run_id": run_id, "event": event, "bom": event["payload"], "signature": signature}
+        return {"run_id": run_id, "status": run.status, "bom": None, "signature": None}
 
     async def run_persona(self, request: web.Request) -> web.Response:
         """``/runs/{run_id}/persona``: the run directory's answer."""
@@ -323,8 +341,8 @@ class Views:
         )
 
 
-def application(engine: Engine) -> tuple[web.Application, Views]:
-    views = Views(engine)
+def application(engine: Engine, signer: Signer | None = None) -> tuple[web.Application, Views]:
+    views = Views(engine, signer)
     settings = engine.settings
     middlewares: list[Middleware] = []
     if settings.web_token:
@@ -342,8 +360,8 @@ def application(engine: Engine) -> tuple[web.Application, Views]:
     app.router.add_get("/personas/{name}/runs", views.persona_runs)
     app.router.add_get("/personas/{name}/runs/summary", views.persona_runs_summary)  # before {run_id}
     app.router.add_get("/personas/{name}/runs/{run_id}", views.persona_run)
-    app.router.add_get("/personas/{name}/runs/{run_id}/{view:events|transcript}", views.persona_run)
+    app.router.add_get("/personas/{name}/runs/{run_id}/{view:events|transcript|bom}", views.persona_run)
     app.router.add_get("/runs/{run_id}", views.run)
     app.router.add_get("/runs/{run_id}/persona", views.run_persona)
-    app.router.add_get("/runs/{run_id}/{view:events|transcript}", views.run)
+    app.router.add_get("/runs/{run_id}/{view:events|transcript|bom}", views.run)
     return app, views

@@ -24,6 +24,7 @@ from tables.state import LEASES, PERSONAS, QUEUES, Budget, QueueIndex
 from tables.store import ORDERED, Transaction
 
 from . import ingress, persona, runs, timers, web
+from .capability import Signer
 from .tracing import SpanSink, from_environment
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,9 @@ class StartupError(RuntimeError):
     """The worker cannot start; the message says why and what to do."""
 
 
-def engine_config(settings: Settings, sink: SpanSink | None = None) -> EngineConfig:
+def engine_config(settings: Settings, sink: SpanSink | None = None, signer: Signer | None = None) -> EngineConfig:
     return EngineConfig(
-        sources=[*ingress.sources(settings), persona.source(sink), runs.source()],
+        sources=[*ingress.sources(settings), persona.source(sink, signer), runs.source()],
         punctuators=[timers.punctuator(settings)],
         transaction=Transaction,
         ordered_tables=ORDERED,
@@ -134,8 +135,10 @@ def persona_gauges(engine: Engine) -> dict[str, list[tuple[tuple[str, ...], floa
     return found
 
 
-def build(settings: Settings, broker: BrokerAddress, sink: SpanSink | None = None) -> Engine:
-    engine = Engine(settings, broker, engine_config(settings, sink))
+def build(
+    settings: Settings, broker: BrokerAddress, sink: SpanSink | None = None, signer: Signer | None = None
+) -> Engine:
+    engine = Engine(settings, broker, engine_config(settings, sink, signer))
     metrics = engine.metrics
     metrics.add_gauges(
         "personaflow_consumer_lag",
@@ -171,14 +174,15 @@ def build(settings: Settings, broker: BrokerAddress, sink: SpanSink | None = Non
     return engine
 
 
-async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event) -> None:
-    """Run one worker until ``stop`` is set (or the loop fails)."""
+async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, signer: Signer | None = None) -> None:
+    """Run one worker until ``stop`` is set (or the loop fails); with a ``signer``, its
+    dispatches carry capability tokens and its runs' BOMs are signed."""
     await ensure_topics(settings, broker.bootstrap)
     sink = from_environment()
-    engine = build(settings, broker, sink)
+    engine = build(settings, broker, sink, signer)
     if reset_stale_state(engine.state_dir, broker.instance if broker.embedded else None):
         log.warning("wiped local state built against an earlier embedded broker")
-    app, views = web.application(engine)
+    app, views = web.application(engine, signer)
     runner = aioweb.AppRunner(app, access_log=None)
     await runner.setup()
     site = aioweb.TCPSite(runner, settings.web_bind, settings.web_port)
@@ -217,7 +221,7 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def run_worker(settings: Settings, broker: BrokerAddress) -> int:
+def run_worker(settings: Settings, broker: BrokerAddress, signer: Signer | None = None) -> int:
     """Run a worker in this process until SIGTERM/SIGINT; return the exit status."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -228,7 +232,7 @@ def run_worker(settings: Settings, broker: BrokerAddress) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, broker, stop)
+        await serve(settings, broker, stop, signer)
 
     try:
         asyncio.run(main())

@@ -219,8 +219,8 @@ class EngineMetrics:
         )
         self.policy_denials = Counter(
             "personaflow_policy_denials",
-            "Work denied by policy (persona.policy.denied), per reason; governance is not built yet, so"
-            " this has no samples until policies deny something",
+            "Work and tool steps denied by a binding's policy (persona.policy.denied), per reason (the"
+            " decision's summary)",
             ["persona", "reason"],
             registry=r,
         )

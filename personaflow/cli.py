@@ -76,12 +76,18 @@ def worker() -> None:
     from agents.worker import run_worker
 
     from .embedded import resolve_broker
+    from .keys import SigningKeyError, load
 
+    try:
+        # Without a key no dispatch could carry a capability token: refuse to start.
+        signer = load(settings.data_dir)
+    except SigningKeyError as exc:
+        raise click.ClickException(f"no signing key: {exc}") from None
     try:
         broker = resolve_broker(settings)
     except BrokerNotFound as exc:
         raise click.ClickException(str(exc)) from None
-    sys.exit(run_worker(settings, broker))
+    sys.exit(run_worker(settings, broker, signer))
 
 
 @main.command()
@@ -530,7 +536,8 @@ def unsettled(persona: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
-def run(run_id: str, as_json: bool) -> None:
+@click.option("--bom", "as_bom", is_flag=True, help="Print the run's signed bill of materials and check its signature.")
+def run(run_id: str, as_json: bool, as_bom: bool) -> None:
     """Show a run: status, attempts and cost ledger, children, last events."""
     import json
 
@@ -538,10 +545,36 @@ def run(run_id: str, as_json: bool) -> None:
 
     settings = settings_or_exit()
     try:
-        detail = ops.worker_view(settings.web_url, f"/runs/{run_id}", settings.web_token)
+        detail = ops.worker_view(settings.web_url, f"/runs/{run_id}" + ("/bom" if as_bom else ""), settings.web_token)
     except ops.OpsError as exc:
         raise click.ClickException(str(exc)) from None
+    if as_bom:
+        _check_bom(settings.data_dir, detail)
+        return
     click.echo(json.dumps(detail, indent=2) if as_json else render.run_detail(detail))
+
+
+def _check_bom(data_dir: Path, answer: dict) -> None:
+    """Print a ``/runs/{id}/bom`` answer with the verdict on its signature; exit 1 unless it verifies."""
+    import json
+
+    from .capability import CapabilityError, verify_bom
+    from .keys import public_keys
+
+    bom, signature = answer.get("bom"), answer.get("signature")
+    if bom is None:
+        raise click.ClickException(f"run {answer.get('run_id')} has no bill of materials yet ({answer.get('status')})")
+    verdict = "unsigned (the worker has no signing key)"
+    if signature is not None:
+        try:
+            verify_bom(bom, signature, public_keys(data_dir))
+            verdict = f"verified (key {signature['kid']})"
+        except CapabilityError as exc:
+            verdict = f"NOT verified: {exc}"
+    click.echo(json.dumps({"bom": bom, "signature": signature, "verified": verdict.startswith("verified")}, indent=2))
+    click.echo(f"signature: {verdict}", err=True)
+    if not verdict.startswith("verified"):
+        sys.exit(1)
 
 
 @main.command("run-control")
@@ -608,6 +641,31 @@ def run_control(
         sys.exit(1)
 
 
+@main.group()
+def policy() -> None:
+    """Governance: a binding's policy rules (allow, redact, deny)."""
+
+
+@policy.command("test")
+@click.argument("binding_file", metavar="BINDING", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("trigger_file", metavar="TRIGGER", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--persona", default=None, help="The binding to use (default: the trigger's persona).")
+@click.option("--tool", default=None, help="Decide a step of the run that calls this tool instead.")
+@click.option("--attempt", type=click.IntRange(1, 1000), default=1, show_default=True)
+def policy_test(binding_file: Path, trigger_file: Path, persona: str | None, tool: str | None, attempt: int) -> None:
+    """Print the decision (JSON) of BINDING's policy about TRIGGER's dispatch, running nothing.
+
+    BINDING is a binding file as `personaflow bind` reads it; TRIGGER a TriggerRequest (JSON).
+    """
+    from .ops import OpsError
+    from .policytest import run
+
+    try:
+        click.echo(run(binding_file, trigger_file, persona, tool, attempt))
+    except OpsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 def verify() -> None:
     """Replay the inboxes through the transitions and compare with receipts and outbox."""
@@ -625,6 +683,48 @@ def verify() -> None:
         failed |= not result.ok
     if failed:
         raise click.ClickException("published records differ from the replay")
+
+
+@main.group()
+def capability() -> None:
+    """Capability tokens: the ones dispatches carry, for tool adapters."""
+
+
+@capability.command("verify")
+@click.argument("token")
+@click.option("--audience", default="runtime-tool-adapter", show_default=True)
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Public keys as JSON (the output of `personaflow keys`).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Use the public keys of this data dir (default: the configured one).",
+)
+@click.option("--now-ms", type=int, default=None, help="Check validity at this time (default: now).")
+def capability_verify(
+    token: str, audience: str, keys_file: Path | None, data_dir: Path | None, now_ms: int | None
+) -> None:
+    """Check TOKEN's signature, audience and time window; print its claims as JSON."""
+    import json
+    import time
+
+    import msgspec
+
+    from .capability import CapabilityError, verify
+    from .keys import public_keys, public_keys_file
+
+    known = public_keys_file(keys_file) if keys_file else public_keys(data_dir or settings_or_exit().data_dir)
+    try:
+        claims = verify(token, known, audience, int(time.time() * 1000) if now_ms is None else now_ms)
+    except CapabilityError as exc:
+        raise click.ClickException(f"{exc.reason}: {exc}") from None
+    click.echo(json.dumps(msgspec.to_builtins(claims), indent=2))
 
 
 @main.command()

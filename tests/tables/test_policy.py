@@ -174,8 +174,9 @@ def test_hostile_metadata_keys_are_escaped_in_patches():
 
 
 def test_seed_004_test_5_deny_decision_blocks_execution():
-    """A denied trigger is never dispatched: the work fails ``policy_denied``, the run ends
-    ``failed`` without an attempt spent, the decision is on the run stream."""
+    """Decisions 39 and 40: a denied trigger is never dispatched: the work fails
+    ``policy_denied``, the run ends ``failed`` without an attempt spent or compensation,
+    the decision is on the run stream and the denial on the persona's."""
     h = Runs()
     receipt = start(h, [{"match": {}, "effect": "deny", "reason": "blocked"}])
     assert (receipt.status, receipt.error) == ("failed", POLICY_DENIED)
@@ -197,7 +198,8 @@ def test_seed_004_test_5_deny_decision_blocks_execution():
 
 
 def test_seed_004_test_12_redact_decision_logs_and_allows():
-    """Redact: the run goes on, and the masked key never shows again, dispatch included."""
+    """Decision 39, redact: the run goes on, and the masked key never shows again, its
+    dispatch included."""
     h = Runs()
     receipt = start(h, [{"match": {}, "effect": "redact", "reason": "mask", "redact_keys": ["token"]}])
     assert receipt.status == "dispatched"
@@ -240,6 +242,7 @@ def test_seed_004_test_4_where_the_summary_is_placed_decision_and_denial():
 
 
 def test_inline_work_denied_never_runs_and_its_decision_is_on_the_persona_stream():
+    """Decision 40: inline work has no run stream; denied, it never gets a run id."""
     h = Runs()
     h.bind(binding(name=P, policy={"rules": [{"match": {"metadata": {"env": "prod"}}, "effect": "deny"}]}))
     denied = h.trigger(P, "github", "push", {"env": "prod"}, cost=cost(0.01, 5), request_id="a")
@@ -271,6 +274,7 @@ def test_without_a_policy_nothing_is_decided_or_published():
 
 
 def test_a_retry_is_decided_again_and_min_attempt_denies_it():
+    """Decision 39: every dispatch is decided, a retry's too."""
     h = Runs()
     receipt = start(
         h,
@@ -288,6 +292,7 @@ def test_a_retry_is_decided_again_and_min_attempt_denies_it():
 
 
 def test_a_denied_tool_step_cancels_the_executor_and_fails_the_run():
+    """Decision 40: the executor is told to cancel; the run fails for good."""
     h = Runs()
     receipt = start(h, [{"match": {"tool": "shell"}, "effect": "deny", "reason": "no shell"}])
     run_id = receipt.run_id
@@ -306,3 +311,25 @@ def test_a_denied_tool_step_cancels_the_executor_and_fails_the_run():
     # a report after the denial is fenced: the run is over
     h.say(run_id, "completed", at_ms=T0 + 3)
     assert h.kinds_of(run_id)[-1] == "run.report_rejected"
+
+
+def test_decision_39_work_waiting_for_the_budget_is_decided_once_when_it_goes():
+    """Decision 39: the policy comes after the budget gate: a run the budget makes wait is
+    not decided on every look, only when it is dispatched."""
+    h = Runs()
+    receipt = start(
+        h,
+        [{"match": {}, "effect": "allow", "reason": "ok"}],
+        estimated_run_usd=0.5,
+        budget={"hourly_usd": 0.6},
+        retry={"max_attempts": 3, "backoff_ms": 10, "factor": 1.0},
+    )
+    run_id = receipt.run_id
+    h.finish(P, run_id, h.lease(run_id), "failed", error="flaky", cost=cost(0.5, 0), at_ms=T0 + 10)
+    for at in (T0 + 20, T0 + 30, T0 + 40):
+        h.tick(P, at)  # the retry waits: the hour's budget cannot take another 0.5
+    assert h.receipts("req-1")[-1].status == "budget_exhausted"
+    assert len(h.run_events(run_id, "run.policy_decision")) == 1
+    h.tick(P, T0 + 3_600_000)  # the hour turns: dispatched, and decided
+    assert h.receipts("req-1")[-1].status == "dispatched"
+    assert len(h.run_events(run_id, "run.policy_decision")) == 2

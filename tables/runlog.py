@@ -37,7 +37,7 @@ def move(step: Step, run: RunRow, event: RunEvent) -> RunStatus:
 def emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
     """Append an event to the run's stream (``run:<run_id>``); return its id."""
     run.seq += 1
-    output = outbox_output(
+    output, run.digest = outbox_output(
         f"run:{run.run_id}",
         run.seq,
         kind,
@@ -47,6 +47,7 @@ def emit(step: Step, run: RunRow, kind: str, payload: dict[str, Any]) -> str:
         step.redacted(payload),
         step.cause,
         step.trace(run.trace, run.run_id, kind),
+        run.digest,
     )
     step.outputs.append(output)
     runs(step).put_event(run, run.seq, output.value)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from streams.chain import GENESIS
 from streams.wire import TriggerEnvelope
 
 from .machines import EXECUTING, RUN_TERMINAL, AttemptStatus, RunStatus
@@ -130,6 +131,7 @@ class RunRow(Row, kw_only=True):
     created_at_ms: int
     not_before_ms: int | None = None  # retry_wait: when the next attempt may start
     seq: int = 0  # last event of stream run:<run_id>
+    digest: str = GENESIS  # that event's (the next one's ``prev_digest``)
     steps: int = 0
     current_step_id: str | None = None
     step_outputs: dict[str, Any] = msgspec.field(default_factory=dict)

@@ -30,6 +30,7 @@ from typing import Literal
 
 import msgspec
 
+from streams.chain import GENESIS
 from streams.wire import PersonaBinding, PersonaLease, Receipt, RunCost, Slo, TriggerEnvelope
 
 from .machines import Mode
@@ -175,8 +176,10 @@ class PersonaHead(Row, kw_only=True):
     mode: Mode = "idle"
     #: Event time of the last transition (never goes backwards).
     clock_ms: int = 0
-    #: Last outbox sequence number of stream ``persona:<name>``.
+    #: Last outbox sequence number of stream ``persona:<name>``, and that event's digest
+    #: (the next one's ``prev_digest``; the genesis value before the first).
     seq: int = 0
+    digest: str = GENESIS
     last_run_ms: int | None = None
     last_error: str | None = None
     disabled_events: int = 0

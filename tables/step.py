@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
 import orjson
 
-from streams import tracing
+from streams import chain, tracing
 from streams.outputs import Output
 from streams.records import ReceiptStatus
 from streams.redaction import redact
@@ -34,6 +35,19 @@ RequestKind = Literal["trigger", "control", "run_control"]
 
 _KINDS: dict[str, bytes] = {}
 
+#: An outbox event without its digest fields: the canonical body is this struct's sorted
+#: encoding, so the event is encoded once (the digests are appended to those bytes).
+_EventBody = msgspec.defstruct(
+    "OutboxEventBody",
+    [
+        (f.name, f.type) if f.required else (f.name, f.type, f.default)
+        for f in msgspec.structs.fields(OutboxEvent)
+        if f.name not in chain.DIGEST_FIELDS
+    ],
+    kw_only=True,
+    gc=False,
+)
+
 
 def outbox_output(
     stream: str,
@@ -45,10 +59,12 @@ def outbox_output(
     payload: dict[str, Any],
     cause: dict[str, Any],
     trace: Trace | None = None,
-) -> Output:
-    """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers."""
+    prev_digest: str = chain.GENESIS,
+) -> tuple[Output, str]:
+    """Outbox event ``seq`` of ``stream``, keyed by persona, with the contract's headers,
+    chained to ``prev_digest`` (the stream's last event's digest); and its digest."""
     event_id = ids.event_id(stream, seq)
-    event = OutboxEvent(
+    body = _EventBody(
         event_id=event_id,
         stream=stream,
         seq=seq,
@@ -64,9 +80,9 @@ def outbox_output(
     if kind_bytes is None:
         kind_bytes = _KINDS[kind] = kind.encode()
     key = persona.encode()
-    return Output(
-        "outbox", key, encode(event), [("persona", key), ("kind", kind_bytes), ("event_id", event_id.encode())]
-    )
+    value, digest = chain.seal(prev_digest, chain.encode_canonical(body))
+    output = Output("outbox", key, value, [("persona", key), ("kind", kind_bytes), ("event_id", event_id.encode())])
+    return output, digest
 
 
 def dead_letter_output(
@@ -180,11 +196,19 @@ class Step:
         payload = self.redacted(payload)
         self.head.seq += 1
         event_trace = self.trace(trace, run_id, kind)
-        self.outputs.append(
-            outbox_output(
-                self.stream, self.head.seq, kind, self.persona, run_id, self.now, payload, self.cause, event_trace
-            )
+        output, self.head.digest = outbox_output(
+            self.stream,
+            self.head.seq,
+            kind,
+            self.persona,
+            run_id,
+            self.now,
+            payload,
+            self.cause,
+            event_trace,
+            self.head.digest,
         )
+        self.outputs.append(output)
         return self.head.seq
 
     # ------------------------------------------------------------------ traces

@@ -6,13 +6,14 @@ assertion also checks that what the transition publishes is contract-valid)."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from streams import records, wire
+from streams import chain, records, wire
 from streams.inbox import (
     PERSONA_INPUT,
     RUN_INPUT,
@@ -126,6 +127,8 @@ class Harness:
         self.offsets = itertools.count()
         self.ids = itertools.count(1)
         self.outputs: list[Seen] = []
+        #: Each outbox stream's last digest: every event published is checked to link to it.
+        self.heads: dict[str, str] = {}
 
     # ------------------------------------------------------------- feeding
 
@@ -134,6 +137,14 @@ class Harness:
         outputs = seen(transition.apply(txn, record, next(self.offsets) if position is None else position))
         self.store.apply(txn)
         self.outputs.extend(outputs)
+        for output in outputs:
+            if output.role == "outbox":
+                event = output.value
+                assert event.prev_digest == self.heads.get(event.stream, chain.GENESIS), (
+                    f"{event.event_id}: broken link"
+                )
+                assert event.digest == chain.recompute(json.loads(output.raw)), f"{event.event_id}: digest differs"
+                self.heads[event.stream] = event.digest
         return outputs
 
     def bind(self, bound: Any, at_ms: int = T0) -> list[Seen]:

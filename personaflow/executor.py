@@ -73,6 +73,8 @@ COMMIT_INTERVAL_S = 0.5
 COMMIT_TIMEOUT_S = 10.0
 #: Report kinds that end a run on the executor: sent and acknowledged before its offset counts as done.
 FINAL_REPORTS = ("completed", "failed")
+#: The version the reference executor gives with its identity on ``started``.
+EXECUTOR_VERSION = "0.1.0"
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -95,6 +97,8 @@ class Options:
     handoff_task: str = "follow up"
     silent: bool = False  # never report (its lease expires): for trying out the reaper
     checkpoint: bool = False  # report {"completed_steps": k} after each step; a later start resumes from it
+    model: str = "simulated-llm-1"  # the model it says it uses (started, usage): the run's BOM lists it
+    tool: str = ""  # a tool each step_started names (policies may decide on it; the BOM lists it)
 
     @classmethod
     def of(cls, dispatch: dict[str, Any]) -> Options:
@@ -262,6 +266,8 @@ class ReferenceExecutor:
             "at_ms": int(time.time() * 1000),
             **fields_,
         }
+        if isinstance(token := execution.dispatch.get("capability"), str):
+            event["capability"] = token  # the dispatch's token: a report for another run is fenced
         carrier: dict[str, str] = {}
         if execution.current is not None:  # the span this report comes from, for personaflow's spans
             _PROPAGATOR.inject(carrier, trace.set_span_in_context(execution.current))
@@ -485,6 +491,8 @@ class ReferenceExecutor:
             execution,
             "started",
             payload={"idempotency_key": execution.idempotency_key, "resumed_after_steps": execution.step},
+            executor={"id": f"personaflow-reference-executor/{self.instance}", "version": EXECUTOR_VERSION},
+            model=options.model,
         )
         for step in range(execution.step, options.steps):
             if fails and step >= fail_at:
@@ -493,12 +501,17 @@ class ReferenceExecutor:
             execution.step = step + 1
             step_id = f"s{step + 1}"
             step_span = self._step_span(execution, step_id, step)
-            await self.report(execution, "step_started", step_id=step_id, name=f"step {step + 1}")
+            tool = {"tool": options.tool} if options.tool else {}
+            await self.report(execution, "step_started", step_id=step_id, name=f"step {step + 1}", **tool)
             if options.tokens_per_step or options.cost_per_step_usd:
                 execution.spent_tokens += options.tokens_per_step
                 execution.spent_usd += options.cost_per_step_usd
                 await self.report(
-                    execution, "usage", tokens=options.tokens_per_step, cost_usd=options.cost_per_step_usd
+                    execution,
+                    "usage",
+                    tokens=options.tokens_per_step,
+                    cost_usd=options.cost_per_step_usd,
+                    model=options.model,
                 )
             await self.report(execution, "step_completed", step_id=step_id, output={"step": step + 1})
             if step_span is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -22,11 +23,14 @@ from engine.service import fetch, serve
 from streams.settings import Settings
 from streams.topics import TopicNames
 
+from .chain import Signer, checkpoint
 from .recorder import AuditRecorder, Recorded, records_of
 
 log = logging.getLogger("personaflow.audit")
 
 BATCH_RECORDS = 2000
+#: Seconds between signed checkpoints of the stream heads (only after events were stored).
+CHECKPOINT_EVERY_S = 60.0
 
 
 class _SeekToStored(ConsumerRebalanceListener):
@@ -44,9 +48,20 @@ class _SeekToStored(ConsumerRebalanceListener):
 
 class AuditConsumer:
     def __init__(
-        self, settings: Settings, broker: BrokerAddress, recorder: AuditRecorder, *, group: str | None = None
+        self,
+        settings: Settings,
+        broker: BrokerAddress,
+        recorder: AuditRecorder,
+        *,
+        group: str | None = None,
+        signer: Signer | None = None,
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     ) -> None:
         self.settings = settings
+        self.signer = signer
+        self.checkpoint_every_s = checkpoint_every_s
+        self.unchecked = False  # events stored since the last checkpoint
+        self.checkpointed_at = time.monotonic()
         self.broker = broker
         self.recorder = recorder
         self.group = group or f"{settings.app_id}-audit"
@@ -87,17 +102,36 @@ class AuditConsumer:
                     log.warning("audit problem: %s", problem)
                 with contextlib.suppress(KafkaError):  # for Kafka tooling only
                     await consumer.commit({tp: part[-1].offset + 1 for tp, part in batch.items() if part})
+                self.unchecked = self.unchecked or result.stored > 0
+                if time.monotonic() - self.checkpointed_at >= self.checkpoint_every_s:
+                    await self.checkpoint()
         finally:
+            await self.checkpoint()  # the heads at a clean stop: nothing after them to lose
             with contextlib.suppress(KafkaError, asyncio.TimeoutError):
                 await consumer.stop()
+
+    async def checkpoint(self) -> None:
+        """A signed checkpoint of the heads that moved, if there is a key and anything moved."""
+        if self.signer is None or not self.unchecked:
+            return
+        number = await asyncio.to_thread(checkpoint, self.recorder.engine, self.signer)
+        self.unchecked, self.checkpointed_at = False, time.monotonic()
+        if number is not None:
+            log.info("audit checkpoint %d written", number)
 
     def stop(self) -> None:
         self.stopping.set()
 
 
-async def run_audit(settings: Settings, broker: BrokerAddress, recorder: AuditRecorder, group: str | None) -> None:
-    """Run until SIGINT/SIGTERM; closes ``recorder`` at the end."""
-    auditor = AuditConsumer(settings, broker, recorder, group=group)
+async def run_audit(
+    settings: Settings,
+    broker: BrokerAddress,
+    recorder: AuditRecorder,
+    group: str | None,
+    signer: Signer | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (writing signed checkpoints if ``signer``); closes ``recorder`` at the end."""
+    auditor = AuditConsumer(settings, broker, recorder, group=group, signer=signer)
     try:
         await serve(
             auditor.run,

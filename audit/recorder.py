@@ -6,7 +6,9 @@
    (``undecodable`` or ``invalid``) that keeps the record's bytes, never an exception that
    stops the consumer;
 2. read the digests already stored for the batch's event ids;
-3. insert the events not stored yet (a second copy inside the batch counts as stored);
+3. insert the events not stored yet (a second copy inside the batch counts as stored); one
+   whose chain digest does not recompute, or whose ``prev_digest`` is not the digest stored
+   for its stream's previous seq, is stored and also becomes a ``chain`` problem;
 4. a copy whose digest differs from the stored one is not stored: it becomes a
    ``conflict`` problem naming both places;
 5. move the consumer's positions past the batch;
@@ -50,6 +52,8 @@ from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
+
+from streams import chain
 
 from .schema import events, migrate, positions, problems
 
@@ -132,6 +136,10 @@ def decode(value: bytes | None) -> dict[str, Any]:
         )
     if event["seq"] < 1:
         raise InvalidEvent(f"seq {event['seq']} is below 1")
+    for name in chain.DIGEST_FIELDS:
+        value = event.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) == 64):
+            raise InvalidEvent(f"{name} must be 64 hex digits or null")
     check_storable(event)
     return event
 
@@ -227,6 +235,7 @@ def _dialect_insert(engine: sa.Engine) -> Callable[[sa.Table], Any]:
 
 
 _COLUMNS = [column.name for column in events.columns]
+_JSON_COLUMNS = ("payload", "cause", "trace")
 
 
 def _copy_in(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
@@ -239,7 +248,10 @@ def _copy_in(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
         with cursor.copy(f"COPY audit_incoming ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(
-                    [_json_text(row[name]) if name in ("payload", "cause") else row[name] for name in _COLUMNS]
+                    [
+                        _json_text(row[name]) if name in _JSON_COLUMNS and row[name] is not None else row[name]
+                        for name in _COLUMNS
+                    ]
                 )
         cursor.execute(
             f"INSERT INTO audit_events ({columns}) SELECT {columns} FROM audit_incoming ON CONFLICT DO NOTHING"
@@ -373,6 +385,7 @@ class AuditRecorder:
                 else:
                     new_rows.append(self._row(event, digest_, record, now))
                     stored[event_id] = (digest_, record.topic, record.partition, record.offset)
+            found.extend(self._check_chain(connection, fresh, new_rows, now))
             if new_rows and self.postgresql:
                 _copy_in(connection, new_rows)
             elif new_rows:
@@ -402,6 +415,50 @@ class AuditRecorder:
             self._move(connection, consumer, records, now)
         # 6. committed by leaving the block
         return result
+
+    def _check_chain(
+        self,
+        connection: sa.Connection,
+        fresh: dict[str, tuple[dict[str, Any], str, LogRecord]],
+        new_rows: list[dict[str, Any]],
+        now: int,
+    ) -> list[dict[str, Any]]:
+        """``chain`` problems of the new events: a digest that does not recompute, or a
+        ``prev_digest`` that is not the digest stored for the stream's previous seq (the
+        genesis value for seq 1, or after an event from before the chain). The events are
+        stored all the same: the store keeps what was published, the problem says what is wrong."""
+        chained = [row for row in new_rows if row["chain_digest"] is not None]
+        if not chained:
+            return []
+        wanted = {f"{row['stream']}/{row['seq'] - 1}" for row in chained if row["seq"] > 1}
+        before: dict[str, str | None] = {}
+        for event_id in wanted:
+            if event_id in fresh:
+                before[event_id] = fresh[event_id][0].get("digest")
+        missing = [event_id for event_id in wanted if event_id not in before]
+        for start in range(0, len(missing), LOOKUP_CHUNK):
+            rows = connection.execute(
+                sa.select(events.c.event_id, events.c.chain_digest).where(
+                    events.c.event_id.in_(missing[start : start + LOOKUP_CHUNK])
+                )
+            )
+            before.update({event_id: digest_ for event_id, digest_ in rows})
+        found = []
+        for row in chained:
+            event, _, record = fresh[row["event_id"]]
+            computed = chain.recompute(event)
+            if computed != row["chain_digest"]:
+                detail = f"digest {row['chain_digest']} does not recompute (computed {computed})"
+            else:
+                previous = f"{row['stream']}/{row['seq'] - 1}"
+                if row["seq"] > 1 and previous not in before:
+                    continue  # not stored yet: the gap shows until it is
+                head = (before.get(previous) if row["seq"] > 1 else None) or chain.GENESIS
+                if row["prev_digest"] == head:
+                    continue
+                detail = f"prev_digest {row['prev_digest']} is not the stored head of {row['stream']} ({head})"
+            found.append(self._problem("chain", row["event_id"], record, f"{row['event_id']}: {detail}", now))
+        return found
 
     def _move(self, connection: sa.Connection, consumer: str, records: list[LogRecord], now: int) -> None:
         """``consumer``'s positions past ``records``."""
@@ -451,6 +508,9 @@ class AuditRecorder:
             "offset": record.offset,
             "stored_at_ms": now,
             "raw": raw,
+            "trace": event.get("trace"),
+            "prev_digest": event.get("prev_digest"),
+            "chain_digest": event.get("digest"),
         }
 
     @staticmethod

@@ -42,6 +42,11 @@ events = sa.Table(
     # The record as read when payload/cause hold a copy with each NUL replaced (jsonb and
     # text cannot hold U+0000); NULL when they are exact. Since version 2.
     sa.Column("raw", sa.LargeBinary),
+    # The hash chain (since version 3; NULL for events from before it): the event's trace (part
+    # of what its digest covers), its prev_digest and its digest (``streams.chain``).
+    sa.Column("trace", Json),
+    sa.Column("prev_digest", sa.String(64)),
+    sa.Column("chain_digest", sa.String(64)),
     sa.Index("audit_events_stream_seq", "stream", "seq", unique=True),
     sa.Index("audit_events_persona_time", "persona", "occurred_at_ms"),
     sa.Index("audit_events_kind_time", "kind", "occurred_at_ms"),
@@ -65,7 +70,7 @@ problems = sa.Table(
     "audit_problems",
     metadata,
     sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
-    sa.Column("kind", sa.String(32), nullable=False),  # conflict | undecodable | invalid | refused
+    sa.Column("kind", sa.String(32), nullable=False),  # conflict | undecodable | invalid | refused | chain
     sa.Column("event_id", sa.String(400)),
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
@@ -76,6 +81,20 @@ problems = sa.Table(
     # The whole record as read: NULL for a tombstone, or for a problem found before version 2.
     sa.Column("raw", sa.LargeBinary),
     sa.UniqueConstraint("topic", "partition", "offset", name="audit_problems_record"),
+)
+
+#: Signed checkpoints of stream heads (since version 3): each lists the heads ``[seq, digest]``
+#: of the streams that moved since the previous one, signed with Ed25519 over the canonical
+#: JSON of ``{number, at_ms, previous, heads}`` (``previous``: the previous checkpoint's signature).
+checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("number", sa.BigInteger, primary_key=True, autoincrement=False),  # 1, 2, ... gap-free
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+    sa.Column("heads", Json, nullable=False),  # stream -> [seq, digest]
+    sa.Column("previous", sa.String(200), nullable=False),  # "" for the first
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(200), nullable=False),  # unpadded url-safe base64
 )
 
 schema_versions = sa.Table(
@@ -108,10 +127,17 @@ def _v2(connection: sa.Connection) -> None:
     _add_column(connection, events, "raw")
 
 
+def _v3(connection: sa.Connection) -> None:
+    for name in ("trace", "prev_digest", "chain_digest"):
+        _add_column(connection, events, name)
+    checkpoints.create(connection, checkfirst=True)
+
+
 #: (version, description, step). Append only.
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "events, positions, problems", _v1),
     (2, "raw record bytes: whole for problems, exact for events with NUL in payload or cause", _v2),
+    (3, "hash chain: trace, prev_digest and chain_digest of events; signed checkpoints of stream heads", _v3),
 ]
 
 

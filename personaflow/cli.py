@@ -815,8 +815,14 @@ def audit(ctx: click.Context, db: str, group: str | None) -> None:
         broker = resolve_broker(settings)
     except BrokerNotFound as exc:
         raise click.ClickException(str(exc)) from None
+    from .keys import SigningKeyError, load
+
+    try:  # checkpoints of stream heads are signed with the worker's key (created if absent)
+        signer = load(settings.data_dir)
+    except SigningKeyError as exc:
+        raise click.ClickException(str(exc)) from None
     recorder = _audit_recorder(db)  # a bad URL fails here, with one line; the schema is migrated
-    asyncio.run(run_audit(settings, broker, recorder, group))
+    asyncio.run(run_audit(settings, broker, recorder, group, signer=signer))
 
 
 @audit.command("query")
@@ -882,6 +888,43 @@ def audit_problems(ctx: click.Context, limit: int, as_json: bool) -> None:
         missing = gap["first"] if gap["first"] == gap["last"] else f"{gap['first']}..{gap['last']}"
         click.echo(f"  gap {gap['stream']}: seq {missing} not stored yet")
     if counts["problems"] or counts["gaps"]:
+        sys.exit(1)
+
+
+@audit.command("verify")
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Public keys as `personaflow keys` prints them (besides the data dir's and $PERSONAFLOW_SIGNING_KEY's).",
+)
+@click.pass_context
+def audit_verify(ctx: click.Context, keys_file: Path | None) -> None:
+    """Re-check the whole store: digests, seq gaps, links, signed checkpoints. Names the first
+    break of each stream; exit status 1 on any break."""
+    from audit.chain import verify as verify_chain
+
+    from .keys import public_keys, public_keys_file
+
+    known: dict[str, bytes] = {}
+    with contextlib.suppress(SettingsError):
+        known.update(public_keys(load_settings().data_dir))
+    if keys_file is not None:
+        try:
+            known.update(public_keys_file(keys_file))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise click.ClickException(f"cannot read public keys from {keys_file}: {exc}") from None
+    recorder = _audit_recorder(ctx.obj["db"])
+    try:
+        result = verify_chain(recorder.engine, known)
+    finally:
+        recorder.close()
+    verdict = "intact" if result.ok else f"{len(result.breaks)} broken stream(s)"
+    click.echo(f"{result.events} event(s) in {result.streams} stream(s), {result.checkpoints} checkpoint(s): {verdict}")
+    for found in result.breaks:
+        click.echo(f"  {found}")
+    if not result.ok:
         sys.exit(1)
 
 

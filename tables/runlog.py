@@ -92,8 +92,8 @@ def send(
         checkpoint=run.checkpoint if start and run.dispatches > 1 else None,
         slo=slo,
         deadline_at_ms=run.scheduling.deadline_at_ms,
-        trace=step.child_span(
         issued_at_ms=step.now,
+        trace=step.child_span(
             run.trace or step.trace_ref(),
             f"dispatch.{action}",
             (run.run_id, str(run.attempt), command_id or ""),

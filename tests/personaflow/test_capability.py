@@ -13,13 +13,13 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from agents.capability import bom_signature, mint, sign_outputs
+from agents.capability import bom_signature, mint, scope_of, sign_outputs
 from personaflow import capability as cap
 from personaflow import keys
 from personaflow.cli import main
 from streams import capability as fmt
 from streams.outputs import Output
-from streams.wire import RunDispatch, RunLimits, TriggerEnvelope
+from streams.wire import Policy, RunDispatch, RunLimits, TriggerEnvelope
 
 T0 = 1_800_000_000_000
 KEY = keys.SigningKey.from_seed(bytes(range(32)))
@@ -139,3 +139,25 @@ def test_minting_costs_little_per_dispatch() -> None:
     per_dispatch_us = (time.perf_counter() - started) / len(outputs) * 1e6
     print(f"capability token: {per_dispatch_us:.1f} us per dispatch")
     assert per_dispatch_us < 1000
+
+
+def test_a_tokens_scope_says_what_the_personas_policy_allows_for_the_work() -> None:
+    policy = msgspec.convert(
+        {
+            "pack": "tools",
+            "rules": [
+                {"match": {"tool": "shell"}, "effect": "deny", "reason": "no shell"},
+                {"match": {"tool": "search", "workflow": "wf/other"}, "effect": "deny"},
+                {"match": {"tool": "search"}, "effect": "allow"},
+                {"match": {"boundary": "tool", "min_estimated_usd": 5}, "effect": "redact", "redact_keys": ["k"]},
+            ],
+        },
+        Policy,
+    )
+    claims = cap.verify(mint(dispatch(), KEY, policy), KNOWN, now_ms=T0)
+    assert claims.scope == {
+        "workflow": "wf/build",
+        # the cost condition counts as met: the scope is never wider than the tool step's decision
+        "policy": {"pack": "tools", "tools": {"search": "redact", "shell": "deny"}, "other_tools": "redact"},
+    }
+    assert scope_of(dispatch(), None) == {"workflow": "wf/build"}

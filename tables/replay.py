@@ -116,7 +116,21 @@ def verify(
     def values(role: str) -> list[dict[str, Any]]:
         return [json.loads(o.value_bytes() or b"null") for o in outputs if o.role == role]
 
+    expected, published = values("outbox"), list(outbox)
+    # A stream published partly before the hash chain existed continued from the genesis value
+    # where the replay (from its first event) chains from seq 1: compare its events without
+    # the digest fields. Every other stream's digests must match too.
+    legacy = {e["stream"] for e in published if e and "stream" in e and e.get("digest") is None}
+    if legacy:
+        expected, published = _without_digests(expected, legacy), _without_digests(published, legacy)
     return [
         compare("persona.receipts", "receipt_id", values("receipts"), receipts),
-        compare("persona.outbox", "event_id", values("outbox"), outbox),
+        compare("persona.outbox", "event_id", expected, published),
+    ]
+
+
+def _without_digests(events: list[Any], streams: set[str]) -> list[Any]:
+    return [
+        {k: v for k, v in e.items() if k not in ("prev_digest", "digest")} if e and e.get("stream") in streams else e
+        for e in events
     ]

@@ -88,3 +88,13 @@ def test_rows_from_before_the_chain_decode_with_the_genesis_head():
         b'"occurred_at_ms":1,"payload":{},"cause":{}}'
     )
     assert msgspec.json.decode(old, type=wire.OutboxEvent).digest is None
+
+
+def test_the_replay_ignores_digests_only_in_streams_published_partly_before_the_chain():
+    records_ = inbox()
+    _, outbox = published(records_)
+    legacy = [{k: v for k, v in e.items() if k not in chain.DIGEST_FIELDS} for e in outbox[:2]]
+    relinked = [dict(e, prev_digest=chain.GENESIS) if e["seq"] == 3 else e for e in outbox[2:]]
+    assert replay.verify(records_, [], [], legacy + relinked)[1].ok
+    forged = [dict(e, digest="0" * 64) if e["seq"] == 3 else e for e in outbox]
+    assert not replay.verify(records_, [], [], forged)[1].ok

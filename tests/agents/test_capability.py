@@ -14,6 +14,7 @@ import pytest
 from personaflow import capability as cap
 from personaflow.keys import public_keys
 
+from ..personaflow.test_cli import personaflow
 from ..support.personas import SELF_REPORTED, PersonaProbe
 
 pytestmark = pytest.mark.broker
@@ -32,13 +33,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def test_a_dispatch_token_verifies_and_another_runs_token_is_fenced(persona, data_dir: Path) -> None:
+def test_a_dispatch_token_verifies_and_another_runs_token_is_fenced(persona, settings, data_dir: Path) -> None:
     persona.bind({**SELF_REPORTED, "lease_ttl_ms": 60_000})
     first = persona.trigger("linear", "issue", ISSUE)
     dispatch = persona.dispatch_for(first["run_id"])
     claims = cap.verify(dispatch["capability"], public_keys(data_dir), cap.AUDIENCE, now_ms())
     assert (claims.sub, claims.attempt, claims.lease) == (first["run_id"], 1, first["lease"]["id"])
     assert claims.exp <= dispatch["deadline_ms"] and claims.scope == {"workflow": dispatch["entry_workflow"]}
+    checked = personaflow(settings, "capability", "verify", dispatch["capability"], "--data-dir", str(data_dir))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["sub"] == first["run_id"]
 
     persona.report(first["run_id"], first["lease"]["id"], "completed")  # frees the persona's lease
     persona.final_receipt(first["request_id"])
@@ -53,7 +57,7 @@ def test_a_dispatch_token_verifies_and_another_runs_token_is_fenced(persona, dat
 
 
 def test_a_finished_runs_bom_is_signed_and_lists_what_its_executor_reported(
-    persona, executor, worker, data_dir: Path
+    persona, executor, worker, settings, data_dir: Path
 ) -> None:
     persona.bind({"execution": "external", "lease_ttl_ms": 60_000})
     options = {"executor.steps": "2", "executor.tool": "web-search", "executor.checkpoint": "true"}
@@ -71,3 +75,6 @@ def test_a_finished_runs_bom_is_signed_and_lists_what_its_executor_reported(
     served = json.loads(worker.get(f"/runs/{receipt['run_id']}/bom"))  # as `personaflow run --bom` reads it
     assert served["bom"] == bom and served["signature"] == json.loads(record.headers["signature"])
     cap.verify_bom(served["bom"], served["signature"], keys)
+    printed = personaflow(settings, "run", receipt["run_id"], "--bom")
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["verified"] is True and "signature: verified" in printed.stderr

@@ -97,6 +97,7 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = Fal
     # After the budget: a run the budget makes wait is decided once, when it goes.
     decision = policy.judge(step, policy.of_run(run, usd), run)
     if decision is not None and decision.effect == "deny":
+        run.queue_rank = None  # a queued run's entry is its caller's to drop (it knows the list)
         outcomes.finish(step, run, "failed", error=POLICY_DENIED, event="refuse")
         return POLICY_DENIED
     if decision is not None and decision.redact_keys:
@@ -218,7 +219,8 @@ def take_run(step: Step, queue: Queue, entry: Entry, preempts: bool) -> bool:
         queue.drop_run("r", entry.rank)
         return True
     if refused == POLICY_DENIED:
-        return False  # the run ended: closing it dropped its entry
+        queue.drop_run("r", entry.rank)  # the run ended
+        return False
     if _refused(step, run, refused):
         queue.drop_run("r", entry.rank)
         return False

@@ -107,6 +107,25 @@ BINDINGS: list[dict[str, Any]] = [
 ]
 
 
+#: The first variant with a policy: a key masked even in dispatches; third attempts, gold
+#: work of a customer and a tool denied.
+BINDINGS.append(
+    {
+        **BINDINGS[0],
+        "policy": {
+            "pack": "ops",
+            "rules": [
+                {"match": {}, "effect": "redact", "redact_keys": ["issue_key"]},
+                {"match": {"min_attempt": 3}, "effect": "deny", "reason": "two attempts"},
+                {"match": {"metadata_present": ["customer"], "slo_tier": "gold"}, "effect": "deny"},
+                {"match": {"boundary": "tool", "tool": "shell"}, "effect": "deny"},
+            ],
+        },
+    }
+)
+POLICED = len(BINDINGS) - 1
+
+
 def binding_json(name: str, variant: int) -> dict[str, Any]:
     return {
         "name": name,
@@ -326,7 +345,7 @@ class Guarantees(RuleBasedStateMachine):
         self.completed: set[tuple[str, str]] = set()
         self.statuses: dict[str, str] = {}
         for name in PERSONAS:
-            self._bind(name, 0)
+            self._bind(name, POLICED if name == PERSONAS[-1] else 0)
 
     # ----------------------------------------------------------------- helpers
 
@@ -481,6 +500,9 @@ class Guarantees(RuleBasedStateMachine):
                          background=bool(cents % 2))  # fmt: skip
         elif kind == "step_started":
             event["step_id"] = f"s{tokens % 4}"
+            tool = ("shell", "browser", None)[cents % 3]
+            if tool is not None:  # a policy may deny it
+                event["tool"] = tool
         elif kind == "handoff":
             event.update(target_persona=PERSONAS[tokens % 2], task="look at this", name="review")
         value = json.dumps(event).encode()

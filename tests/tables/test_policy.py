@@ -333,3 +333,25 @@ def test_decision_39_work_waiting_for_the_budget_is_decided_once_when_it_goes():
     h.tick(P, T0 + 3_600_000)  # the hour turns: dispatched, and decided
     assert h.receipts("req-1")[-1].status == "dispatched"
     assert len(h.run_events(run_id, "run.policy_decision")) == 2
+
+
+def test_a_queued_run_denied_after_waiting_for_the_budget_leaves_the_queue_empty():
+    """Found by the state machine: a run that waited for the budget and is denied when it
+    goes leaves no entry behind, and the queue's counts stay true."""
+    h = Runs()
+    receipt = start(
+        h,
+        [{"match": {"min_attempt": 2}, "effect": "deny", "reason": "one try"}],
+        estimated_run_usd=0.5,
+        budget={"hourly_usd": 0.6},
+        retry={"max_attempts": 3, "backoff_ms": 10, "factor": 1.0},
+        slo={"queue_target_ms": 1000},
+    )
+    run_id = receipt.run_id
+    h.finish(P, run_id, h.lease(run_id), "failed", error="flaky", cost=cost(0.5, 0), at_ms=T0 + 10)
+    h.tick(P, T0 + 20)
+    assert h.receipts("req-1")[-1].status == "budget_exhausted"
+    h.tick(P, T0 + 3_600_000)
+    assert (h.receipts("req-1")[-1].status, h.receipts("req-1")[-1].error) == ("failed", POLICY_DENIED)
+    index = h.head().queue
+    assert (index.count, index.runs, index.waiting, index.held, index.slo) == (0, 0, 0, 0, 0)

@@ -336,6 +336,11 @@ RunEventKind = Literal[
 SpawnMode = Literal["inline", "child"]
 
 
+#: The longest capability token a report may present: a scope naming 64 tools of 256
+#: characters, in base64, fits.
+MAX_CAPABILITY_CHARS = 32768
+
+
 class ExecutorIdentity(Record):
     """Who runs a run's attempt: the executor says so on ``started`` (the run's BOM lists it)."""
 
@@ -377,7 +382,7 @@ class RunEvent(Record):
     #: The executor's span this report comes from (or the record's ``traceparent`` header).
     trace: Trace | None = None
     #: The dispatch's capability token, presented: one for another run or attempt is fenced.
-    capability: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    capability: Annotated[str, StringConstraints(max_length=MAX_CAPABILITY_CHARS)] | None = None
     #: ``started``: who runs the attempt. Any report: the model it is about (``tool``: the tool).
     executor: ExecutorIdentity | None = None
     model: Label | None = None

@@ -167,3 +167,22 @@ def test_a_forged_checkpoint_signature_and_an_unknown_key_are_breaks(recorder: A
         connection.execute(checkpoints.update().values(at_ms=1))
     code, output = audit_verify(url, keys)
     assert code == 1 and "audit.checkpoint seq 1: checkpoint 1: the signature does not match its content" in output
+
+
+def test_the_consumer_checkpoints_only_when_events_were_stored(recorder: AuditRecorder) -> None:
+    import asyncio
+
+    from audit.consumer import AuditConsumer
+    from engine.kafka import BrokerAddress
+    from streams.settings import Settings
+
+    auditor = AuditConsumer(Settings(), BrokerAddress("localhost:1", False), recorder, signer=KEY)
+    asyncio.run(auditor.checkpoint())  # nothing stored yet: no checkpoint
+    record_all(recorder, published(20))
+    auditor.unchecked = True
+    asyncio.run(auditor.checkpoint())
+    asyncio.run(auditor.checkpoint())  # nothing new since
+    with recorder.engine.connect() as connection:
+        rows = connection.execute(sa.select(checkpoints.c.number, checkpoints.c.key_id, checkpoints.c.heads)).all()
+    assert [(number, kid) for number, kid, _ in rows] == [(1, KEY.kid)]
+    assert set(rows[0].heads) >= {"persona:p1", "persona:p2", "persona:p3"}

@@ -18,7 +18,8 @@ A run (a click on its id, or ``/#run=RUN_ID``) opens below the tables: status, a
 trace id — a link to the tracing UI when ``PERSONAFLOW_TRACE_URL`` is set (a URL with
 ``{trace_id}``) — and its steps as a timeline, from the run's stream
 (``/runs/{id}/events``): when each step started after the run was created, how long it took,
-how it ended.
+how it ended — its policy decisions, and once it has ended its signed bill of materials
+(``/runs/{id}/bom``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ DASHBOARD_HTML = """<!doctype html>
 <table id="timeline"><thead><tr>
   <th>step</th><th>name</th><th>started after</th><th>took</th><th>ended</th><th>timeline</th>
 </tr></thead><tbody></tbody></table>
+<h2>Policy decisions</h2>
+<table id="policy"><thead><tr>
+  <th>seq</th><th>boundary</th><th>effect</th><th>summary</th>
+</tr></thead><tbody></tbody></table>
+<h2>Bill of materials</h2>
+<table id="bom"><thead><tr><th>what</th><th>value</th></tr></thead><tbody></tbody></table>
 </section>
 
 <h2>Unsettled work</h2>
@@ -249,7 +256,32 @@ async function showRun(runId) {
     lane.appendChild(bar);
     cell(row, "timeline", "").appendChild(lane);
   }, "no step reported yet");
+  const decisions = events.filter(e => e.kind === "run.policy_decision");
+  fill("policy", decisions, (row, e) => {
+    const p = e.payload || {};
+    cell(row, "seq", e.seq, "num");
+    cell(row, "boundary", p.boundary);
+    cell(row, "effect", p.effect);
+    cell(row, "summary", p.summary);
+  }, "no policy decision (the binding has no policy)");
+  const answer = await json(path + "/bom");
+  const bom = answer.bom;
+  const names = items => (items || []).map(i => typeof i === "string" ? i : (i.id || JSON.stringify(i))).join(", ");
+  const facts = bom === null ? [] : [
+    ["workflow", bom.workflow], ["status", bom.status],
+    ["attempts", (bom.attempts || []).map(a => a.attempt + " " + a.status).join(", ")],
+    ["executors", names(bom.executors)], ["models", names(bom.models)], ["tools", names(bom.tools)],
+    ["tokens", bom.tokens], ["cost", usd(bom.cost_usd)], ["checkpoints", (bom.checkpoints || []).length],
+    ["policy decisions", (bom.policy_decisions || []).length], ["children", (bom.children || []).length],
+    ["signature", answer.signature ? "signed, key " + answer.signature.kid : "unsigned"],
+  ];
+  fill("bom", facts, (row, [what, value]) => {
+    row.dataset.what = what;
+    cell(row, "what", what);
+    cell(row, "value", value);
+  }, "the run has not ended: its bill of materials comes with its end");
   document.body.dataset.run = runId;
+  document.body.dataset.runEnded = bom === null ? "" : "1";
 }
 
 function shownRun() {

@@ -281,11 +281,11 @@ def test_the_dashboard_asks_once_for_the_token_keeps_it_for_the_tab_and_sends_it
 def test_a_run_opens_with_its_steps_as_a_timeline_and_its_trace_linked_to_the_tracing_ui(worker, kafka, persona_name):
     probe = PersonaProbe(kafka, persona_name)
     try:
-        probe.bind(SELF_REPORTED)
+        probe.bind({**SELF_REPORTED, "policy": {"pack": "review", "rules": [{"match": {}, "effect": "allow", "reason": "reviewed"}]}})
         run = probe.trigger("github", "pull_request", {"repository": "r", "number": "8"})
         run_id, lease = run["run_id"], run["lease"]["id"]
         trace_id = run["trace"]["traceparent"].split("-")[1]
-        probe.report(run_id, lease, "started")
+        probe.report(run_id, lease, "started", executor={"id": "probe-1"}, model="model-a")
         probe.report(run_id, lease, "step_started", step_id="s1", name="plan")
         probe.report(run_id, lease, "step_completed", step_id="s1")
         probe.report(run_id, lease, "step_started", step_id="s2", name="act")
@@ -308,5 +308,19 @@ def test_a_run_opens_with_its_steps_as_a_timeline_and_its_trace_linked_to_the_tr
             assert link == TRACE_URL.replace("{trace_id}", trace_id)
             bars = tab.evaluate("[...document.querySelectorAll('#timeline .lane > span')].map(b => b.style.left)")
             assert len(bars) == 2 and float(bars[0].rstrip("%")) <= float(bars[1].rstrip("%"))
+            assert [(r["boundary"], r["effect"], r["summary"]) for r in page.tables["policy"]] == [
+                ("dispatch", "allow", "reviewed")
+            ]
+            assert [list(row) for row in page.tables["bom"]] == [["empty"]]  # not ended: no bill of materials yet
+
+            probe.report(run_id, lease, "step_completed", step_id="s2")
+            probe.report(run_id, lease, "completed")
+            probe.wait_run_events(run_id, "run.bom")
+            eventually(lambda: tab.evaluate("document.body.dataset.runEnded === '1'"), 30, "the bill of materials")
+            page = Cells()
+            page.feed(tab.evaluate("document.documentElement.outerHTML"))
+            bom = {row["what"]: row["value"] for row in page.tables["bom"]}
+            assert (bom["executors"], bom["models"], bom["status"]) == ("probe-1", "model-a", "completed")
+            assert bom["signature"].startswith("signed, key ")
     finally:
         probe.close()

@@ -281,7 +281,12 @@ def test_the_dashboard_asks_once_for_the_token_keeps_it_for_the_tab_and_sends_it
 def test_a_run_opens_with_its_steps_as_a_timeline_and_its_trace_linked_to_the_tracing_ui(worker, kafka, persona_name):
     probe = PersonaProbe(kafka, persona_name)
     try:
-        probe.bind({**SELF_REPORTED, "policy": {"pack": "review", "rules": [{"match": {}, "effect": "allow", "reason": "reviewed"}]}})
+        probe.bind(
+            {
+                **SELF_REPORTED,
+                "policy": {"pack": "review", "rules": [{"match": {}, "effect": "allow", "reason": "reviewed"}]},
+            }
+        )
         run = probe.trigger("github", "pull_request", {"repository": "r", "number": "8"})
         run_id, lease = run["run_id"], run["lease"]["id"]
         trace_id = run["trace"]["traceparent"].split("-")[1]

@@ -71,6 +71,7 @@ class Sizes:
     audit: int  # outbox events recorded into each audit database
     queued: tuple[int, int]  # items queued behind one persona's lease: short, long
     queue_measured: int  # dispatches taken from the queue and measured at each length (< short)
+    governance: int = 2_000  # inline triggers and external runs of each governance measure
 
 
 FULL = Sizes(
@@ -108,6 +109,7 @@ SHORT = Sizes(
     audit=4_000,
     queued=(10, 200),
     queue_measured=10,
+    governance=20,
 )
 
 
@@ -678,6 +680,115 @@ def bench_ranking(sizes: Sizes) -> dict[str, Any]:
     return result
 
 
+def bench_governance(sizes: Sizes) -> dict[str, Any]:
+    """What governance costs, in process (the pure transition over a memory store, as the
+    worker runs it, plus the worker's signing of dispatches and bills of materials): CPU per
+    inline trigger and per external run (trigger, started, one step, completed) for a persona
+    without a policy and one with a two-rule policy; within those, the time the hash chain
+    spends sealing outbox events and the time signing takes (tokens and ``run.bom``)."""
+    from agents.capability import sign_outputs
+    from personaflow.keys import SigningKey
+    from streams import chain, records, wire
+    from streams.inbox import RunReportReceived
+
+    key = SigningKey.from_seed(bytes(range(32)))
+    policy = {"pack": "bench", "rules": [{"match": {"tool": "shell"}, "effect": "deny", "reason": "no shell"},
+                                         {"match": {"provider": "webhook"}, "effect": "allow", "reason": "ok"}]}  # fmt: skip
+    sealing = [0.0]
+    seal = chain.seal
+
+    def timed_seal(prev_digest: str, body: bytes) -> tuple[bytes, str]:
+        started = time.process_time()
+        try:
+            return seal(prev_digest, body)
+        finally:
+            sealing[0] += time.process_time() - started
+
+    def measure(execution: str, with_policy: bool) -> dict[str, float]:
+        name = f"gov-{execution}-{int(with_policy)}"
+        fields = {"name": name, "entry_workflow": "wf", "execution": execution, "lease_ttl_ms": 3_600_000}
+        binding = wire.from_model(
+            records.PersonaBinding.model_validate({**fields, **({"policy": policy} if with_policy else {})})
+        )
+        store = MemoryStore()
+        total, signing = 0.0, 0.0
+        sealing[0] = 0.0
+
+        def feed(record: Any) -> list[Any]:
+            nonlocal total, signing
+            started = time.process_time()
+            txn = store.transaction()
+            outputs = transition.apply(txn, record, 0)
+            store.apply(txn)
+            middle = time.process_time()
+            sign_outputs(outputs, 0, key)
+            ended = time.process_time()
+            total += ended - started
+            signing += ended - middle
+            return outputs
+
+        feed(BindingChanged(at_ms=AT, persona=name, binding=binding))
+        total = signing = sealing[0] = 0.0
+        count = sizes.governance
+        for n in range(count):
+            request = TriggerRequest(request_id=f"g{n}", persona=name, provider="webhook", kind="push",
+                                     metadata={"dedupe_key": f"g{n}"},
+                                     cost=RunCost(cost_usd=0.0, tokens=1) if execution == "inline" else None)  # fmt: skip
+            outputs = feed(TriggerReceived(at_ms=AT + n, request=request))
+            if execution == "inline":
+                continue
+            dispatch = json.loads(next(o for o in outputs if o.role == "dispatch").value_bytes())
+            for kind, extra in (("started", {}), ("step_started", {"step_id": "s1", "tool": "git"}),
+                                ("step_completed", {"step_id": "s1"}), ("completed", {})):  # fmt: skip
+                event = wire.RunEvent(event_id=f"g{n}-{kind}", run_id=dispatch["run_id"],
+                                      lease_id=dispatch["lease_id"], kind=kind, **extra)  # fmt: skip
+                feed(RunReportReceived(at_ms=AT + n, persona=name, event=event))
+        return {
+            "cpu_us": round(total * 1e6 / count, 1),
+            "chain_us": round(sealing[0] * 1e6 / count, 1),
+            "signing_us": round(signing * 1e6 / count, 1),
+        }
+
+    chain.seal = timed_seal  # type: ignore[assignment]
+    try:
+        result: dict[str, Any] = {"measured": sizes.governance}
+        for execution in ("inline", "external"):
+            plain, governed = measure(execution, False), measure(execution, True)
+            result[execution] = {
+                "without_policy": plain,
+                "with_policy": governed,
+                "policy_ratio": round(governed["cpu_us"] / plain["cpu_us"], 2),
+                "chain_share": round(plain["chain_us"] / plain["cpu_us"], 3),
+                "signing_share": round(plain["signing_us"] / plain["cpu_us"], 3),
+            }
+    finally:
+        chain.seal = seal  # type: ignore[assignment]
+    return result
+
+
+def governance_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The governance rows (results written before it existed have none)."""
+    gov = r.get("governance")
+    if not gov:
+        return []
+    rows = []
+    for execution, what in (
+        ("inline", "inline trigger"),
+        ("external", "external run (trigger, started, one step, completed)"),
+    ):
+        g = gov[execution]
+        plain, governed = g["without_policy"], g["with_policy"]
+        rows.append(
+            (
+                f"governance per {what}, in process: transition + signing CPU without · with a two-rule policy",
+                f"{plain['cpu_us']:.0f} · {governed['cpu_us']:.0f} µs",
+                f"policy {g['policy_ratio']:.2f}×; hash chain {100 * g['chain_share']:.1f} %, "
+                f"signing (tokens, run.bom) {100 * g['signing_share']:.1f} % of the CPU without a policy",
+            )
+        )
+    return rows
+
+
 def build_state(personas: int, keys: int) -> MemoryStore:
     """A real state (the transitions' own rows) of ``personas`` personas and ``keys``
     completed work keys, built in process."""
@@ -823,6 +934,7 @@ def run_benchmarks(kafka, settings, broker, data_dir: Path, sizes: Sizes, databa
         finally:
             worker.stop()
     results["ranking"] = bench_ranking(sizes)
+    results["governance"] = bench_governance(sizes)
     results["recovery"] = bench_recovery(settings, broker, data_dir, sizes)
     results["audit"] = bench_audit(databases, sizes)
     return results
@@ -993,6 +1105,7 @@ def render(r: dict[str, Any]) -> str:
             f"{hist['rate_ratio_long_vs_short']:.2f}× the rate, {hist['cpu_ratio_long_vs_short']:.2f}× the CPU of the short history",
         ),
         *ranking_rows(r),
+        *governance_rows(r),
     ]
     machine = r["machine"]
     lines = [
@@ -1029,3 +1142,4 @@ def test_the_benchmarks_run_in_short_form(kafka, settings, broker, data_dir, tmp
     assert results["external"]["per_s"] > 0 and "external runs over 4 personas" in table
     assert results["external_10_steps"]["per_s"] > 0 and "external runs of 10 steps over 4 personas" in table
     assert results["audit"]["SQLite"]["events"] == SHORT.audit and "recorded into SQLite" in table
+    assert results["governance"]["external"]["with_policy"]["signing_us"] > 0 and "governance per" in table

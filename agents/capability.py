@@ -11,8 +11,6 @@ wrote, which replay and the outbox hash chain cover byte for byte.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -20,8 +18,7 @@ import orjson
 
 from streams import capability
 from streams.outputs import Output
-from streams.wire import Policy, RunDispatch
-from tables.policy import Subject, evaluate
+from streams.wire import RunDispatch
 
 log = logging.getLogger(__name__)
 
@@ -41,43 +38,15 @@ _canonical = msgspec.json.Encoder(order="sorted").encode
 BOM_KIND = b"run.bom"
 
 
-PolicyOf = Callable[[str], "Policy | None"]
-
-
-def _tool_subject(dispatch: RunDispatch, tool: str | None) -> Subject:
-    envelope = dispatch.envelope
-    return Subject(
-        boundary="tool",
-        provider=envelope.provider,
-        kind=envelope.kind,
-        workflow=dispatch.entry_workflow,
-        metadata=envelope.metadata,
-        # The reservation is not on the dispatch: every cost condition counts as met, so the
-        # scope is never wider than what the policy decides at the tool step itself.
-        estimated_usd=math.inf,
-        attempt=dispatch.attempt,
-        slo_tier=dispatch.slo.tier if dispatch.slo is not None else None,
-        run_kind=dispatch.kind,
-        tool=tool,
-    )
-
-
-def scope_of(dispatch: RunDispatch, policy: Policy | None) -> dict[str, Any]:
-    """The workflow, and with a policy its pack and its effect (allow, redact, deny) on
-    each tool its rules name and on any other tool, for this dispatch's work."""
+def scope_of(dispatch: RunDispatch) -> dict[str, Any]:
+    """The workflow, and with a policy the scope its transition decided (``policy_scope``)."""
     scope: dict[str, Any] = {"workflow": dispatch.entry_workflow}
-    if policy is None or not policy.rules:
-        return scope
-    named = sorted({rule.match.tool for rule in policy.rules if rule.match.tool is not None})
-    scope["policy"] = {
-        "pack": policy.pack or "baseline",
-        "tools": {tool: evaluate(policy, _tool_subject(dispatch, tool)).effect for tool in named},
-        "other_tools": evaluate(policy, _tool_subject(dispatch, None)).effect,
-    }
+    if dispatch.policy_scope is not None:
+        scope["policy"] = msgspec.to_builtins(dispatch.policy_scope)
     return scope
 
 
-def claims_for(dispatch: RunDispatch, kid: str, policy: Policy | None = None) -> capability.Claims:
+def claims_for(dispatch: RunDispatch, kid: str) -> capability.Claims:
     """What a dispatch's token grants: its run and attempt, for tool adapters, within its
     scope, from its issue time until its lease deadline (15 minutes at most)."""
     issued = dispatch.issued_at_ms if dispatch.issued_at_ms is not None else 0
@@ -88,14 +57,14 @@ def claims_for(dispatch: RunDispatch, kid: str, policy: Policy | None = None) ->
         persona=dispatch.persona,
         lease=dispatch.lease_id,
         aud=capability.AUDIENCE,
-        scope=scope_of(dispatch, policy),
+        scope=scope_of(dispatch),
         iat=issued,
         exp=capability.expiry(issued, dispatch.deadline_ms),
     )
 
 
-def mint(dispatch: RunDispatch, signer: Signer, policy: Policy | None = None) -> str:
-    body = capability.signing_input(claims_for(dispatch, signer.kid, policy))
+def mint(dispatch: RunDispatch, signer: Signer) -> str:
+    body = capability.signing_input(claims_for(dispatch, signer.kid))
     return capability.assemble(body, signer.sign(body))
 
 
@@ -111,9 +80,8 @@ def _kind(output: Output) -> bytes | None:
     return None
 
 
-def sign_outputs(outputs: list[Output], start: int, signer: Signer, policy_of: PolicyOf | None = None) -> None:
-    """Sign the outputs from index ``start`` on: dispatches get their token (``policy_of``:
-    the policy of a persona, for the token's scope), ``run.bom``
+def sign_outputs(outputs: list[Output], start: int, signer: Signer) -> None:
+    """Sign the outputs from index ``start`` on: dispatches get their token, ``run.bom``
     outbox events a ``signature`` header. A failure to sign one (a bug: the key is in
     memory) leaves it unsigned with a warning rather than losing the pass's work."""
     for index in range(start, len(outputs)):
@@ -121,8 +89,7 @@ def sign_outputs(outputs: list[Output], start: int, signer: Signer, policy_of: P
         try:
             if output.role == "dispatch" and isinstance(output.value, bytes):
                 dispatch = _DISPATCH.decode(output.value)
-                policy = policy_of(dispatch.persona) if policy_of is not None else None
-                signed = msgspec.structs.replace(dispatch, capability=mint(dispatch, signer, policy))
+                signed = msgspec.structs.replace(dispatch, capability=mint(dispatch, signer))
                 outputs[index] = Output(
                     output.role, output.key, _encode(signed), output.headers, output.phase, output.partition
                 )

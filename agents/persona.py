@@ -14,7 +14,6 @@ from streams.admission import RawRecord, dead_letter
 from streams.inbox import PERSONA_INPUT, persona_of
 from streams.outputs import Output
 from streams.tracing import Span
-from streams.wire import Policy
 from tables import persona as transition
 from tables.state import PersonaState
 from tables.status import status_json
@@ -54,17 +53,11 @@ def handle(
     start = len(batch.outputs)
     batch.outputs.extend(transition.apply(batch.txn, decoded, record.offset, spans))
     if signer is not None:  # tokens on dispatches, signatures on BOMs: after the transition
-        sign_outputs(batch.outputs, start, signer, lambda persona: _policy(batch, persona))
+        sign_outputs(batch.outputs, start, signer)
     changed = batch.scratch.get(CHANGED)
     if changed is None:
         changed = batch.scratch[CHANGED] = set()
     changed.add(persona_of(decoded))
-
-
-def _policy(batch: TaskBatch, persona: str) -> Policy | None:
-    """The persona's policy as the transition left it (a capability token's scope)."""
-    head = PersonaState(batch.txn, persona).head()
-    return None if head is None or head.binding is None else head.binding.policy
 
 
 def finish(batch: TaskBatch) -> None:

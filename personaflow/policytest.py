@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from streams import wire
 from streams.codec import describe_validation_error
 from streams.records import PersonaBinding, TriggerRequest
-from tables import money, policy
+from tables import money, policy, rules
 from tables.envelope import normalize_trigger_envelope
 
 from .ops import OpsError, load_bindings
@@ -56,7 +56,7 @@ def decide(binding: PersonaBinding, request: TriggerRequest, tool: str | None = 
     external = given.cost is None and bound.execution == "external"
     usd = money.reservation(bound)[0] if external else (given.cost.cost_usd if given.cost is not None else 0.0)
     slo = given.slo if given.slo is not None else bound.slo
-    subject = policy.Subject(
+    subject = rules.Subject(
         boundary="dispatch" if tool is None else "tool",
         provider=envelope.provider,
         kind=envelope.kind,
@@ -68,7 +68,7 @@ def decide(binding: PersonaBinding, request: TriggerRequest, tool: str | None = 
         run_kind="work",
         tool=tool,
     )
-    decision = policy.evaluate(bound.policy or wire.Policy(), subject)
+    decision = rules.evaluate(bound.policy or wire.Policy(), subject)
     record = policy.record(decision, subject, 0, bound.name)
     del record["timestamp"]  # nothing happened: no time to tell
     record.update(persona=bound.name, policy=bound.policy is not None, redact_keys=decision.redact_keys)

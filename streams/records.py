@@ -189,6 +189,15 @@ class Policy(Record):
     rules: Annotated[list[PolicyRule], Field(max_length=MAX_POLICY_RULES)] = []
 
 
+class PolicyScope(Record):
+    """What a persona's policy lets a dispatched run do with tools (a capability token's
+    ``scope.policy``): the effect on each tool a rule names, and on any other tool."""
+
+    pack: str
+    tools: dict[str, PolicyEffect] = {}
+    other_tools: PolicyEffect = "allow"
+
+
 class PersonaBinding(Record):
     """Configuration of one persona; published on the compacted ``persona.bindings``."""
 
@@ -536,6 +545,8 @@ class RunDispatch(Record):
     trace: Trace | None = None
     #: When the transition that sent it ran (the capability token's issue time).
     issued_at_ms: int | None = None
+    #: With a binding ``policy``: its effect on the run's tool steps (the token's scope).
+    policy_scope: PolicyScope | None = None
     #: A signed capability token for this run and attempt (``streams.capability``), added
     #: by the worker after the transition (None: a worker without a signing key).
     capability: str | None = None

@@ -33,6 +33,8 @@ def twin(model: type[records.PolicyRule]) -> type[PolicyRule]: ...
 @overload
 def twin(model: type[records.Policy]) -> type[Policy]: ...
 @overload
+def twin(model: type[records.PolicyScope]) -> type[PolicyScope]: ...
+@overload
 def twin(model: type[records.RetryPolicy]) -> type[RetryPolicy]: ...
 @overload
 def twin(model: type[records.RunLimits]) -> type[RunLimits]: ...
@@ -165,6 +167,14 @@ class Policy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
 
     pack: str | None = None
     rules: list[PolicyRule] = []
+
+class PolicyScope(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """What a persona's policy lets a dispatched run do with tools (a capability token's
+    ``scope.policy``): the effect on each tool a rule names, and on any other tool."""
+
+    pack: str
+    tools: dict[str, records.PolicyEffect] = {}
+    other_tools: records.PolicyEffect = "allow"
 
 class RetryPolicy(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     max_attempts: int = 3
@@ -348,6 +358,7 @@ class RunDispatch(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     deadline_at_ms: int | None = None
     trace: Trace | None = None
     issued_at_ms: int | None = None
+    policy_scope: PolicyScope | None = None
     capability: str | None = None
 
 class OutboxEvent(msgspec.Struct, kw_only=True, frozen=True, gc=False):
@@ -482,6 +493,8 @@ def from_model(model: records.PolicyMatch) -> PolicyMatch: ...
 def from_model(model: records.PolicyRule) -> PolicyRule: ...
 @overload
 def from_model(model: records.Policy) -> Policy: ...
+@overload
+def from_model(model: records.PolicyScope) -> PolicyScope: ...
 @overload
 def from_model(model: records.RetryPolicy) -> RetryPolicy: ...
 @overload

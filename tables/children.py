@@ -7,7 +7,7 @@ from streams.wire import RunEvent, TriggerEnvelope
 
 from . import ids, money, runlog
 from .dispatch import defer_child, dispatch
-from .policy import POLICY_DENIED
+from .rules import POLICY_DENIED
 from .runstate import RunRow
 from .state import Scheduling
 from .step import Step

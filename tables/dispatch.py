@@ -19,11 +19,11 @@ import msgspec
 
 from streams.wire import RunCost, StepSlo, TriggerEnvelope
 
-from . import ids, leases, money, outcomes, policy, runlog
+from . import ids, leases, money, outcomes, policy, rules, runlog
 from . import value as values
 from .machines import EXECUTING
-from .policy import POLICY_DENIED
 from .queue import DEFAULT_TARGET_MS, Entry, Queue, slack_ms
+from .rules import POLICY_DENIED
 from .runstate import Attempt, RunRow
 from .state import Scheduling, TraceRef
 from .step import Step
@@ -95,13 +95,13 @@ def dispatch(step: Step, run: RunRow, *, takes_lease: bool, preempts: bool = Fal
     if refused is not None:
         return refused
     # After the budget: a run the budget makes wait is decided once, when it goes.
-    decision = policy.judge(step, policy.of_run(run, usd), run)
+    decision = policy.judge(step, rules.of_run(run, usd), run)
     if decision is not None and decision.effect == "deny":
         run.queue_rank = None  # a queued run's entry is its caller's to drop (it knows the list)
         outcomes.finish(step, run, "failed", error=POLICY_DENIED, event="refuse")
         return POLICY_DENIED
     if decision is not None and decision.redact_keys:
-        run.envelope = policy.masked(run.envelope, decision.redact_keys)
+        run.envelope = rules.masked(run.envelope, decision.redact_keys)
     runlog.move(step, run, "dispatch")
     step.head.counters.dispatched(step.now)
     run.dispatches += 1

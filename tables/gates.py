@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from streams.wire import PersonaBinding, RunCost, TriggerEnvelope, TriggerRequest
 
-from . import ids, leases, money, outcomes, policy, runlog
+from . import ids, leases, money, outcomes, policy, rules, runlog
 from . import value as values
 from .dispatch import DEADLINE_EXCEEDED, start_work_run
 from .queue import ListName
@@ -260,7 +260,7 @@ def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
     run_id = ids.run_id(step.persona, work.request_id, decision)
     envelope = work.envelope
     slo = work.scheduling.slo
-    subject = policy.Subject(
+    subject = rules.Subject(
         boundary="dispatch",
         provider=envelope.provider,
         kind=envelope.kind,
@@ -273,10 +273,10 @@ def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
     )
     verdict = policy.judge(step, subject, run_id=run_id, work_key=work.work_key)
     if verdict is not None and verdict.effect == "deny":
-        step.receipt("trigger", work.request_id, "failed", work_key=work.work_key, error=policy.POLICY_DENIED)
+        step.receipt("trigger", work.request_id, "failed", work_key=work.work_key, error=rules.POLICY_DENIED)
         return
     if verdict is not None and verdict.redact_keys:
-        envelope = policy.masked(envelope, verdict.redact_keys)
+        envelope = rules.masked(envelope, verdict.redact_keys)
     lease = leases.grant(step, ids.lease_id(step.persona, work.request_id, decision), work.work_key)
     step.emit(
         "persona.run.started",

@@ -20,7 +20,7 @@ from streams.inbox import RunReportReceived, TriggerReceived
 from streams.records import RunEventKind
 from streams.wire import RunEvent, TriggerRequest
 
-from . import children, handoffs, leases, limits, money, outcomes, policy, runlog
+from . import children, handoffs, leases, limits, money, outcomes, policy, rules, runlog
 from .machines import EXECUTING, run_refusal
 from .machines import RunEvent as Move
 from .runstate import STEP_OUTPUTS_KEPT, Attempt, RunRow
@@ -204,16 +204,16 @@ def _tool_allowed(step: Step, run: RunRow, attempt: Attempt, tool: str, step_id:
     ``policy_denied`` (a terminal failure: no retry; work that held the lease is
     compensated, part of it ran) and tells the executor to cancel it; a redaction masks
     the keys in the run's envelope from now on."""
-    decision = policy.judge(step, policy.of_tool(run, attempt.reserved_usd, tool, step_id), run)
+    decision = policy.judge(step, rules.of_tool(run, attempt.reserved_usd, tool, step_id), run)
     if decision is None:
         return True
     if decision.effect == "deny":
-        runlog.send(step, run, "cancel", reason=policy.POLICY_DENIED)
-        money.close(step, run, attempt, "fail", policy.POLICY_DENIED)
-        outcomes.finish(step, run, "failed", error=policy.POLICY_DENIED)
+        runlog.send(step, run, "cancel", reason=rules.POLICY_DENIED)
+        money.close(step, run, attempt, "fail", rules.POLICY_DENIED)
+        outcomes.finish(step, run, "failed", error=rules.POLICY_DENIED)
         return False
     if decision.redact_keys:
-        run.envelope = policy.masked(run.envelope, decision.redact_keys)
+        run.envelope = rules.masked(run.envelope, decision.redact_keys)
     return True
 
 

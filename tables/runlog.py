@@ -12,7 +12,7 @@ from typing import Any, Literal
 from streams.inbox import RunRegistered
 from streams.wire import RunDispatch, StepSlo, TriggerEnvelope
 
-from . import ids, leases
+from . import ids, leases, rules
 from .machines import EXECUTING, RunEvent, RunStatus, move_run
 from .runstate import RunRow, RunState, TranscriptEntry
 from .state import TraceRef
@@ -91,6 +91,7 @@ def send(
         idempotency_key=f"{run.run_id}:{run.attempt}",
         checkpoint=run.checkpoint if start and run.dispatches > 1 else None,
         slo=slo,
+        policy_scope=rules.scope(binding.policy, run),
         deadline_at_ms=run.scheduling.deadline_at_ms,
         issued_at_ms=step.now,
         trace=step.child_span(

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from streams import records, wire
 from streams.redaction import REDACTED
 from tables import policy
-from tables.policy import POLICY_DENIED, Subject, evaluate, summarize
+from tables.rules import POLICY_DENIED, Subject, evaluate, summarize
 
 from .harness import T0, binding, cost
 from .test_execution import P, Runs, runner
@@ -355,3 +355,25 @@ def test_a_queued_run_denied_after_waiting_for_the_budget_leaves_the_queue_empty
     assert (h.receipts("req-1")[-1].status, h.receipts("req-1")[-1].error) == ("failed", POLICY_DENIED)
     index = h.head().queue
     assert (index.count, index.runs, index.waiting, index.held, index.slo) == (0, 0, 0, 0, 0)
+
+
+# ------------------------------------------------------------------ a capability token's scope
+
+
+def test_a_dispatch_carries_the_scope_its_policy_allows_for_the_runs_tools():
+    h = Runs()
+    tools = [
+        {"match": {"tool": "shell"}, "effect": "deny", "reason": "no shell"},
+        {"match": {"tool": "search", "workflow": "wf/other"}, "effect": "deny"},
+        {"match": {"tool": "search"}, "effect": "allow"},
+        {"match": {"boundary": "tool", "min_estimated_usd": 5}, "effect": "redact", "redact_keys": ["token"]},
+    ]
+    run = start(h, tools).run_id
+    (dispatch,) = h.dispatches(run)
+    # the cost condition counts as met: the scope is never wider than the tool step's decision
+    assert dispatch.policy_scope == records.PolicyScope(
+        pack="ops", tools={"search": "redact", "shell": "deny"}, other_tools="redact"
+    )
+    h2 = Runs()
+    (plain,) = h2.dispatches(h2.start(runner()).run_id)
+    assert plain.policy_scope is None

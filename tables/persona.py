@@ -44,7 +44,7 @@ from . import commands, gates, handoffs, holds, reports, runcontrol, scheduler
 from .envelope import SCHEDULE_PROVIDER, normalize_trigger_envelope, schedule_envelope, schedule_name
 from .schedule import due, earliest_due, next_occurrence
 from .state import PERSONAS, PersonaHead, PersonaState, TraceRef
-from .step import RequestKind, Step, receipt_output, request_trace
+from .step import RequestKind, Step, receipt_output, request_origin, request_trace
 from .store import Transaction
 from .timefmt import format_ms
 
@@ -111,8 +111,9 @@ def _enter(step: Step, record: PersonaInput) -> None:
         return
     else:
         return
-    step.origin = request_trace(request_id, given)
-    step.rooted = given is None or tracing.parse(given.traceparent) is None
+    step.origin, step.rooted = request_origin(request_id, given)
+    if isinstance(record, TriggerReceived):
+        step.origin_request = request_id
 
 
 def _finish(step: Step) -> None:
@@ -286,7 +287,12 @@ def _on_trigger(step: Step, record: TriggerReceived) -> None:
         )
         step.emit("persona.trigger.received", {"persona": step.persona, "envelope": envelope})
     plan = gates.scheduling(step.binding, request, step.now)
-    trace = request_trace(request.request_id, request.trace)
+    # The input's own trigger: its trace is the step's origin, derived once on entry. A held
+    # trigger released by a binding has none of its own there: derive it.
+    if step.origin is not None and step.origin_request == request.request_id:
+        trace = step.origin
+    else:
+        trace = request_trace(request.request_id, request.trace)
     gates.gate_new(step, gates.item(step, request.request_id, envelope, request.cost, request.priority, plan, trace))
 
 

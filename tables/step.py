@@ -103,15 +103,22 @@ def dead_letter_output(
     return Output("dlq", key, encode(letter), (("error", error[:200]), ("reason", reason)))
 
 
-def request_trace(request_id: str, given: Trace | None) -> TraceRef:
-    """The trace of a request: its producer's context if valid, else the fallback of its id."""
+def request_origin(request_id: str, given: Trace | None) -> tuple[TraceRef, bool]:
+    """The trace of a request: its producer's context if valid, else the fallback of its
+    id; and whether it is the fallback (then the request's first span starts the trace)."""
     context = tracing.parse(given.traceparent) if given is not None else None
     if context is None or given is None:
         fallback = tracing.fallback(request_id)
-        return TraceRef(trace_id=fallback.trace_id, span_id=fallback.span_id)
-    return TraceRef(
+        return TraceRef(trace_id=fallback.trace_id, span_id=fallback.span_id), True
+    ref = TraceRef(
         trace_id=context.trace_id, span_id=context.span_id, tracestate=given.tracestate, baggage=given.baggage
     )
+    return ref, False
+
+
+def request_trace(request_id: str, given: Trace | None) -> TraceRef:
+    """The trace of a request (:func:`request_origin` without the flag)."""
+    return request_origin(request_id, given)[0]
 
 
 def receipt_output(receipt: Receipt) -> Output:
@@ -141,13 +148,14 @@ class Step:
     #: ``origin`` is a fallback: this transition's span in it is the trace's root (with
     #: the fallback's span id).
     rooted: bool = False
+    #: The request id of the input's own trigger (``origin`` is its trace).
+    origin_request: str | None = None
     #: The work item being decided (its outputs carry its request's trace).
     work: TraceRef | None = None
     work_request: str | None = None
     #: Spans of this transition, if the caller collects them (one per trace it touched).
     spans: list[Span] | None = None
     _mine: dict[str, tuple[Span, Trace]] = field(default_factory=dict)
-    _runs: dict[str, TraceRef] = field(default_factory=dict)  # run id -> its trace, read once
 
     def advance(self, at_ms: int) -> None:
         """The input is accepted: the persona's clock moves to its event time (never back)."""
@@ -240,10 +248,7 @@ class Step:
             if self.work is not None and self.work_request == request_id:
                 ref = self.work
             elif run_id is not None:
-                run = RunState(self.state).run(run_id)
-                ref = run.trace if run is not None and run.request_id == request_id else None
-                if ref is not None:
-                    self._runs[run_id] = ref
+                ref = self._run_trace(run_id, request_id)
         elif ref is None:
             ref = self.origin
         return self.trace(ref, decision=status)
@@ -292,13 +297,13 @@ class Step:
         mine = self._mine[ref.trace_id] = (span, Trace(traceparent=f"00-{ref.trace_id}-{span_id}-01"))
         return mine
 
-    def _run_trace(self, run_id: str) -> TraceRef | None:
-        ref = self._runs.get(run_id)
-        if ref is None:
-            run = RunState(self.state).run(run_id)
-            if run is not None and run.trace is not None:
-                ref = self._runs[run_id] = run.trace
-        return ref
+    def _run_trace(self, run_id: str, request_id: str | None = None) -> TraceRef | None:
+        """Run ``run_id``'s trace (with ``request_id``: only if the run is that request's).
+        The transaction decodes a row once, so asking again costs a lookup."""
+        run = RunState(self.state).run(run_id)
+        if run is None or (request_id is not None and run.request_id != request_id):
+            return None
+        return run.trace
 
     def _span_id(self, ref: TraceRef) -> str:
         return tracing.span_id(ref.trace_id, "transition", self.persona, self._cause_key())

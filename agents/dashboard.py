@@ -1,7 +1,10 @@
 """The dashboard at ``/`` on every worker's web port: one static page over the JSON views.
 
-No build step and no framework: the page fetches ``/personas``, ``/unsettled`` and
-``/dead-letters`` every two seconds and fills five tables — personas (state, queue depth,
+No build step and no framework: the page fetches ``/personas``, ``/unsettled``,
+``/dead-letters`` and ``/audit`` every two seconds, shows the audit badge — red with the
+number of streams whose hash chain the audit consumer found broken, and a table of them
+(their first break; a run's stream links to its run), else green with the newest signed
+checkpoint — and fills five tables — personas (state, queue depth,
 spend against each budget window, last and next run), each persona's diagnostics (the
 status's ``diagnostics``: code, severity, message), runs in flight (lease expiry, usage
 against the run limits), unsettled work, recent dead letters. Values are set as text
@@ -54,12 +57,21 @@ DASHBOARD_HTML = """<!doctype html>
   #login[hidden], #run[hidden] { display: none; }
   .lane { position: relative; height: 10px; background: #eef1f5; border-radius: 3px; min-width: 240px; }
   .lane > span { position: absolute; top: 0; bottom: 0; background: #2f81f7; border-radius: 3px; min-width: 2px; }
+  .badge { display: inline-block; padding: .1rem .5rem; border-radius: 9px; font-size: .8rem; font-weight: 600; }
+  .badge.ok { background: #dafbe1; color: #1a7f37; } .badge.broken { background: #ffebe9; color: #cf222e; }
+  .badge.unknown { background: #eef1f5; color: #5b6576; }
+  #chains[hidden], #chains-title[hidden] { display: none; }
   .lane > span.failed { background: #cf222e; } .lane > span.open { background: #9a6700; }
 </style>
 </head>
 <body>
 <h1>personaflow</h1>
-<div class="meta">updated <span id="updated">never</span> <span id="error"></span></div>
+<div class="meta">updated <span id="updated">never</span> <span id="error"></span>
+  · audit <span id="audit" class="badge unknown" data-field="audit">not reported</span></div>
+<h2 id="chains-title" hidden>Broken audit chains</h2>
+<table id="chains" hidden><thead><tr>
+  <th>stream</th><th>first broken seq</th><th>found</th><th>detail</th>
+</tr></thead><tbody></tbody></table>
 
 <form id="login" hidden>
   <label>This worker asks for its token (PERSONAFLOW_WEB_TOKEN):
@@ -317,6 +329,35 @@ function deadLetters(letters) {
   }, "no dead letter");
 }
 
+function audit(a) {
+  const badge = document.getElementById("audit");
+  const broken = a.broken_total || 0;
+  if (broken) {
+    badge.className = "badge broken";
+    badge.textContent = broken + " broken chain" + (broken === 1 ? "" : "s");
+  } else if (a.checkpoint) {
+    badge.className = "badge ok";
+    badge.textContent = "chains intact · checkpoint " + a.checkpoint.number + " at " + time(a.checkpoint.at_ms);
+  } else {
+    badge.className = "badge unknown";
+    badge.textContent = a.watched ? "no report from the audit consumer yet" : "not watched";
+  }
+  badge.dataset.broken = String(broken);
+  document.getElementById("chains").hidden = document.getElementById("chains-title").hidden = !broken;
+  fill("chains", a.broken || [], (row, b) => {
+    const td = cell(row, "stream", "");
+    if (b.stream.startsWith("run:")) {
+      const link = document.createElement("a");
+      link.href = "#run=" + encodeURIComponent(b.stream.slice(4));
+      link.textContent = b.stream;
+      td.appendChild(link);
+    } else td.textContent = b.stream;
+    cell(row, "seq", b.seq === null || b.seq === undefined ? "-" : String(b.seq), "num");
+    cell(row, "found", time(b.at_ms));
+    cell(row, "detail", b.detail);
+  }, "none");
+}
+
 // The token lives in this tab's sessionStorage only, and is sent with every fetch.
 const TOKEN_KEY = "personaflow.token";
 
@@ -350,7 +391,9 @@ document.getElementById("login").addEventListener("submit", event => {
 async function refresh() {
   if (!document.getElementById("login").hidden) return;  // waiting for the token: ask once
   try {
-    const [all, u, letters] = await Promise.all([json("/personas"), json("/unsettled"), json("/dead-letters")]);
+    const [all, u, letters, chains] = await Promise.all(
+      [json("/personas"), json("/unsettled"), json("/dead-letters"), json("/audit")]);
+    audit(chains);
     personas(all);
     diagnostics(all);
     runs(u.in_flight_llm_calls || [], u.at_ms);

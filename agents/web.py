@@ -6,7 +6,9 @@ every worker who owns what). ``GET /runs/{id}`` first asks the owner of the run 
 partition which persona the run belongs to (the run directory), then answers as
 ``/personas/{persona}/runs/{id}``. ``GET /personas`` gathers every worker's personas.
 Views read committed state. ``/health`` answers while the process runs; ``/ready`` once
-every assigned partition is recovered and processing; ``/metrics`` is Prometheus text.
+every assigned partition is recovered and processing; ``/metrics`` is Prometheus text;
+``/audit`` the streams whose hash chain the audit consumer found broken, and its newest
+signed checkpoint (what this worker read of ``persona.audit``).
 
 With ``PERSONAFLOW_WEB_TOKEN`` set, every view but ``/health``, ``/ready`` and the dashboard's
 page ``/`` (a shell without data: its fetches carry the token) wants ``Authorization: Bearer
@@ -40,6 +42,7 @@ from tables.status import status_json
 from tables.store import Transaction
 from tables.unsettled import partition_unsettled
 
+from .auditwatch import AuditView
 from .capability import Signer, bom_signature
 from .dashboard import dashboard_html
 
@@ -104,9 +107,13 @@ def bearer_auth(token: str, public: frozenset[str]) -> Middleware:
 
 
 class Views:
-    def __init__(self, engine: Engine, signer: Signer | None = None) -> None:
+    def __init__(
+        self, engine: Engine, signer: Signer | None = None, audit: Callable[[], AuditView] | None = None
+    ) -> None:
         self.engine = engine
         self.signer = signer
+        #: What the audit consumer reported (None: not watched, e.g. a test's bare views).
+        self.audit_view = audit
         self.page = dashboard_html(engine.settings.trace_url)
         self.session: aiohttp.ClientSession | None = None
         token = engine.settings.web_token
@@ -325,6 +332,13 @@ class Views:
         found.sort(key=lambda letter: letter.get("at_ms") or 0, reverse=True)
         return json_response(found[:RECENT_SHOWN])
 
+    async def audit(self, request: web.Request) -> web.Response:
+        """``/audit``: the streams whose hash chain the audit consumer found broken, and its
+        newest signed checkpoint (from ``persona.audit``; every worker reads all of it)."""
+        if self.audit_view is None:
+            return json_response({"watched": False, "broken": [], "broken_total": 0, "checkpoint": None})
+        return json_response({"watched": True, **self.audit_view().to_json()})
+
     async def dashboard(self, request: web.Request) -> web.Response:
         return web.Response(text=self.page, content_type="text/html")
 
@@ -341,8 +355,11 @@ class Views:
         )
 
 
-def application(engine: Engine, signer: Signer | None = None) -> tuple[web.Application, Views]:
-    views = Views(engine, signer)
+def application(
+    engine: Engine, signer: Signer | None = None, audit: Callable[[], AuditView] | None = None
+) -> tuple[web.Application, Views]:
+    """The worker's HTTP views (``audit``: the current view of ``persona.audit``)."""
+    views = Views(engine, signer, audit)
     settings = engine.settings
     middlewares: list[Middleware] = []
     if settings.web_token:
@@ -355,6 +372,7 @@ def application(engine: Engine, signer: Signer | None = None) -> tuple[web.Appli
     app.router.add_get("/personas", views.personas)
     app.router.add_get("/unsettled", views.unsettled)
     app.router.add_get("/dead-letters", views.dead_letters)
+    app.router.add_get("/audit", views.audit)
     app.router.add_get("/", views.dashboard)
     app.router.add_get("/personas/{name}", views.persona)
     app.router.add_get("/personas/{name}/runs", views.persona_runs)

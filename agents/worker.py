@@ -24,6 +24,7 @@ from tables.state import LEASES, PERSONAS, QUEUES, Budget, QueueIndex
 from tables.store import ORDERED, Transaction
 
 from . import ingress, persona, runs, timers, web
+from .auditwatch import AuditWatch
 from .capability import Signer
 from .tracing import SpanSink, from_environment
 
@@ -182,7 +183,8 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
     engine = build(settings, broker, sink, signer)
     if reset_stale_state(engine.state_dir, broker.instance if broker.embedded else None):
         log.warning("wiped local state built against an earlier embedded broker")
-    app, views = web.application(engine, signer)
+    watch = AuditWatch(settings, broker)
+    app, views = web.application(engine, signer, lambda: watch.view)
     runner = aioweb.AppRunner(app, access_log=None)
     await runner.setup()
     site = aioweb.TCPSite(runner, settings.web_bind, settings.web_port)
@@ -194,8 +196,10 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
             f"cannot serve HTTP on {settings.web_bind}:{settings.web_port} ({exc.strerror});"
             " set PERSONAFLOW_WEB_PORT to a free port"
         ) from None
+    watching: asyncio.Task[None] | None = None
     try:
         await engine.start()
+        watching = asyncio.create_task(watch.run())
         loop_task = asyncio.create_task(engine.run())
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({loop_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -205,6 +209,10 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
         with contextlib.suppress(asyncio.CancelledError):
             await loop_task
     finally:
+        watch.stop()
+        if watching is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
         await engine.stop()
         await views.close()
         await runner.cleanup()

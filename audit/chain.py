@@ -8,16 +8,18 @@ streams that moved since the previous checkpoint, signed with the worker's Ed255
 :func:`verify` then checks that every checkpointed head is still stored with that digest.
 
 Checkpoints are chained too (each names the previous one's signature), so removing one
-in the middle shows; removing the newest checkpoint together with the events after the
-one before it does not — keep checkpoints (or their signatures) somewhere else as well if
-that matters.
+in the middle shows. Removing the newest checkpoint together with the events after the
+one before it does not show from the store alone: the consumer therefore also publishes
+every checkpoint on ``persona.audit`` (``audit.checkpoint`` notices), and :func:`verify`
+given those copies (``witnessed``) names a checkpoint the store lost, and vouches for the
+heads it names.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +32,9 @@ from streams import chain
 
 from .schema import checkpoints, events
 
+#: Where the consumer publishes checkpoint copies (the topic's base name; the stream of
+#: breaks found comparing them).
+WITNESS = "persona.audit"
 #: Rows read at a time by :func:`verify`.
 READ_CHUNK = 5000
 
@@ -94,6 +99,15 @@ def checkpoint(engine: sa.Engine, signer: Signer, now_ms: int | None = None) -> 
         return number
 
 
+def stored_checkpoint(engine: sa.Engine, number: int | None = None) -> dict[str, Any] | None:
+    """Checkpoint ``number`` as stored (None: the newest), or None if there is none."""
+    query = sa.select(checkpoints)
+    query = query.where(checkpoints.c.number == number) if number is not None else query
+    with engine.connect() as connection:
+        row = connection.execute(query.order_by(checkpoints.c.number.desc()).limit(1)).first()
+    return None if row is None else dict(row._mapping)
+
+
 @dataclass(frozen=True)
 class Break:
     """The first broken link of a stream (or of the checkpoints: stream ``audit.checkpoint``)."""
@@ -111,6 +125,8 @@ class Verified:
     events: int = 0
     streams: int = 0
     checkpoints: int = 0
+    #: Checkpoint copies from ``persona.audit`` compared with the store.
+    witnessed: int = 0
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -172,12 +188,62 @@ def _event(row: Any) -> dict[str, Any]:
     }
 
 
+def _signature_problem(public_keys: dict[str, bytes], row: Any) -> str | None:
+    """Why checkpoint ``row`` (stored, or a copy) is not signed by a known key, or None."""
+    if row.key_id not in public_keys:
+        return f"checkpoint {row.number} is signed by key {row.key_id!r}, which is not known here"
+    try:
+        Ed25519PublicKey.from_public_bytes(public_keys[row.key_id]).verify(
+            _unb64(row.signature), signed_bytes(row.number, row.at_ms, row.previous, row.heads)
+        )
+    except (InvalidSignature, ValueError, TypeError):
+        return f"checkpoint {row.number}: the signature does not match its content"
+    return None
+
+
+def _check_witnessed(
+    witnessed: Iterable[Any],
+    stored: dict[int, str],
+    public_keys: dict[str, bytes],
+    heads: dict[str, list[tuple[int, str | None, int]]],
+    result: Verified,
+) -> None:
+    """Compare the copies of checkpoints published on ``persona.audit`` with the store: a
+    validly signed copy the store lacks (or holds otherwise) is a break, and vouches for its
+    heads all the same; a copy whose signature fails is a break of the topic's copies."""
+    seen: set[int] = set()
+    problems: list[Break] = []
+    for copy in sorted(witnessed, key=lambda c: c.number):
+        if copy.number in seen:  # republished after a restart
+            continue
+        seen.add(copy.number)
+        bad = _signature_problem(public_keys, copy)
+        if bad is not None:
+            problems.append(Break(WITNESS, copy.number, f"copy of {bad}"))
+            continue
+        if copy.number not in stored:
+            problems.append(
+                Break(WITNESS, copy.number, f"checkpoint {copy.number} is on {WITNESS} but not in the store")
+            )
+        elif stored[copy.number] != copy.signature:
+            problems.append(
+                Break(WITNESS, copy.number, f"checkpoint {copy.number} in the store differs from its copy on {WITNESS}")
+            )
+        else:
+            continue  # the stored checkpoint vouches for the same heads
+        for stream, (seq, digest) in copy.heads.items():
+            heads.setdefault(stream, []).append((seq, digest, copy.number))
+    result.witnessed = len(seen)
+    result.breaks.extend(problems[:1])  # the first, as for any stream
+
+
 def _check_checkpoints(
-    engine: sa.Engine, public_keys: dict[str, bytes], result: Verified
+    engine: sa.Engine, public_keys: dict[str, bytes], result: Verified, witnessed: Iterable[Any] = ()
 ) -> dict[str, list[tuple[int, str | None, int]]]:
-    """Check the checkpoints' own chain and signatures; return the heads they vouch for
-    (stream -> [(seq, digest, checkpoint number)])."""
+    """Check the checkpoints' own chain and signatures, and against their copies
+    (``witnessed``); return the heads they vouch for (stream -> [(seq, digest, number)])."""
     heads: dict[str, list[tuple[int, str | None, int]]] = {}
+    stored: dict[int, str] = {}
     previous = ""
     expected = 1
     broken = False
@@ -189,15 +255,9 @@ def _check_checkpoints(
                 problem = f"checkpoint {expected} missing (the next stored is {row.number})"
             elif row.previous != previous:
                 problem = f"checkpoint {row.number} does not name checkpoint {expected - 1}'s signature"
-            elif row.key_id not in public_keys:
-                problem = f"checkpoint {row.number} is signed by key {row.key_id!r}, which is not known here"
             else:
-                try:
-                    Ed25519PublicKey.from_public_bytes(public_keys[row.key_id]).verify(
-                        _unb64(row.signature), signed_bytes(row.number, row.at_ms, row.previous, row.heads)
-                    )
-                except (InvalidSignature, ValueError):
-                    problem = f"checkpoint {row.number}: the signature does not match its content"
+                problem = _signature_problem(public_keys, row)
+            stored[row.number] = row.signature
             if problem is not None and not broken:
                 result.breaks.append(Break("audit.checkpoint", row.number, problem))
                 broken = True
@@ -205,16 +265,18 @@ def _check_checkpoints(
             if problem is None or "missing" in problem:  # a good signature: its heads count
                 for stream, (seq, digest) in row.heads.items():
                     heads.setdefault(stream, []).append((seq, digest, row.number))
+    _check_witnessed(witnessed, stored, public_keys, heads, result)
     return heads
 
 
-def verify(engine: sa.Engine, public_keys: dict[str, bytes]) -> Verified:
+def verify(engine: sa.Engine, public_keys: dict[str, bytes], witnessed: Iterable[Any] = ()) -> Verified:
     """Re-check the whole store: every digest recomputes, every stream's seq is gap-free from
     1 and each event links to its predecessor, every checkpoint is signed by a known key and
-    every head it names is still stored with its digest. One :class:`Break` per broken stream:
-    its first."""
+    every head it names is still stored with its digest; ``witnessed``: the checkpoints'
+    copies from ``persona.audit`` (objects with a stored checkpoint's fields), each of which
+    must be in the store as it is there. One :class:`Break` per broken stream: its first."""
     result = Verified()
-    vouched = _check_checkpoints(engine, public_keys, result)
+    vouched = _check_checkpoints(engine, public_keys, result, witnessed)
     first: dict[str, Break] = {}
     stream: str | None = None
     last_seq, last_digest = 0, chain.GENESIS

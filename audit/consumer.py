@@ -1,5 +1,13 @@
 """``personaflow audit``: a consumer group reading ``persona.outbox`` into the audit store.
 
+It also tells everyone else what it finds, on ``persona.audit`` (``AuditNotice``): each
+signed checkpoint it writes (``audit.checkpoint``, a copy outside the store), and each
+stream whose chain broke as it was recorded (``audit.chain_broken``; workers' dashboards
+show those). Notices go after the database committed what they report: a crash in between
+loses a notice, never a checkpoint or a problem row (``personaflow audit verify`` reads
+the store); at start the newest stored checkpoint is published again, so the topic's copy
+of the newest checkpoint is never lost for good.
+
 Positions live in the database (:class:`~audit.recorder.AuditRecorder`), written with
 each batch of events. When partitions are assigned, the consumer seeks to the stored
 positions, not to the group's committed offsets; it still commits offsets to Kafka after
@@ -18,12 +26,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from engine import compat
-from engine.kafka import BrokerAddress, new_consumer
+from engine.kafka import BrokerAddress, ensure_topics, new_consumer, new_producer
 from engine.service import fetch, serve
+from streams import wire
 from streams.settings import Settings
 from streams.topics import TopicNames
 
-from .chain import Signer, checkpoint
+from .chain import Signer, checkpoint, stored_checkpoint
 from .recorder import AuditRecorder, Recorded, records_of
 
 log = logging.getLogger("personaflow.audit")
@@ -65,7 +74,11 @@ class AuditConsumer:
         self.broker = broker
         self.recorder = recorder
         self.group = group or f"{settings.app_id}-audit"
-        self.topic = TopicNames(settings.topic_prefix).outbox
+        names = TopicNames(settings.topic_prefix)
+        self.topic = names.outbox
+        self.notices_topic = names.audit
+        #: Notices to publish (key, AuditNotice), after what they report was committed.
+        self.notices: list[tuple[bytes, Any]] = []
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = asyncio.Event()
         self.totals = Recorded()
@@ -83,9 +96,15 @@ class AuditConsumer:
         overrides: dict[str, Any] = dict(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest")
         if self.broker.embedded:
             overrides.update(compat.CONSUMER_SETTINGS, fetch_max_wait_ms=100)
+        await ensure_topics(self.settings, self.broker.bootstrap)
+        producer = new_producer(self.settings, self.broker.bootstrap)
+        await producer.start()
         self.consumer = consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
         await consumer.start()
         consumer.subscribe([self.topic], listener=_SeekToStored(self))
+        newest = await asyncio.to_thread(stored_checkpoint, self.recorder.engine)
+        if newest is not None:  # the topic's copy of it may have been lost in a crash
+            self.notices.append(self._checkpoint_notice(newest))
         try:
             while not self.stopping.is_set():
                 # Positions are sought on assignment, inside the first fetches.
@@ -100,15 +119,56 @@ class AuditConsumer:
                 self.totals.already += result.already
                 for problem in result.problems:
                     log.warning("audit problem: %s", problem)
+                for event_id, detail in result.chain_breaks:
+                    self.notices.append(self._break_notice(event_id, detail))
                 with contextlib.suppress(KafkaError):  # for Kafka tooling only
                     await consumer.commit({tp: part[-1].offset + 1 for tp, part in batch.items() if part})
                 self.unchecked = self.unchecked or result.stored > 0
                 if time.monotonic() - self.checkpointed_at >= self.checkpoint_every_s:
                     await self.checkpoint()
+                await self.publish(producer)
         finally:
             await self.checkpoint()  # the heads at a clean stop: nothing after them to lose
             with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await self.publish(producer)
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
                 await consumer.stop()
+            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                await producer.stop()
+
+    async def publish(self, producer: Any) -> None:
+        """Send the pending notices and wait until the broker has them."""
+        if not self.notices:
+            return
+        pending, self.notices = self.notices, []
+        sent = [await producer.send(self.notices_topic, key=key, value=wire.encode(notice)) for key, notice in pending]
+        await asyncio.gather(*sent)
+
+    def _break_notice(self, event_id: str, detail: str) -> tuple[bytes, Any]:
+        stream, _, seq = event_id.rpartition("/")
+        notice = wire.AuditNotice(
+            kind="audit.chain_broken",
+            group=self.group,
+            at_ms=int(time.time() * 1000),
+            stream=stream,
+            seq=int(seq) if seq.isdigit() else None,
+            event_id=event_id,
+            detail=detail,
+        )
+        return stream.encode(), notice
+
+    def _checkpoint_notice(self, row: dict[str, Any]) -> tuple[bytes, Any]:
+        notice = wire.AuditNotice(
+            kind="audit.checkpoint",
+            group=self.group,
+            at_ms=row["at_ms"],
+            number=row["number"],
+            previous=row["previous"],
+            key_id=row["key_id"],
+            signature=row["signature"],
+            heads=row["heads"],
+        )
+        return b"checkpoint", notice
 
     async def checkpoint(self) -> None:
         """A signed checkpoint of the heads that moved, if there is a key and anything moved."""
@@ -118,6 +178,9 @@ class AuditConsumer:
         self.unchecked, self.checkpointed_at = False, time.monotonic()
         if number is not None:
             log.info("audit checkpoint %d written", number)
+            row = await asyncio.to_thread(stored_checkpoint, self.recorder.engine, number)
+            if row is not None:
+                self.notices.append(self._checkpoint_notice(row))
 
     def stop(self) -> None:
         self.stopping.set()

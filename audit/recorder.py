@@ -89,9 +89,16 @@ class Recorded:
     stored: int = 0
     already: int = 0
     problems: list[str] = field(default_factory=list)
+    #: The ``chain`` problems among them: (event id, detail).
+    chain_breaks: list[tuple[str, str]] = field(default_factory=list)
 
     def __add__(self, other: Recorded) -> Recorded:
-        return Recorded(self.stored + other.stored, self.already + other.already, self.problems + other.problems)
+        return Recorded(
+            self.stored + other.stored,
+            self.already + other.already,
+            self.problems + other.problems,
+            self.chain_breaks + other.chain_breaks,
+        )
 
 
 class InvalidEvent(ValueError):
@@ -411,6 +418,7 @@ class AuditRecorder:
             if found:
                 connection.execute(self._insert(problems).on_conflict_do_nothing(), found)
                 result.problems = [problem["detail"] for problem in found]
+                result.chain_breaks = [(p["event_id"], p["detail"]) for p in found if p["kind"] == "chain"]
             # 5. positions
             self._move(connection, consumer, records, now)
         # 6. committed by leaving the block

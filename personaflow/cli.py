@@ -159,7 +159,14 @@ def machines(document: Path | None) -> None:
     click.echo(f"updated {document}")
 
 
-TAIL_ROLES = {"receipts": "receipts", "outbox": "outbox", "dlq": "dlq", "status": "status", "inbox": "persona_inbox"}
+TAIL_ROLES = {
+    "receipts": "receipts",
+    "outbox": "outbox",
+    "dlq": "dlq",
+    "status": "status",
+    "inbox": "persona_inbox",
+    "audit": "audit",
+}
 
 
 def client_for(settings: Settings):
@@ -188,7 +195,7 @@ def client_for(settings: Settings):
     "--key", "--persona", "key", metavar="PERSONA", default=None, help="Only records with this key (a persona)."
 )
 def tail(what: str, as_json: bool, follow: bool, from_beginning: bool, key: str | None) -> None:
-    """Print receipts, outbox, dlq, status or inbox, one readable line per record. Against
+    """Print receipts, outbox, dlq, status, inbox or audit, one readable line per record. Against
     the embedded broker it stands in for kcat, which cannot talk to it; it reads any Kafka.
 
     \b
@@ -801,7 +808,7 @@ def _since_ms(value: str | None) -> int | None:
 @click.pass_context
 def audit(ctx: click.Context, db: str, group: str | None) -> None:
     """Record persona.outbox into a database, each event once (no subcommand), or read it."""
-    ctx.obj = {"db": db}
+    ctx.obj = {"db": db, "group": group}
     if ctx.invoked_subcommand is not None:
         return
     import asyncio
@@ -899,11 +906,34 @@ def audit_problems(ctx: click.Context, limit: int, as_json: bool) -> None:
     default=None,
     help="Public keys as `personaflow keys` prints them (besides the data dir's and $PERSONAFLOW_SIGNING_KEY's).",
 )
+@click.option(
+    "--with-topic",
+    is_flag=True,
+    help="Also compare the store's checkpoints with the copies its consumer group (--group) published on"
+    " persona.audit (needs the broker): finds the newest checkpoint deleted together with the events after it.",
+)
 @click.pass_context
-def audit_verify(ctx: click.Context, keys_file: Path | None) -> None:
+def audit_verify(ctx: click.Context, keys_file: Path | None, with_topic: bool) -> None:
     """Re-check the whole store: digests, seq gaps, links, signed checkpoints. Names the first
     break of each stream; exit status 1 on any break."""
+    import msgspec
+
     from audit.chain import verify as verify_chain
+    from streams import wire
+
+    witnessed: list = []
+    if with_topic:  # the copies this store's consumer group published
+        from .client import read_all
+
+        group = ctx.obj["group"] or f"{settings_or_exit().app_id}-audit"
+        notices = run_with_client(lambda client: read_all(client, "audit"))
+        for seen in notices:
+            value = seen.value
+            if isinstance(value, dict) and value.get("kind") == "audit.checkpoint" and value.get("group") == group:
+                with contextlib.suppress(msgspec.ValidationError, TypeError):
+                    copy = msgspec.convert(seen.value, wire.AuditNotice)
+                    if copy.number is not None and copy.heads is not None and copy.signature is not None:
+                        witnessed.append(copy)
 
     from .keys import public_keys, public_keys_file
 
@@ -917,11 +947,14 @@ def audit_verify(ctx: click.Context, keys_file: Path | None) -> None:
             raise click.ClickException(f"cannot read public keys from {keys_file}: {exc}") from None
     recorder = _audit_recorder(ctx.obj["db"])
     try:
-        result = verify_chain(recorder.engine, known)
+        result = verify_chain(recorder.engine, known, witnessed)
     finally:
         recorder.close()
     verdict = "intact" if result.ok else f"{len(result.breaks)} broken stream(s)"
-    click.echo(f"{result.events} event(s) in {result.streams} stream(s), {result.checkpoints} checkpoint(s): {verdict}")
+    copies = f" ({result.witnessed} on persona.audit)" if with_topic else ""
+    click.echo(
+        f"{result.events} event(s) in {result.streams} stream(s), {result.checkpoints} checkpoint(s){copies}: {verdict}"
+    )
     for found in result.breaks:
         click.echo(f"  {found}")
     if not result.ok:

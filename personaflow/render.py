@@ -104,11 +104,25 @@ def inbox(value: dict[str, Any]) -> str:
     return f"{_time(value.get('at_ms'))} inbox {kind} {what} persona={body.get('persona') or value.get('persona')}"
 
 
+def audit_notice(value: dict[str, Any]) -> str:
+    """A line of ``persona.audit``: a checkpoint copy, or a broken chain."""
+    if value.get("kind") == "audit.checkpoint":
+        return (
+            f"{_time(value.get('at_ms'))} audit.checkpoint {value.get('number')} of {len(value.get('heads') or {})}"
+            f" stream head(s), key {value.get('key_id')} (group {value.get('group')})"
+        )
+    return (
+        f"{_time(value.get('at_ms'))} {value.get('kind')} {value.get('stream')} seq {value.get('seq')}:"
+        f" {value.get('detail')} (group {value.get('group')})"
+    )
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "receipts": receipt,
     "outbox": outbox,
     "dlq": dead_letter,
     "persona_inbox": inbox,
+    "audit": audit_notice,
 }
 
 

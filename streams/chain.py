@@ -20,20 +20,32 @@ from typing import Any
 
 import msgspec
 
+from .wire import OutboxEvent
+
 #: The ``prev_digest`` of a stream's first event.
 GENESIS = "0" * 64
 #: The fields the digest does not cover.
 DIGEST_FIELDS = ("prev_digest", "digest")
 
+#: The outbox event's optional fields (``null`` when absent) that the digest covers.
+NULLABLE = tuple(
+    f.name for f in msgspec.structs.fields(OutboxEvent) if f.default is None and f.name not in DIGEST_FIELDS
+)
 #: The canonical encoding of a struct or dict that has no digest fields.
 encode_canonical = msgspec.json.Encoder(order="sorted").encode
 _sha256 = hashlib.sha256
 
 
 def canonical(event: Any) -> bytes:
-    """The canonical JSON of ``event`` (a struct or a decoded dict) without its digest fields."""
-    if isinstance(event, dict) and ("prev_digest" in event or "digest" in event):
-        event = {key: value for key, value in event.items() if key not in DIGEST_FIELDS}
+    """The canonical JSON of ``event`` (a struct or a decoded dict) without its digest
+    fields; a dict's absent optional fields count as ``null``, as a struct writes them (so a
+    recorder and a verifier that rebuilt the event from columns compute the same digest)."""
+    if isinstance(event, dict):
+        absent = [name for name in NULLABLE if name not in event]
+        if absent or "prev_digest" in event or "digest" in event:
+            event = {name: None for name in absent} | {
+                key: value for key, value in event.items() if key not in DIGEST_FIELDS
+            }
     return encode_canonical(event)
 
 

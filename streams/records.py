@@ -695,6 +695,29 @@ class DeadLetter(Record):
         return value
 
 
+class AuditNotice(Record):
+    """What the audit consumer tells everyone else, on ``persona.audit``: a signed
+    checkpoint of the stream heads it stored (``audit.checkpoint``; a copy outside the
+    store, so that deleting the newest events and checkpoints from the store still shows),
+    or a stream whose hash chain broke as it was recorded (``audit.chain_broken``)."""
+
+    kind: Literal["audit.checkpoint", "audit.chain_broken"]
+    #: The audit consumer group that found it.
+    group: str
+    at_ms: int
+    #: ``audit.chain_broken``: the stream, the seq and event id of the first broken link.
+    stream: str | None = None
+    seq: int | None = None
+    event_id: str | None = None
+    detail: str | None = None
+    #: ``audit.checkpoint``: as stored (``heads``: stream -> [seq, digest]).
+    number: int | None = None
+    previous: str | None = None
+    key_id: str | None = None
+    signature: str | None = None
+    heads: dict[str, list[Any]] | None = None
+
+
 #: Records producers in other languages write or read; exported as JSON Schema.
 PUBLIC_RECORDS: tuple[type[Record], ...] = (
     PersonaBinding,
@@ -707,4 +730,5 @@ PUBLIC_RECORDS: tuple[type[Record], ...] = (
     OutboxEvent,
     PersonaStatus,
     DeadLetter,
+    AuditNotice,
 )

@@ -29,6 +29,12 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("status", "persona.status", "persona", True, description="latest PersonaStatus"),
     TopicSpec("dlq", "persona.dlq", "original key", description="DeadLetter"),
     TopicSpec(
+        "audit",
+        "persona.audit",
+        "stream (checkpoints: 'checkpoint')",
+        description="AuditNotice from the audit consumer: signed checkpoints, broken chains",
+    ),
+    TopicSpec(
         "persona_inbox",
         "persona.inbox",
         "persona",

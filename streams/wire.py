@@ -114,6 +114,7 @@ PersonaHandoffInboxItem = twin(records.PersonaHandoffInboxItem)
 PersonaValueReceipt = twin(records.PersonaValueReceipt)
 PersonaDiagnostic = twin(records.PersonaDiagnostic)
 DeadLetter = twin(records.DeadLetter)
+AuditNotice = twin(records.AuditNotice)
 #: The status as published: value receipts are spliced in already encoded.
 PersonaStatus = twin(records.PersonaStatus, value_receipts=list[msgspec.Raw])
 

@@ -75,6 +75,8 @@ def twin(model: type[records.PersonaDiagnostic]) -> type[PersonaDiagnostic]: ...
 @overload
 def twin(model: type[records.DeadLetter]) -> type[DeadLetter]: ...
 @overload
+def twin(model: type[records.AuditNotice]) -> type[AuditNotice]: ...
+@overload
 def twin(model: type[BaseModel], **overrides: Any) -> type[msgspec.Struct]:
     """The msgspec struct with ``model``'s fields (``overrides``: other types for some)."""
 
@@ -447,6 +449,25 @@ class DeadLetter(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     at_ms: int
     value_truncated: bool = False
 
+class AuditNotice(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """What the audit consumer tells everyone else, on ``persona.audit``: a signed
+    checkpoint of the stream heads it stored (``audit.checkpoint``; a copy outside the
+    store, so that deleting the newest events and checkpoints from the store still shows),
+    or a stream whose hash chain broke as it was recorded (``audit.chain_broken``)."""
+
+    kind: Literal["audit.checkpoint", "audit.chain_broken"]
+    group: str
+    at_ms: int
+    stream: str | None = None
+    seq: int | None = None
+    event_id: str | None = None
+    detail: str | None = None
+    number: int | None = None
+    previous: str | None = None
+    key_id: str | None = None
+    signature: str | None = None
+    heads: dict[str, list[Any]] | None = None
+
 class PersonaStatus(msgspec.Struct, kw_only=True, frozen=True, gc=False):
     """A persona's status, computed at the last transition's event time."""
 
@@ -535,6 +556,8 @@ def from_model(model: records.PersonaValueReceipt) -> PersonaValueReceipt: ...
 def from_model(model: records.PersonaDiagnostic) -> PersonaDiagnostic: ...
 @overload
 def from_model(model: records.DeadLetter) -> DeadLetter: ...
+@overload
+def from_model(model: records.AuditNotice) -> AuditNotice: ...
 @overload
 def from_model(model: BaseModel) -> msgspec.Struct:
     """A validated contract model as its twin."""

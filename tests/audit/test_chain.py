@@ -5,17 +5,19 @@ break and exits 1; untouched, it exits 0. The recorder flags a broken chain as i
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from audit.chain import checkpoint
+from audit.chain import checkpoint, signed_bytes, verify
 from audit.recorder import AuditRecorder, LogRecord
 from audit.schema import checkpoints, events
 from personaflow.cli import main
@@ -186,3 +188,57 @@ def test_the_consumer_checkpoints_only_when_events_were_stored(recorder: AuditRe
         rows = connection.execute(sa.select(checkpoints.c.number, checkpoints.c.key_id, checkpoints.c.heads)).all()
     assert [(number, kid) for number, kid, _ in rows] == [(1, KEY.kid)]
     assert set(rows[0].heads) >= {"persona:p1", "persona:p2", "persona:p3"}
+
+
+def copies(engine: sa.Engine) -> list:
+    """The checkpoints as the consumer publishes them on persona.audit."""
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(checkpoints).order_by(checkpoints.c.number)).all()
+    return [wire.AuditNotice(kind="audit.checkpoint", group="g", **dict(row._mapping)) for row in rows]
+
+
+def test_the_newest_checkpoint_deleted_with_the_events_after_it_shows_only_against_its_copy(
+    recorder: AuditRecorder,
+) -> None:
+    values = published(300)
+    record_all(recorder, values[:200])
+    assert checkpoint(recorder.engine, KEY, now_ms=T0) == 1
+    record_all(recorder, values[200:])
+    assert checkpoint(recorder.engine, KEY, now_ms=T0 + 60_000) == 2
+    witnessed = copies(recorder.engine)
+    known = {KEY.kid: KEY.public}
+    assert verify(recorder.engine, known, witnessed).ok
+    with recorder.engine.begin() as connection:  # what a careful editor of the store does
+        connection.execute(checkpoints.delete().where(checkpoints.c.number == 2))
+        connection.execute(events.delete().where(events.c.stored_at_ms >= 0, events.c.event_id.in_(
+            [orjson.loads(v)["event_id"] for v in values[200:]]
+        )))  # fmt: skip
+    alone = verify(recorder.engine, known)
+    assert alone.ok  # the store alone cannot tell
+    found = verify(recorder.engine, known, witnessed)
+    assert not found.ok and found.witnessed == 2
+    text = [str(b) for b in found.breaks]
+    assert "persona.audit seq 2: checkpoint 2 is on persona.audit but not in the store" in text
+    # the copy vouches for the heads it names: the streams that lost their newest events show too
+    assert any(t.startswith("persona:") and "checkpoint 2 names seq" in t for t in text), text
+
+
+def test_a_checkpoint_copy_that_differs_or_does_not_verify_is_a_break(recorder: AuditRecorder) -> None:
+    record_all(recorder, published(50))
+    assert checkpoint(recorder.engine, KEY, now_ms=T0) == 1
+    (copy,) = copies(recorder.engine)
+    known = {KEY.kid: KEY.public}
+    forged = msgspec.structs.replace(copy, heads={"persona:p1": [1, "0" * 64]})
+    assert "copy of checkpoint 1: the signature does not match" in str(verify(recorder.engine, known, [forged]).breaks)
+    other = SigningKey.from_seed(bytes(32))
+    resigned = msgspec.structs.replace(
+        copy,
+        key_id=other.kid,
+        signature=base64.urlsafe_b64encode(other.sign(signed_bytes(copy.number, copy.at_ms, copy.previous, copy.heads)))
+        .rstrip(b"=")
+        .decode(),
+    )
+    found = verify(recorder.engine, {**known, other.kid: other.public}, [resigned, resigned])
+    assert [str(b) for b in found.breaks] == [
+        "persona.audit seq 1: checkpoint 1 in the store differs from its copy on persona.audit"
+    ] and found.witnessed == 1

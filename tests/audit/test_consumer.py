@@ -7,15 +7,18 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
 
 from audit.recorder import AuditRecorder
+from personaflow.embedded import free_port
 from personaflow.process import AuditProcess, settings_env
+from streams import chain
 
-from ..support.cluster import own_pipeline
+from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import PersonaProbe
 from ..support.wait import eventually
 from .test_recorder import event
@@ -153,3 +156,49 @@ def test_a_nul_bearing_record_is_listed_and_the_consumer_stores_the_rest_without
         finally:
             auditor.stop()
             recorder.close()
+
+
+def chained(stream: str, persona: str, prev: str, seq: int) -> tuple[bytes, str]:
+    """An outbox event as the pipeline writes it: chained to ``prev``."""
+    return chain.seal(prev, chain.canonical(event(stream, seq, persona=persona)))
+
+
+def test_a_broken_chain_and_the_checkpoints_reach_persona_audit_the_dashboard_view_and_verify(
+    settings, broker, tmp_path
+):
+    # A pipeline of its own: a forged outbox event in the session's would fail its replay check.
+    with own_pipeline(settings, broker, "auditchain", web_port=free_port()) as (own, kafka):
+        worker = SyncWorker(own, kafka, tmp_path / "worker-logs")
+        database = f"sqlite:///{tmp_path / 'audit.db'}"
+        group = f"{own.app_id}-audit"
+        auditor = AuditProcess(own, tmp_path / "logs", database, group=group)
+        stream = "persona:forged"
+        first, _ = chained(stream, "forged", chain.GENESIS, 1)
+        relinked, _ = chained(stream, "forged", "f" * 64, 2)  # not seq 1's digest
+
+        def audit_view() -> dict:
+            with urllib.request.urlopen(own.web_url + "/audit", timeout=10) as answer:
+                return json.loads(answer.read())
+
+        try:
+            worker.start()
+            auditor.spawn()
+            asyncio.run(auditor.wait_ready())
+            publish(kafka, [("forged", first), ("forged", relinked)])
+            view = eventually(lambda: (v := audit_view())["broken"] and v, 120, "the broken chain on /audit")
+            assert [(b["stream"], b["seq"], b["event_id"], b["group"]) for b in view["broken"]] == [
+                (stream, 2, f"{stream}/2", group)
+            ]
+            assert "is not the stored head" in view["broken"][0]["detail"] and view["watched"] is True
+            auditor.stop()  # a clean stop writes a checkpoint and publishes its copy
+            view = eventually(lambda: (v := audit_view())["checkpoint"] and v, 60, "the checkpoint on /audit")
+            assert view["checkpoint"]["number"] == 1 and view["checkpoint"]["group"] == group
+            env = settings_env(own)
+            cli = [sys.executable, "-m", "personaflow.cli", "audit", "--db", database, "--group", group, "verify"]
+            shown = subprocess.run([*cli, "--with-topic"], env=env, capture_output=True, text=True)
+            assert shown.returncode == 1, shown.stdout + shown.stderr
+            assert "2 event(s) in 1 stream(s), 1 checkpoint(s) (1 on persona.audit): 1 broken stream(s)" in shown.stdout
+            assert f"{stream} seq 2: broken link" in shown.stdout
+        finally:
+            auditor.stop()
+            worker.stop()

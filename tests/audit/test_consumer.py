@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +19,7 @@ from personaflow.embedded import free_port
 from personaflow.process import AuditProcess, settings_env
 from streams import chain
 
+from ..agents.test_dashboard import Cells, chromium
 from ..support.cluster import SyncWorker, own_pipeline
 from ..support.personas import PersonaProbe
 from ..support.wait import eventually
@@ -190,6 +192,12 @@ def test_a_broken_chain_and_the_checkpoints_reach_persona_audit_the_dashboard_vi
                 (stream, 2, f"{stream}/2", group)
             ]
             assert "is not the stored head" in view["broken"][0]["detail"] and view["watched"] is True
+            page = Cells()
+            page.feed(dom := chromium("--dump-dom", own.web_url + "/").stdout)
+            assert page.body.get("data-loaded") == "1", dom[-2000:]
+            badge = re.search(r'<span id="audit" class="badge (\w+)"[^>]*data-broken="(\d+)"[^>]*>([^<]*)<', dom)
+            assert badge is not None and badge.groups() == ("broken", "1", "1 broken chain"), dom[:3000]
+            assert [(row["stream"], row["seq"]) for row in page.tables["chains"]] == [(stream, "2")]
             auditor.stop()  # a clean stop writes a checkpoint and publishes its copy
             view = eventually(lambda: (v := audit_view())["checkpoint"] and v, 60, "the checkpoint on /audit")
             assert view["checkpoint"]["number"] == 1 and view["checkpoint"]["group"] == group

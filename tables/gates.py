@@ -271,6 +271,17 @@ def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
         slo_tier=slo.tier if slo is not None else None,
         run_kind="work",
     )
+    step.inline_run = run_id  # no run row to look a trace up in: the work's is the run's
+    try:
+        _execute_inline(step, work, cost, subject, run_id, decision)
+    finally:
+        step.inline_run = None
+
+
+def _execute_inline(
+    step: Step, work: QueueItem, cost: RunCost, subject: rules.Subject, run_id: str, decision: int
+) -> None:
+    envelope = work.envelope
     verdict = policy.judge(step, subject, run_id=run_id, work_key=work.work_key)
     if verdict is not None and verdict.effect == "deny":
         step.receipt("trigger", work.request_id, "failed", work_key=work.work_key, error=rules.POLICY_DENIED)

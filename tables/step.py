@@ -153,6 +153,8 @@ class Step:
     #: The work item being decided (its outputs carry its request's trace).
     work: TraceRef | None = None
     work_request: str | None = None
+    #: The inline run being executed (it has no run row: its outputs carry the work's trace).
+    inline_run: str | None = None
     #: Spans of this transition, if the caller collects them (one per trace it touched).
     spans: list[Span] | None = None
     _mine: dict[str, tuple[Span, Trace]] = field(default_factory=dict)
@@ -224,7 +226,7 @@ class Step:
     def trace(self, ref: TraceRef | None = None, run_id: str | None = None, decision: str | None = None) -> Trace:
         """The ``trace`` of an output: this transition's span in the trace of ``ref``, else
         of run ``run_id``, else of the work item being decided, else of the input."""
-        if ref is None and run_id is not None:
+        if ref is None and run_id is not None and run_id != self.inline_run:
             ref = self._run_trace(run_id)
         ref = ref or self.trace_ref()
         mine = self._mine.get(ref.trace_id)

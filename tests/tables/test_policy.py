@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given as examples
+from hypothesis import settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from streams import records, wire
@@ -377,3 +380,57 @@ def test_a_dispatch_carries_the_scope_its_policy_allows_for_the_runs_tools():
     h2 = Runs()
     (plain,) = h2.dispatches(h2.start(runner()).run_id)
     assert plain.policy_scope is None
+
+
+def _reference_matches(match: Any, s: Subject) -> bool:
+    """The rule of ``matches`` as stated: every condition given holds."""
+    pairs = [(match.boundary, s.boundary), (match.provider, s.provider), (match.kind, s.kind),
+             (match.workflow, s.workflow), (match.slo_tier, s.slo_tier), (match.run_kind, s.run_kind),
+             (match.tool, s.tool)]  # fmt: skip
+    return (
+        all(wanted is None or wanted == actual for wanted, actual in pairs)
+        and all(s.metadata.get(k) == v for k, v in match.metadata.items())
+        and all(k in s.metadata for k in match.metadata_present)
+        and (match.min_estimated_usd is None or s.estimated_usd >= match.min_estimated_usd)
+        and (match.min_attempt is None or s.attempt >= match.min_attempt)
+    )
+
+
+_word = st.sampled_from(["a", "b"])
+_conditions = st.fixed_dictionaries(
+    {},
+    optional={
+        "boundary": st.sampled_from(["dispatch", "tool"]),
+        "provider": _word,
+        "kind": _word,
+        "tool": _word,
+        "metadata": st.dictionaries(_word, _word, max_size=2),
+        "metadata_present": st.lists(_word, max_size=2),
+        "min_estimated_usd": st.sampled_from([0.0, 0.5, 1.0]),
+        "min_attempt": st.integers(1, 3),
+    },
+)
+_rule = st.fixed_dictionaries(
+    {"match": _conditions, "effect": st.sampled_from(["allow", "deny"])},
+    optional={"reason": st.sampled_from(["r1", "r2", "r3", "r4"])},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@examples(
+    st.lists(_rule, max_size=6),
+    st.sampled_from(["dispatch", "tool"]),
+    _word,
+    _word,
+    st.one_of(st.none(), _word),
+    st.dictionaries(_word, _word, max_size=2),
+    st.sampled_from([0.0, 0.7, 2.0]),
+    st.integers(1, 3),
+)
+def test_matching_and_the_summary_follow_their_stated_rules(given_rules, boundary, provider, kind, tool, meta, usd, n):
+    policy_ = rules(*given_rules)
+    s = subject(boundary=boundary, provider=provider, kind=kind, tool=tool, metadata=meta, estimated_usd=usd, attempt=n)
+    decision = evaluate(policy_, s)
+    expected = [i for i, rule in enumerate(policy_.rules) if _reference_matches(rule.match, s)]
+    assert [d.policy for d in decision.decisions] == [f"baseline#{i}" for i in expected]
+    assert decision.summary == summarize([decision])

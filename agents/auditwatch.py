@@ -8,6 +8,11 @@ database); it follows that topic with a consumer of its own (no group: every wor
 every notice) and keeps the first break of each stream and the newest checkpoint's number,
 time and size — never the heads themselves, so its memory grows with the broken streams
 (capped), not with the log.
+
+The view is as trustworthy as write access to ``persona.audit``: a notice is not signed
+check by check here, so whoever may write the topic can raise a false alarm or show a
+checkpoint that is not one. The proof is ``personaflow audit verify`` (``--with-topic``),
+which checks every checkpoint's signature.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Broken streams kept (the count goes on past it).
 BROKEN_KEPT = 500
+#: Broken streams counted once each; past it, every further notice counts (at least).
+BROKEN_COUNTED = 100_000
 _NOTICE = msgspec.json.Decoder(wire.AuditNotice)
 
 
@@ -40,6 +47,7 @@ class AuditView:
 
     broken: dict[str, dict[str, Any]] = field(default_factory=dict)
     broken_total: int = 0
+    _counted: set[str] = field(default_factory=set)
     checkpoint: dict[str, Any] | None = None
     notices: int = 0
     #: Whether the topic was read up to its end as it stood when the watch started.
@@ -62,9 +70,11 @@ class AuditView:
                     "group": notice.group,
                 }
         elif notice.kind == "audit.chain_broken" and notice.stream is not None:
-            if notice.stream in self.broken:
+            if notice.stream in self._counted:
                 return  # its first break stays: later ones follow from it
             self.broken_total += 1
+            if len(self._counted) < BROKEN_COUNTED:
+                self._counted.add(notice.stream)
             if len(self.broken) < BROKEN_KEPT:
                 self.broken[notice.stream] = {
                     "stream": notice.stream,
@@ -102,7 +112,7 @@ class AuditWatch:
         while not self.stopping.is_set():
             try:
                 await self._follow()
-            except (TimeoutError, KafkaError, OSError) as exc:
+            except Exception as exc:  # whatever it was, the worker goes on
                 log.warning("reading %s failed (%s); trying again", self.topic, exc)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 5.0)

@@ -210,8 +210,8 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
             await loop_task
     finally:
         watch.stop()
-        if watching is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+        if watching is not None:  # it never raises; should it, the worker stops all the same
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await watching
         await engine.stop()
         await views.close()

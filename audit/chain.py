@@ -211,16 +211,18 @@ def _check_witnessed(
     """Compare the copies of checkpoints published on ``persona.audit`` with the store: a
     validly signed copy the store lacks (or holds otherwise) is a break, and vouches for its
     heads all the same; a copy whose signature fails is a break of the topic's copies."""
-    seen: set[int] = set()
+    seen: set[tuple[int, str]] = set()
     problems: list[Break] = []
     for copy in sorted(witnessed, key=lambda c: c.number):
-        if copy.number in seen:  # republished after a restart
+        if (copy.number, copy.signature) in seen:  # republished after a restart
             continue
-        seen.add(copy.number)
+        # A copy that does not verify is a break of the copies, and hides no good one: it
+        # is checked before it could count as the copy of its number.
         bad = _signature_problem(public_keys, copy)
         if bad is not None:
             problems.append(Break(WITNESS, copy.number, f"copy of {bad}"))
             continue
+        seen.add((copy.number, copy.signature))
         if copy.number not in stored:
             problems.append(
                 Break(WITNESS, copy.number, f"checkpoint {copy.number} is on {WITNESS} but not in the store")

@@ -2,11 +2,12 @@
 
 It also tells everyone else what it finds, on ``persona.audit`` (``AuditNotice``): each
 signed checkpoint it writes (``audit.checkpoint``, a copy outside the store), and each
-stream whose chain broke as it was recorded (``audit.chain_broken``; workers' dashboards
-show those). Notices go after the database committed what they report: a crash in between
-loses a notice, never a checkpoint or a problem row (``personaflow audit verify`` reads
-the store); at start the newest stored checkpoint is published again, so the topic's copy
-of the newest checkpoint is never lost for good.
+broken link it finds as it records (``audit.chain_broken``; workers' dashboards show the
+first of each stream). Notices go after the database committed what they report: a crash
+in between loses a notice, never a checkpoint or a problem row (``personaflow audit
+verify`` reads the store); at start the newest stored checkpoint is published again, so
+the topic's copy of the newest checkpoint is not lost to a crash. The workers create the
+topic (with the other contract topics); this consumer only writes to it.
 
 Positions live in the database (:class:`~audit.recorder.AuditRecorder`), written with
 each batch of events. When partitions are assigned, the consumer seeks to the stored
@@ -26,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from engine import compat
-from engine.kafka import BrokerAddress, ensure_topics, new_consumer, new_producer
+from engine.kafka import BrokerAddress, new_consumer, new_producer
 from engine.service import fetch, serve
 from streams import wire
 from streams.settings import Settings
@@ -38,6 +39,12 @@ from .recorder import AuditRecorder, Recorded, records_of
 log = logging.getLogger("personaflow.audit")
 
 BATCH_RECORDS = 2000
+#: Notices held while the broker refuses them (the newest are kept).
+NOTICES_KEPT = 10_000
+#: Seconds between tries while the broker refuses notices.
+RETRY_S = 5.0
+#: Seconds the notices of a clean stop may take to go.
+FINAL_PUBLISH_S = 10.0
 #: Seconds between signed checkpoints of the stream heads (only after events were stored).
 CHECKPOINT_EVERY_S = 60.0
 
@@ -79,6 +86,7 @@ class AuditConsumer:
         self.notices_topic = names.audit
         #: Notices to publish (key, AuditNotice), after what they report was committed.
         self.notices: list[tuple[bytes, Any]] = []
+        self.waiting = asyncio.Event()  # set when notices were added
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = asyncio.Event()
         self.totals = Recorded()
@@ -96,16 +104,22 @@ class AuditConsumer:
         overrides: dict[str, Any] = dict(group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest")
         if self.broker.embedded:
             overrides.update(compat.CONSUMER_SETTINGS, fetch_max_wait_ms=100)
-        await ensure_topics(self.settings, self.broker.bootstrap)
         producer = new_producer(self.settings, self.broker.bootstrap)
-        await producer.start()
         self.consumer = consumer = new_consumer(self.settings, self.broker.bootstrap, **overrides)
-        await consumer.start()
-        consumer.subscribe([self.topic], listener=_SeekToStored(self))
-        newest = await asyncio.to_thread(stored_checkpoint, self.recorder.engine)
-        if newest is not None:  # the topic's copy of it may have been lost in a crash
-            self.notices.append(self._checkpoint_notice(newest))
+        started: list[Any] = []  # what to stop, whatever fails below
+        publishing: asyncio.Task[None] | None = None
         try:
+            await producer.start()
+            started.append(producer)
+            await consumer.start()
+            started.append(consumer)
+            consumer.subscribe([self.topic], listener=_SeekToStored(self))
+            newest = await asyncio.to_thread(stored_checkpoint, self.recorder.engine)
+            if newest is not None:  # the topic's copy of it may have been lost in a crash
+                self.notices.append(self._checkpoint_notice(newest))
+            # Notices go from a task of their own: a broker that refuses them (or a topic not
+            # created yet) never holds up recording.
+            publishing = asyncio.create_task(self._publishing(producer))
             while not self.stopping.is_set():
                 # Positions are sought on assignment, inside the first fetches.
                 batch = await fetch(consumer, ready, timeout_ms=500, max_records=BATCH_RECORDS)
@@ -126,23 +140,59 @@ class AuditConsumer:
                 self.unchecked = self.unchecked or result.stored > 0
                 if time.monotonic() - self.checkpointed_at >= self.checkpoint_every_s:
                     await self.checkpoint()
-                await self.publish(producer)
+                self.waiting.set()
         finally:
-            await self.checkpoint()  # the heads at a clean stop: nothing after them to lose
-            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-                await self.publish(producer)
-            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-                await consumer.stop()
-            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-                await producer.stop()
+            try:
+                if publishing is not None:
+                    publishing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await publishing
+                if started:
+                    await self.checkpoint()  # the heads at a clean stop: nothing after them to lose
+                    if producer in started:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.publish(producer), FINAL_PUBLISH_S)
+            finally:
+                for client in reversed(started):
+                    with contextlib.suppress(KafkaError, asyncio.TimeoutError):
+                        await client.stop()
 
-    async def publish(self, producer: Any) -> None:
-        """Send the pending notices and wait until the broker has them."""
+    async def _publishing(self, producer: Any) -> None:
+        """Publish notices as they come; after a refusal, again a few seconds later."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.waiting.wait(), 1.0)
+            self.waiting.clear()
+            if not await self.publish(producer):
+                await asyncio.sleep(RETRY_S)
+
+    async def publish(self, producer: Any) -> bool:
+        """Send the pending notices and wait until the broker has them (False: it refused them,
+        they are kept). A broker error keeps
+        them for the next try (a notice sent twice is harmless: readers take the first break
+        of a stream and checkpoints by number) and does not stop the consumer: the store,
+        not the topic, is the record."""
         if not self.notices:
-            return
+            return True
         pending, self.notices = self.notices, []
-        sent = [await producer.send(self.notices_topic, key=key, value=wire.encode(notice)) for key, notice in pending]
-        await asyncio.gather(*sent)
+        try:
+            sent = [
+                await producer.send(self.notices_topic, key=key, value=wire.encode(notice)) for key, notice in pending
+            ]
+            await asyncio.gather(*sent)
+        except (KafkaError, TimeoutError) as exc:
+            kept = (pending + self.notices)[-NOTICES_KEPT:]
+            dropped = len(pending) + len(self.notices) - len(kept)
+            self.notices = kept
+            log.warning(
+                "could not publish %d audit notice(s) to %s (%s); trying again%s",
+                len(pending),
+                self.notices_topic,
+                exc,
+                f", {dropped} oldest dropped" if dropped else "",
+            )
+            return False
+        return True
 
     def _break_notice(self, event_id: str, detail: str) -> tuple[bytes, Any]:
         stream, _, seq = event_id.rpartition("/")

@@ -76,6 +76,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         names.name(spec.role): {
             "max.message.bytes": MAX_MESSAGE_BYTES,
             **({"cleanup.policy": "compact"} if spec.compacted else {}),
+            **({"retention.ms": "-1"} if spec.kept else {}),
         }
         for spec in SPECS
     }

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from streams import wire
 from streams.codec import describe_validation_error
-from streams.records import PersonaBinding, TriggerRequest
+from streams.records import PersonaBinding, PolicyBoundary, TriggerRequest
 from tables import money, policy, rules
 from tables.envelope import normalize_trigger_envelope
 
@@ -56,18 +56,9 @@ def decide(binding: PersonaBinding, request: TriggerRequest, tool: str | None = 
     external = given.cost is None and bound.execution == "external"
     usd = money.reservation(bound)[0] if external else (given.cost.cost_usd if given.cost is not None else 0.0)
     slo = given.slo if given.slo is not None else bound.slo
-    subject = rules.Subject(
-        boundary="dispatch" if tool is None else "tool",
-        provider=envelope.provider,
-        kind=envelope.kind,
-        workflow=bound.entry_workflow,
-        metadata=envelope.metadata,
-        estimated_usd=usd,
-        attempt=attempt,
-        slo_tier=slo.tier if slo is not None else None,
-        run_kind="work",
-        tool=tool,
-    )
+    tier = slo.tier if slo is not None else None
+    boundary: PolicyBoundary = "dispatch" if tool is None else "tool"
+    subject = rules.of_work(envelope, bound.entry_workflow, usd, tier, attempt=attempt, boundary=boundary, tool=tool)
     decision = rules.evaluate(bound.policy or wire.Policy(), subject)
     record = policy.record(decision, subject, 0, bound.name)
     del record["timestamp"]  # nothing happened: no time to tell

@@ -131,7 +131,10 @@ def line(role: str, record: Seen) -> str:
         return status(record.value, record.key)
     if record.value is None:
         return f"{role} key={record.key!r}: (not JSON)"
-    return RENDERERS[role](record.value)
+    try:
+        return RENDERERS[role](record.value)
+    except (TypeError, AttributeError, ValueError, KeyError):  # JSON, but not the record it should be
+        return f"{role} key={record.key!r}: (not a {role} record) {json.dumps(record.value)[:300]}"
 
 
 def _usd(value: Any) -> str:

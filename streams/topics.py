@@ -15,6 +15,8 @@ class TopicSpec:
     compacted: bool = False
     internal: bool = False
     description: str = ""
+    #: Kept forever (``retention.ms = -1``): a small topic whose records stay evidence.
+    kept: bool = False
 
 
 SPECS: tuple[TopicSpec, ...] = (
@@ -33,6 +35,7 @@ SPECS: tuple[TopicSpec, ...] = (
         "persona.audit",
         "stream (checkpoints: 'checkpoint')",
         description="AuditNotice from the audit consumer: signed checkpoints, broken chains",
+        kept=True,
     ),
     TopicSpec(
         "persona_inbox",

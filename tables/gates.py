@@ -258,19 +258,9 @@ def _run_inline(step: Step, work: QueueItem, cost: RunCost) -> None:
     released (in this order), and the ``completed`` receipt."""
     decision = step.decisions("trigger", work.request_id)
     run_id = ids.run_id(step.persona, work.request_id, decision)
-    envelope = work.envelope
     slo = work.scheduling.slo
-    subject = rules.Subject(
-        boundary="dispatch",
-        provider=envelope.provider,
-        kind=envelope.kind,
-        workflow=step.binding.entry_workflow,
-        metadata=envelope.metadata,
-        estimated_usd=cost.cost_usd,
-        attempt=1,
-        slo_tier=slo.tier if slo is not None else None,
-        run_kind="work",
-    )
+    tier = slo.tier if slo is not None else None
+    subject = rules.of_work(work.envelope, step.binding.entry_workflow, cost.cost_usd, tier)
     step.inline_run = run_id  # no run row to look a trace up in: the work's is the run's
     try:
         _execute_inline(step, work, cost, subject, run_id, decision)

@@ -90,8 +90,11 @@ def summarize(decisions: Iterable[Decision]) -> str:
     snippets: list[str] = []
     for decision in decisions:
         snippets.extend(decision.reasons or ([decision.preview] if decision.preview else []))
-    if not snippets:
-        return dominant(d.effect for d in decisions)
+    return _joined(snippets) or dominant(d.effect for d in decisions)
+
+
+def _joined(snippets: list[str]) -> str:
+    """The first snippets of a summary, joined ("" for none)."""
     return "; ".join(snippets[:SUMMARY_SNIPPETS])
 
 
@@ -166,8 +169,8 @@ def evaluate(policy: Policy, subject: Subject) -> Decision:
         patches=patches,
         redact_keys=list(keys) if redacting else [],
         preview=(shown := preview(subject)),
-        # summarize([decision]), written out: its reasons, else its preview
-        summary="; ".join(reasons[:SUMMARY_SNIPPETS]) if reasons else shown,
+        # summarize([decision]) without the list: its reasons, else its preview (never empty)
+        summary=_joined(reasons or [shown]),
     )
     return decision
 
@@ -185,35 +188,54 @@ def masked(envelope: TriggerEnvelope, keys: Iterable[str]) -> TriggerEnvelope:
 # ------------------------------------------------------------------ subjects
 
 
+def of_work(
+    envelope: TriggerEnvelope,
+    workflow: str,
+    estimated_usd: float,
+    slo_tier: str | None,
+    *,
+    attempt: int = 1,
+    run_kind: str = "work",
+    boundary: PolicyBoundary = "dispatch",
+    tool: str | None = None,
+    step_id: str | None = None,
+) -> Subject:
+    """The dispatch of work, or (``boundary="tool"``) a step of it that calls ``tool``."""
+    return Subject(
+        boundary=boundary,
+        provider=envelope.provider,
+        kind=envelope.kind,
+        workflow=workflow,
+        metadata=envelope.metadata,
+        estimated_usd=estimated_usd,
+        attempt=attempt,
+        slo_tier=slo_tier,
+        run_kind=run_kind,
+        tool=tool,
+        step_id=step_id,
+    )
+
+
 def of_run(run: RunRow, estimated_usd: float) -> Subject:
     """A run's dispatch."""
-    slo = run.scheduling.slo
-    return Subject(
-        boundary="dispatch",
-        provider=run.envelope.provider,
-        kind=run.envelope.kind,
-        workflow=run.entry_workflow,
-        metadata=run.envelope.metadata,
-        estimated_usd=estimated_usd,
-        attempt=run.attempt,
-        slo_tier=slo.tier if slo is not None else None,
-        run_kind=run.kind,
-    )
+    return _of(run, estimated_usd, "dispatch", None, None)
 
 
 def of_tool(run: RunRow, estimated_usd: float, tool: str | None, step_id: str | None = None) -> Subject:
     """A run's step that calls ``tool`` (None: any tool no rule names)."""
-    base = of_run(run, estimated_usd)
-    return Subject(
-        boundary="tool",
-        provider=base.provider,
-        kind=base.kind,
-        workflow=base.workflow,
-        metadata=base.metadata,
-        estimated_usd=estimated_usd,
-        attempt=base.attempt,
-        slo_tier=base.slo_tier,
-        run_kind=base.run_kind,
+    return _of(run, estimated_usd, "tool", tool, step_id)
+
+
+def _of(run: RunRow, usd: float, boundary: PolicyBoundary, tool: str | None, step_id: str | None) -> Subject:
+    slo = run.scheduling.slo
+    return of_work(
+        run.envelope,
+        run.entry_workflow,
+        usd,
+        slo.tier if slo is not None else None,
+        attempt=run.attempt,
+        run_kind=run.kind,
+        boundary=boundary,
         tool=tool,
         step_id=step_id,
     )

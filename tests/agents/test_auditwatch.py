@@ -38,3 +38,12 @@ def test_unreadable_notices_are_skipped_and_the_kept_breaks_are_capped(monkeypat
         view.add(broken(f"persona:p{n}", 1, at_ms=n))
     shown = view.to_json()
     assert shown["notices"] == 5 and shown["broken_total"] == 5 and len(shown["broken"]) == 3
+
+
+def test_a_stream_past_the_kept_ones_is_counted_once(monkeypatch):
+    monkeypatch.setattr(auditwatch, "BROKEN_KEPT", 1)
+    view = AuditView()
+    for _ in range(3):
+        view.add(broken("persona:a", 1))
+        view.add(broken("persona:b", 1))  # not kept, still counted once
+    assert view.to_json()["broken_total"] == 2 and len(view.broken) == 1

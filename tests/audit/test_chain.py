@@ -242,3 +242,55 @@ def test_a_checkpoint_copy_that_differs_or_does_not_verify_is_a_break(recorder: 
     assert [str(b) for b in found.breaks] == [
         "persona.audit seq 1: checkpoint 1 in the store differs from its copy on persona.audit"
     ] and found.witnessed == 1
+
+
+def test_a_forged_copy_does_not_hide_the_real_copy_of_a_checkpoint_the_store_lost(recorder: AuditRecorder) -> None:
+    values = published(300)
+    record_all(recorder, values[:200])
+    assert checkpoint(recorder.engine, KEY, now_ms=T0) == 1
+    record_all(recorder, values[200:])
+    assert checkpoint(recorder.engine, KEY, now_ms=T0 + 60_000) == 2
+    real = copies(recorder.engine)[1]
+    forged = msgspec.structs.replace(real, signature="A" * 86)  # published first, does not verify
+    with recorder.engine.begin() as connection:
+        connection.execute(checkpoints.delete().where(checkpoints.c.number == 2))
+        gone = [orjson.loads(v)["event_id"] for v in values[200:]]
+        connection.execute(events.delete().where(events.c.event_id.in_(gone)))
+    found = verify(recorder.engine, {KEY.kid: KEY.public}, [forged, real])
+    text = [str(b) for b in found.breaks]
+    assert found.witnessed == 1 and "persona.audit seq 2: copy of checkpoint 2: the signature" in " ".join(text)
+    assert any(t.startswith("persona:") and "checkpoint 2 names seq" in t for t in text), text
+
+
+def test_notices_the_broker_refuses_are_kept_for_the_next_try_and_the_consumer_goes_on(recorder: AuditRecorder) -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaTimeoutError
+
+    from audit.consumer import AuditConsumer
+    from engine.kafka import BrokerAddress
+    from streams.settings import Settings
+
+    class Refusing:
+        """A producer whose broker is away for the first send (the error path only)."""
+
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.calls = 0
+
+        async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future:
+            self.calls += 1
+            if self.calls == 1:
+                raise KafkaTimeoutError()
+            self.sent.append(key)
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    auditor = AuditConsumer(Settings(), BrokerAddress("localhost:1", False), recorder, group="g")
+    auditor.notices = [auditor._break_notice("run:r/3", "d"), auditor._break_notice("persona:p/9", "d")]
+    producer = Refusing()
+    asyncio.run(auditor.publish(producer))
+    assert len(auditor.notices) == 2 and producer.sent == []
+    asyncio.run(auditor.publish(producer))
+    assert auditor.notices == [] and producer.sent == [b"run:r", b"persona:p"]

@@ -25,3 +25,14 @@ def test_a_receipt_line_carries_the_work_key_and_lease():
     }
 
     assert render.receipt(value) == "00:00:01.000 receipt p completed request=r1 work_key=github:o/r:pr:1 lease=L1"
+
+
+def test_a_json_record_of_the_wrong_shape_is_shown_not_fatal():
+    from personaflow.client import Seen
+    from personaflow.render import line
+
+    odd = Seen(topic="t", partition=0, offset=1, key="k", value={"kind": "audit.checkpoint", "heads": 5}, raw=b"",
+               timestamp_ms=0, headers={})  # fmt: skip
+    assert line("audit", odd).startswith("audit key='k': (not a audit record)")
+    assert "seq 3" in line("audit", Seen("t", 0, 1, "k", {"kind": "audit.chain_broken", "stream": "s", "seq": 3},
+                                         b"", 0, {}))  # fmt: skip

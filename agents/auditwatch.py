@@ -4,8 +4,8 @@ its start and kept small.
 The audit consumer checks every stream's hash chain as it records the outbox and says on
 ``persona.audit`` which stream broke (``audit.chain_broken``) and which checkpoint it
 signed (``audit.checkpoint``). A worker does not read the audit store (another process's
-database); it follows that topic with a consumer of its own (no group: every worker sees
-every notice) and keeps the first break of each stream and the newest checkpoint's number,
+database); when its view is asked for it reads that topic with a consumer of its own (no
+group: every worker sees every notice), up to its end, at most every few seconds, and keeps the first break of each stream and the newest checkpoint's number,
 time and size — never the heads themselves, so its memory grows with the broken streams
 (capped), not with the log.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,10 @@ from streams.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
+#: Seconds between looks at the topic (the dashboard's badge lags at most this much).
+LOOK_EVERY_S = 5.0
+#: Seconds one look may read for before the view is shown (then it reads on at the next).
+LOOK_FOR_S = 10.0
 #: Broken streams kept (the count goes on past it).
 BROKEN_KEPT = 500
 #: Broken streams counted once each; past it, every further notice counts (at least).
@@ -97,63 +102,75 @@ class AuditView:
 
 
 class AuditWatch:
-    """Follows ``persona.audit`` into an :class:`AuditView` until stopped."""
+    """Reads ``persona.audit`` into an :class:`AuditView` when the view is asked for (``GET
+    /audit``, the dashboard), at most every :data:`LOOK_EVERY_S`: a worker nobody looks at
+    reads nothing. Between looks its consumer is paused, so it fetches nothing either (a
+    consumer fetching all the time slowed external runs on the embedded broker by a fifth
+    in ``make bench``)."""
 
     def __init__(self, settings: Settings, broker: BrokerAddress) -> None:
         self.settings = settings
         self.broker = broker
         self.topic = TopicNames(settings.topic_prefix).audit
         self.view = AuditView()
-        self.stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._looked_at = -math.inf
+        self._lock = asyncio.Lock()
 
-    async def run(self) -> None:
-        """Read until stopped; a broker error is logged and the watch starts over (a view
-        that lags is better than a worker that stops for it)."""
-        while not self.stopping.is_set():
-            try:
-                await self._follow()
-            except Exception as exc:  # whatever it was, the worker goes on
-                log.warning("reading %s failed (%s); trying again", self.topic, exc)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), 5.0)
+    async def current(self) -> AuditView:
+        """The view, brought up to date first if the last look is older than
+        :data:`LOOK_EVERY_S` (a look takes :data:`LOOK_FOR_S` at most; the rest waits for the
+        next). A broker error is logged and the next look starts over: a view that lags is
+        better than a view that fails."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if loop.time() - self._looked_at >= LOOK_EVERY_S:
+                self._looked_at = loop.time()
+                try:
+                    await asyncio.wait_for(self._look(), LOOK_FOR_S)
+                except TimeoutError:
+                    pass  # read on at the next look, from where this one stopped
+                except Exception as exc:  # whatever it was, the worker goes on
+                    log.warning("reading %s failed (%s); starting over at the next look", self.topic, exc)
+                    await self.close()
+        return self.view
 
-    async def _follow(self) -> None:
-        consumer = new_consumer(self.settings, self.broker.bootstrap, fetch_max_wait_ms=500)
-        await consumer.start()
-        try:
-            tps = await self._assign(consumer)
-            if tps is None:
-                return
-            ends = await end_offsets(consumer, tps, self.broker.embedded)
-            view = AuditView()  # from the start again: nothing doubled after a retry
-            while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-                for records in batch.values():
-                    for record in records:
-                        view.add(record.value)
-                if not view.caught_up:
-                    positions = [await consumer.position(tp) for tp in tps]
-                    view.caught_up = all(p >= ends[tp] for p, tp in zip(positions, tps, strict=True))
-                self.view = view
-        finally:
-            with contextlib.suppress(KafkaError, asyncio.TimeoutError):
-                await consumer.stop()
-
-    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition] | None:
-        """All partitions of the topic from their start (None: stopped before it existed)."""
-        while not self.stopping.is_set():
+    async def _look(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            consumer = new_consumer(self.settings, self.broker.bootstrap, fetch_max_wait_ms=100)
+            await consumer.start()
+            self._consumer = consumer
+        if not self._partitions:
             partitions = consumer.partitions_for_topic(self.topic)
             if not partitions:
                 await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(self.topic)
-            if partitions:
-                tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                return tps
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), 1.0)
-        return None
+            if not partitions:
+                return  # no audit consumer has written yet (the workers create the topic)
+            self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(self._partitions)
+            await consumer.seek_to_beginning(*self._partitions)
+            self.view = AuditView()  # from the start: nothing doubled after starting over
+        tps = self._partitions
+        view = self.view
+        view.caught_up = False
+        ends = await end_offsets(consumer, tps, self.broker.embedded)
+        consumer.resume(*tps)
+        try:
+            while not all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for records in batch.values():
+                    for record in records:
+                        view.add(record.value)
+            view.caught_up = True
+        finally:
+            consumer.pause(*tps)
 
-    def stop(self) -> None:
-        self.stopping.set()
+    async def close(self) -> None:
+        """Stop the consumer (the next look starts over)."""
+        consumer, self._consumer, self._partitions = self._consumer, None, []
+        if consumer is not None:
+            with contextlib.suppress(Exception):  # closing: nothing left to save
+                await consumer.stop()

@@ -184,7 +184,7 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
     if reset_stale_state(engine.state_dir, broker.instance if broker.embedded else None):
         log.warning("wiped local state built against an earlier embedded broker")
     watch = AuditWatch(settings, broker)
-    app, views = web.application(engine, signer, lambda: watch.view)
+    app, views = web.application(engine, signer, watch.current)
     runner = aioweb.AppRunner(app, access_log=None)
     await runner.setup()
     site = aioweb.TCPSite(runner, settings.web_bind, settings.web_port)
@@ -196,10 +196,8 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
             f"cannot serve HTTP on {settings.web_bind}:{settings.web_port} ({exc.strerror});"
             " set PERSONAFLOW_WEB_PORT to a free port"
         ) from None
-    watching: asyncio.Task[None] | None = None
     try:
         await engine.start()
-        watching = asyncio.create_task(watch.run())
         loop_task = asyncio.create_task(engine.run())
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({loop_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -209,10 +207,7 @@ async def serve(settings: Settings, broker: BrokerAddress, stop: asyncio.Event, 
         with contextlib.suppress(asyncio.CancelledError):
             await loop_task
     finally:
-        watch.stop()
-        if watching is not None:  # it never raises; should it, the worker stops all the same
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await watching
+        await watch.close()
         await engine.stop()
         await views.close()
         await runner.cleanup()

@@ -26,7 +26,6 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from engine.kafka import BrokerAddress, end_offsets, new_consumer
 from streams import wire

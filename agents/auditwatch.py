@@ -105,7 +105,8 @@ class AuditWatch:
     /audit``, the dashboard), at most every :data:`LOOK_EVERY_S`: a worker nobody looks at
     reads nothing. Between looks its consumer is paused, so it fetches nothing either (a
     consumer fetching all the time slowed external runs on the embedded broker by a fifth
-    in ``make bench``)."""
+    in ``make bench``). A look runs in the background: asking never waits for the broker,
+    it gets the view as the last look left it."""
 
     def __init__(self, settings: Settings, broker: BrokerAddress) -> None:
         self.settings = settings
@@ -115,25 +116,29 @@ class AuditWatch:
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._looked_at = -math.inf
-        self._lock = asyncio.Lock()
+        self._looking: asyncio.Task[None] | None = None
 
-    async def current(self) -> AuditView:
-        """The view, brought up to date first if the last look is older than
-        :data:`LOOK_EVERY_S` (a look takes :data:`LOOK_FOR_S` at most; the rest waits for the
-        next). A broker error is logged and the next look starts over: a view that lags is
-        better than a view that fails."""
+    def current(self) -> AuditView:
+        """The view as the last look left it; a new look starts in the background if that
+        one is older than :data:`LOOK_EVERY_S` and none is under way."""
         loop = asyncio.get_running_loop()
-        async with self._lock:
-            if loop.time() - self._looked_at >= LOOK_EVERY_S:
-                self._looked_at = loop.time()
-                try:
-                    await asyncio.wait_for(self._look(), LOOK_FOR_S)
-                except TimeoutError:
-                    pass  # read on at the next look, from where this one stopped
-                except Exception as exc:  # whatever it was, the worker goes on
-                    log.warning("reading %s failed (%s); starting over at the next look", self.topic, exc)
-                    await self.close()
+        idle = self._looking is None or self._looking.done()
+        if idle and loop.time() - self._looked_at >= LOOK_EVERY_S:
+            self._looked_at = loop.time()
+            self._looking = loop.create_task(self._refresh())
         return self.view
+
+    async def _refresh(self) -> None:
+        """One look, :data:`LOOK_FOR_S` at most (the rest is read at the next). A broker
+        error is logged and the next look starts over: a view that lags is better than a
+        worker that stops for it."""
+        try:
+            await asyncio.wait_for(self._look(), LOOK_FOR_S)
+        except TimeoutError:
+            pass  # read on at the next look, from where this one stopped
+        except Exception as exc:  # whatever it was, the worker goes on
+            log.warning("reading %s failed (%s); starting over at the next look", self.topic, exc)
+            await self._stop_consumer()
 
     async def _look(self) -> None:
         consumer = self._consumer
@@ -168,6 +173,14 @@ class AuditWatch:
             consumer.pause(*tps)
 
     async def close(self) -> None:
+        """Stop a look under way and the consumer."""
+        if self._looking is not None and not self._looking.done():
+            self._looking.cancel()
+            with contextlib.suppress(BaseException):
+                await self._looking
+        await self._stop_consumer()
+
+    async def _stop_consumer(self) -> None:
         """Stop the consumer (the next look starts over)."""
         consumer, self._consumer, self._partitions = self._consumer, None, []
         if consumer is not None:

@@ -108,7 +108,7 @@ def bearer_auth(token: str, public: frozenset[str]) -> Middleware:
 
 class Views:
     def __init__(
-        self, engine: Engine, signer: Signer | None = None, audit: Callable[[], Awaitable[AuditView]] | None = None
+        self, engine: Engine, signer: Signer | None = None, audit: Callable[[], AuditView] | None = None
     ) -> None:
         self.engine = engine
         self.signer = signer
@@ -337,8 +337,7 @@ class Views:
         newest signed checkpoint (from ``persona.audit``; every worker reads all of it)."""
         if self.audit_view is None:
             return json_response({"watched": False, "broken": [], "broken_total": 0, "checkpoint": None})
-        view = await self.audit_view()
-        return json_response({"watched": True, **view.to_json()})
+        return json_response({"watched": True, **self.audit_view().to_json()})
 
     async def dashboard(self, request: web.Request) -> web.Response:
         return web.Response(text=self.page, content_type="text/html")
@@ -357,7 +356,7 @@ class Views:
 
 
 def application(
-    engine: Engine, signer: Signer | None = None, audit: Callable[[], Awaitable[AuditView]] | None = None
+    engine: Engine, signer: Signer | None = None, audit: Callable[[], AuditView] | None = None
 ) -> tuple[web.Application, Views]:
     """The worker's HTTP views (``audit``: the current view of ``persona.audit``)."""
     views = Views(engine, signer, audit)

@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import urllib.request
@@ -98,11 +100,14 @@ class Tab:
 @contextlib.contextmanager
 def browser_tab(url: str) -> Iterator[Tab]:
     """Headless chromium showing ``url``, with a :class:`Tab` on that page."""
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile for a moment after the
+    # browser exits: stop the whole process group, and let a late file not fail the test.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [chromium_binary(), *HEADLESS, f"--user-data-dir={profile}", "--remote-debugging-port=0", url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         tab = None
         try:
@@ -116,11 +121,13 @@ def browser_tab(url: str) -> Iterator[Tab]:
         finally:
             if tab is not None:
                 tab.close()
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 

@@ -11,30 +11,21 @@ wrote, which replay and the outbox hash chain cover byte for byte.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 import orjson
 
-from streams import capability
+from streams import canonical, capability
+from streams.capability import Signer
 from streams.outputs import Output
 from streams.wire import RunDispatch
 
 log = logging.getLogger(__name__)
 
 
-class Signer(Protocol):
-    """A signing key: its id and a deterministic signature of bytes."""
-
-    @property
-    def kid(self) -> str: ...
-
-    def sign(self, data: bytes) -> bytes: ...
-
-
 _DISPATCH = msgspec.json.Decoder(RunDispatch)
 _encode = msgspec.json.Encoder().encode
-_canonical = msgspec.json.Encoder(order="sorted").encode
 BOM_KIND = b"run.bom"
 
 
@@ -70,7 +61,7 @@ def mint(dispatch: RunDispatch, signer: Signer) -> str:
 
 def bom_signature(bom: Any, signer: Signer) -> dict[str, str]:
     """``{kid, alg, sig}``: the signature of the BOM's canonical JSON (sorted keys, compact)."""
-    return {"kid": signer.kid, "alg": "Ed25519", "sig": capability.b64encode(signer.sign(_canonical(bom)))}
+    return {"kid": signer.kid, "alg": "Ed25519", "sig": capability.b64encode(signer.sign(canonical.encode(bom)))}
 
 
 def _kind(output: Output) -> bytes | None:

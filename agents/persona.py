@@ -11,6 +11,7 @@ from aiokafka import ConsumerRecord
 
 from engine.task import Source, TaskBatch
 from streams.admission import RawRecord, dead_letter
+from streams.capability import Signer
 from streams.inbox import PERSONA_INPUT, persona_of
 from streams.outputs import Output
 from streams.tracing import Span
@@ -18,7 +19,7 @@ from tables import persona as transition
 from tables.state import PersonaState
 from tables.status import status_json
 
-from .capability import Signer, sign_outputs
+from .capability import sign_outputs
 from .tracing import SpanSink
 
 CHANGED = "personas_changed"

@@ -33,6 +33,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from engine.runtime import Engine, wall_ms
 from engine.state import PartitionStore
+from streams.capability import Signer
 from tables import runviews, summary
 from tables.lifecycle import UnsettledSnapshot
 from tables.runs import persona_of_run
@@ -43,7 +44,7 @@ from tables.store import Transaction
 from tables.unsettled import partition_unsettled
 
 from .auditwatch import AuditView
-from .capability import Signer, bom_signature
+from .capability import bom_signature
 from .dashboard import dashboard_html
 
 FORWARDED = "X-Personaflow-Forwarded"

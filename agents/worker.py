@@ -18,6 +18,7 @@ from engine.checkpoint import LostStateWrite
 from engine.kafka import BrokerAddress, TopicLayoutError, ensure_topics
 from engine.runtime import Engine, EngineConfig
 from engine.state import PartitionStore, reset_stale_state
+from streams.capability import Signer
 from streams.settings import Settings
 from tables import budget
 from tables.state import LEASES, PERSONAS, QUEUES, Budget, QueueIndex
@@ -25,7 +26,6 @@ from tables.store import ORDERED, Transaction
 
 from . import ingress, persona, runs, timers, web
 from .auditwatch import AuditWatch
-from .capability import Signer
 from .tracing import SpanSink, from_environment
 
 log = logging.getLogger(__name__)

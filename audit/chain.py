@@ -17,18 +17,18 @@ heads it names.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from streams import chain
+from streams import capability, chain
+from streams.capability import Signer
 
 from .schema import checkpoints, events
 
@@ -37,23 +37,6 @@ from .schema import checkpoints, events
 WITNESS = "persona.audit"
 #: Rows read at a time by :func:`verify`.
 READ_CHUNK = 5000
-
-
-class Signer(Protocol):
-    """An Ed25519 key: its id and a signing function."""
-
-    @property
-    def kid(self) -> str: ...
-
-    def sign(self, data: bytes) -> bytes: ...
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def signed_bytes(number: int, at_ms: int, previous: str, heads: dict[str, list[Any]]) -> bytes:
@@ -90,7 +73,7 @@ def checkpoint(engine: sa.Engine, signer: Signer, now_ms: int | None = None) -> 
             return None
         number = 1 if last is None else last.number + 1
         previous = "" if last is None else last.signature
-        signature = _b64(signer.sign(signed_bytes(number, now, previous, heads)))
+        signature = capability.b64encode(signer.sign(signed_bytes(number, now, previous, heads)))
         connection.execute(
             checkpoints.insert().values(
                 number=number, at_ms=now, heads=heads, previous=previous, key_id=signer.kid, signature=signature
@@ -194,7 +177,7 @@ def _signature_problem(public_keys: dict[str, bytes], row: Any) -> str | None:
         return f"checkpoint {row.number} is signed by key {row.key_id!r}, which is not known here"
     try:
         Ed25519PublicKey.from_public_bytes(public_keys[row.key_id]).verify(
-            _unb64(row.signature), signed_bytes(row.number, row.at_ms, row.previous, row.heads)
+            capability.b64decode(row.signature), signed_bytes(row.number, row.at_ms, row.previous, row.heads)
         )
     except (InvalidSignature, ValueError, TypeError):
         return f"checkpoint {row.number}: the signature does not match its content"

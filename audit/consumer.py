@@ -30,10 +30,11 @@ from engine import compat
 from engine.kafka import BrokerAddress, new_consumer, new_producer
 from engine.service import fetch, serve
 from streams import wire
+from streams.capability import Signer
 from streams.settings import Settings
 from streams.topics import TopicNames
 
-from .chain import Signer, checkpoint, stored_checkpoint
+from .chain import checkpoint, stored_checkpoint
 from .recorder import AuditRecorder, Recorded, records_of
 
 log = logging.getLogger("personaflow.audit")

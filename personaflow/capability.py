@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from cryptography.exceptions import InvalidSignature
 
-from streams import capability
+from streams import canonical, capability
 from streams.capability import AUDIENCE, Claims, TokenFormatError
 
 from .keys import verifier
@@ -77,13 +76,10 @@ def verify(token: str, public_keys: Mapping[str, bytes], audience: str = AUDIENC
     return claims
 
 
-_canonical = msgspec.json.Encoder(order="sorted").encode
-
-
 def verify_bom(bom: Any, signature: Mapping[str, str], public_keys: Mapping[str, bytes]) -> None:
     """Check a BOM's ``{kid, alg, sig}`` signature over its canonical JSON; raise if wrong."""
     try:
         kid, sig = signature["kid"], capability.b64decode(signature["sig"])
     except (KeyError, TypeError, TokenFormatError) as exc:
         raise BadFormat(f"not a BOM signature ({exc})") from None
-    _check(public_keys, kid, _canonical(bom), sig)
+    _check(public_keys, kid, canonical.encode(bom), sig)

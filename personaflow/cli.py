@@ -739,7 +739,7 @@ def keys() -> None:
     """Print the signing key's public half and id as JSON (created in the data dir if absent)."""
     import json
 
-    from .keys import SigningKeyError, b64, load, public_keys
+    from .keys import SigningKeyError, load, public_entry, public_keys
 
     settings = settings_or_exit()
     try:
@@ -748,9 +748,7 @@ def keys() -> None:
         raise click.ClickException(str(exc)) from None
     known = public_keys(settings.data_dir)
     entries = [current.public_json()] + [
-        {"kid": kid, "alg": "Ed25519", "public_key": b64(public)}
-        for kid, public in sorted(known.items())
-        if kid != current.kid
+        public_entry(kid, public) for kid, public in sorted(known.items()) if kid != current.kid
     ]
     click.echo(json.dumps({"current": current.kid, "keys": entries}, indent=2))
 

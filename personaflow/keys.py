@@ -17,6 +17,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from streams.capability import b64encode
+
 ENV = "PERSONAFLOW_SIGNING_KEY"
 KEY_FILE = "signing.key"
 PUBLIC_FILE = "signing.pub.json"
@@ -40,11 +42,6 @@ def _b64decode(text: str) -> bytes:
         raise SigningKeyError(f"{ENV} is not base64 ({exc})") from None
 
 
-def b64(data: bytes) -> str:
-    """Unpadded url-safe base64 (the encoding of keys and signatures in tokens and BOMs)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 @dataclass(frozen=True)
 class SigningKey:
     """An Ed25519 key with its id; ``sign`` is deterministic (same bytes, same signature)."""
@@ -65,7 +62,7 @@ class SigningKey:
         return self.private.sign(data)
 
     def public_json(self) -> dict[str, str]:
-        return {"kid": self.kid, "alg": "Ed25519", "public_key": b64(self.public)}
+        return public_entry(self.kid, self.public)
 
 
 def _from_file(path: Path) -> SigningKey:
@@ -124,14 +121,15 @@ def _publish(data_dir: Path, key: SigningKey) -> None:
         known[key.kid] = key.public
         data_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"keys": [_entry(kid, pub) for kid, pub in sorted(known.items())]}, indent=2))
+        tmp.write_text(json.dumps({"keys": [public_entry(kid, pub) for kid, pub in sorted(known.items())]}, indent=2))
         tmp.replace(path)
     except (OSError, ValueError):
         pass  # verifiers can still be given the key with `personaflow keys`
 
 
-def _entry(kid: str, public: bytes) -> dict[str, str]:
-    return {"kid": kid, "alg": "Ed25519", "public_key": b64(public)}
+def public_entry(kid: str, public: bytes) -> dict[str, str]:
+    """A public key as ``personaflow keys`` prints it and ``signing.pub.json`` holds it."""
+    return {"kid": kid, "alg": "Ed25519", "public_key": b64encode(public)}
 
 
 def public_keys_file(path: Path) -> dict[str, bytes]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
+
+from . import canonical
 
 #: Who a dispatch's token is for.
 AUDIENCE = "runtime-tool-adapter"
@@ -34,11 +36,20 @@ class Claims(msgspec.Struct, kw_only=True, frozen=True):
     exp: int  # expires: the lease deadline or iat + TTL_MS, whichever is earlier
 
 
+class Signer(Protocol):
+    """An Ed25519 signing key: its id and a deterministic signature of bytes (the worker
+    signs tokens and bills of materials with it, the audit consumer its checkpoints)."""
+
+    @property
+    def kid(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 class TokenFormatError(ValueError):
     """Not a capability token: the message says which part is wrong."""
 
 
-_encode = msgspec.json.Encoder(order="sorted").encode
 _claims = msgspec.json.Decoder(Claims)
 
 
@@ -55,7 +66,7 @@ def b64decode(text: str) -> bytes:
 
 def signing_input(claims: Claims) -> bytes:
     """The bytes that are signed: the claims' canonical JSON."""
-    return _encode(claims)
+    return canonical.encode(claims)
 
 
 def assemble(body: bytes, signature: bytes) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from .canonical import encode as canonical_json
 from .wire import OutboxEvent
 
 #: The ``prev_digest`` of a stream's first event.
@@ -32,7 +33,7 @@ NULLABLE = tuple(
     f.name for f in msgspec.structs.fields(OutboxEvent) if f.default is None and f.name not in DIGEST_FIELDS
 )
 #: The canonical encoding of a struct or dict that has no digest fields.
-encode_canonical = msgspec.json.Encoder(order="sorted").encode
+encode_canonical = canonical_json
 _sha256 = hashlib.sha256
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from streams import canonical
+
 from . import runlog
 from .runstate import RUN_EVENTS_KEPT, RunRow, RunState
 from .step import Step
@@ -32,12 +34,11 @@ class _Event(msgspec.Struct):
 
 
 _EVENT = msgspec.json.Decoder(_Event)
-_canonical = msgspec.json.Encoder(order="sorted").encode
 
 
 def digest(value: Any) -> str:
     """sha256 (hex) of ``value``'s canonical JSON (sorted keys, compact)."""
-    return hashlib.sha256(_canonical(value)).hexdigest()
+    return hashlib.sha256(canonical.encode(value)).hexdigest()
 
 
 def _events(state: RunState, run: RunRow) -> list[_Event]:

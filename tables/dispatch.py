@@ -218,9 +218,6 @@ def take_run(step: Step, queue: Queue, entry: Entry, preempts: bool) -> bool:
     if refused is None:
         queue.drop_run("r", entry.rank)
         return True
-    if refused == POLICY_DENIED:
-        queue.drop_run("r", entry.rank)  # the run ended
-        return False
     if _refused(step, run, refused):
         queue.drop_run("r", entry.rank)
         return False
@@ -290,8 +287,6 @@ def take_children(step: Step) -> None:
         if refused is None:
             head.ready_children.remove(run_id)
             continue
-        if refused == POLICY_DENIED:
-            continue  # the child failed: ``runlog.close`` took it off the list
         if _refused(step, run, refused):
             continue  # the child failed: ``runlog.close`` took it off the list
         head.children_blocked = [*mark, -1]
@@ -311,8 +306,11 @@ def defer_child(step: Step, run: RunRow) -> None:
 
 
 def _refused(step: Step, run: RunRow, reason: str) -> bool:
-    """The gate refused ``run``'s dispatch. If the reservation alone breaks the window, the
-    run fails (True); else it waits for budget, and its request hears it once."""
+    """The gate or the policy refused ``run``'s dispatch. A denial has failed the run
+    already, and so does a reservation that alone breaks the window (True); else the run
+    waits for budget, and its request hears it once."""
+    if reason == POLICY_DENIED:
+        return True  # :func:`dispatch` ended it
     usd, tokens = money.reservation(step.binding)
     if money.permanent(step, reason, usd, tokens):
         error = money.exhausted(step, usd, tokens, reason)

@@ -8,7 +8,7 @@ value exceeds it.
 
 from __future__ import annotations
 
-from . import money, outcomes, runlog
+from . import outcomes, runlog
 from .machines import EXECUTING
 from .runstate import RunRow
 from .step import Step
@@ -43,9 +43,4 @@ def check(step: Step, run: RunRow) -> None:
 def _exceeded(step: Step, run: RunRow, name: str, value: float, maximum: float) -> None:
     error = f"limit_exceeded:{name}"
     runlog.emit(step, run, "run.limit_exceeded", {"limit": name, "value": value, "max": maximum})
-    if run.status in EXECUTING:
-        runlog.send(step, run, "cancel", reason=error)
-    attempt = run.current
-    if attempt is not None:
-        money.close(step, run, attempt, "fail", error)
-    outcomes.finish(step, run, "failed", error=error)
+    outcomes.abort(step, run, error)

@@ -47,6 +47,18 @@ def complete_work(step: Step, run_id: str, work_key: str, entry_workflow: str, l
     leases.released(step, lease)
 
 
+def abort(step: Step, run: RunRow, error: str) -> None:
+    """End ``run`` ``failed`` for good while an executor may hold it (a limit exceeded, a
+    tool step the policy denied): the executor is told to cancel, the current attempt's
+    spend is closed as failed, then the run finishes."""
+    if run.status in EXECUTING:
+        runlog.send(step, run, "cancel", reason=error)
+    attempt = run.current
+    if attempt is not None:
+        money.close(step, run, attempt, "fail", error)
+    finish(step, run, "failed", error=error)
+
+
 def finish(
     step: Step,
     run: RunRow,

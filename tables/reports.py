@@ -208,9 +208,7 @@ def _tool_allowed(step: Step, run: RunRow, attempt: Attempt, tool: str, step_id:
     if decision is None:
         return True
     if decision.effect == "deny":
-        runlog.send(step, run, "cancel", reason=rules.POLICY_DENIED)
-        money.close(step, run, attempt, "fail", rules.POLICY_DENIED)
-        outcomes.finish(step, run, "failed", error=rules.POLICY_DENIED)
+        outcomes.abort(step, run, rules.POLICY_DENIED)  # the report passed the fence: its attempt is the current
         return False
     if decision.redact_keys:
         run.envelope = rules.masked(run.envelope, decision.redact_keys)
